@@ -1,0 +1,92 @@
+//! Builds the `plugins/` workspace into WebAssembly components
+//! (wasm32-wasip2). Shared by `host/build.rs` (the embedded first-party
+//! plugins) and `tests/build.rs` (every plugin, hostile fixtures included)
+//! through `#[path]`.
+//!
+//! The nested cargo gets its own target dir and none of the outer build's
+//! flags or wrappers, as wasmtime's test-programs and Spin's test-components
+//! do.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The WebAssembly target plugins are built for; `rust-toolchain.toml`
+/// installs it.
+pub const TARGET: &str = "wasm32-wasip2";
+
+/// Environment the outer cargo sets that must not leak into the nested build.
+const SCRUB: &[&str] = &[
+    "CARGO_ENCODED_RUSTFLAGS",
+    "RUSTFLAGS",
+    "CARGO_BUILD_RUSTFLAGS",
+    "CARGO_BUILD_TARGET",
+    "CARGO_TARGET_DIR",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_PKG_NAME",
+    "PROFILE",
+    "OPT_LEVEL",
+    "DEBUG",
+    "TARGET",
+    "HOST",
+    "OUT_DIR",
+];
+
+/// The repository root (the parent of the crate running this build script).
+pub fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    manifest.parent().expect("crates live one level below the root").to_owned()
+}
+
+/// Tells cargo to rerun when plugin sources, the SDK or the WIT change.
+pub fn rerun_if_changed(root: &Path) {
+    for p in ["plugins/Cargo.toml", "plugins/Cargo.lock", "plugins/rules", "plugins/brokers", "plugins/fixtures", "plugin-sdk", "wit"] {
+        println!("cargo:rerun-if-changed={}", root.join(p).display());
+    }
+    println!("cargo:rerun-if-changed=../rust-toolchain.toml");
+}
+
+/// Builds `packages` (all workspace members when empty) in release mode and
+/// returns the directory holding the `.wasm` files.
+///
+/// # Panics
+/// When the build fails: the build script must stop with cargo's output.
+pub fn build(root: &Path, packages: &[&str]) -> PathBuf {
+    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => root.join("target"),
+    }
+    .join("wasm-plugins");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root.join("plugins"))
+        .arg("build")
+        .arg("--release")
+        .arg("--locked")
+        .arg("--target")
+        .arg(TARGET)
+        .arg("--manifest-path")
+        .arg(root.join("plugins/Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir);
+    if packages.is_empty() {
+        cmd.arg("--workspace");
+    }
+    for p in packages {
+        cmd.arg("-p").arg(p);
+    }
+    for k in SCRUB {
+        if *k != "CARGO_TARGET_DIR" {
+            cmd.env_remove(k);
+        }
+    }
+    let output = cmd.output().unwrap_or_else(|e| panic!("cannot run cargo to build plugins: {e}"));
+    if !output.status.success() {
+        panic!(
+            "building plugins for {TARGET} failed (is the target installed? rust-toolchain.toml lists it, `rustup target add {TARGET}` adds it by hand):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    target_dir.join(TARGET).join("release")
+}

@@ -1,0 +1,179 @@
+//! The running host: configuration, audit log, state, plugins and the HTTP
+//! server, opened from a data dir.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::audit::writer::AuditOptions;
+use crate::audit::{ActorKind, AuditError, AuditEvent, AuditLog, Outcome, action};
+use crate::config::{self, Config, ConfigError, RouteConfig};
+use crate::domain::ids::RouteName;
+use crate::plugins::{PluginError, Registry};
+use crate::store::{STATE_DB, StateDb, StoreError};
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config is missing or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The audit log could not be opened or written.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The state database could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A plugin could not be loaded.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}; pick a free port with --listen 127.0.0.1:PORT")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Options that tests and tools set; production uses the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct AppOptions {
+    /// Audit log options (e.g. a page cap that simulates a full disk).
+    pub audit: AuditOptions,
+}
+
+/// Everything a request needs.
+#[derive(Debug)]
+pub struct App {
+    /// The validated config.
+    pub config: Config,
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// Operational state.
+    pub state: StateDb,
+    /// Loaded plugins.
+    pub registry: Registry,
+    routes_by_token: HashMap<[u8; 32], RouteName>,
+}
+
+impl App {
+    /// Opens the data dir: config, audit log, state and every plugin.
+    ///
+    /// # Errors
+    /// [`StartError`] naming what failed and what to do.
+    pub async fn open(data_dir: &Path, options: AppOptions) -> Result<Arc<Self>, StartError> {
+        let config = config::load(&data_dir.join(config::CONFIG_FILE))?;
+        let audit = AuditLog::open(&data_dir.join(crate::audit::AUDIT_DB), options.audit)?;
+        let state = StateDb::open(&data_dir.join(STATE_DB))?;
+        let registry = match Registry::load(&config, state.clone(), &data_dir.join("cache")) {
+            Ok(r) => r,
+            Err(e) => {
+                // A refused plugin is audited too, then the host exits with
+                // the same message.
+                let event = AuditEvent::new(ActorKind::System, "host", action::PLUGIN_LOAD, Outcome::Error)
+                    .payload(json!({ "error": e.to_string() }));
+                let _ = audit.record(event).await;
+                audit.close();
+                return Err(e.into());
+            }
+        };
+        let routes_by_token = config.routes.iter().map(|(name, r)| (r.hook_token_sha256, name.clone())).collect();
+        Ok(Arc::new(Self { config, data_dir: data_dir.to_owned(), audit, state, registry, routes_by_token }))
+    }
+
+    /// The route whose hook token is `token`. The lookup is by SHA-256 of the
+    /// token, so the comparison never touches the secret itself.
+    pub fn route_for_token(&self, token: &str) -> Option<(&RouteName, &RouteConfig)> {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let name = self.routes_by_token.get(&hash)?;
+        self.config.routes.get(name).map(|r| (name, r))
+    }
+
+    /// Records `system.start` with every loaded plugin's digest.
+    ///
+    /// # Errors
+    /// [`AuditError`].
+    pub async fn record_start(&self, listen: SocketAddr) -> Result<(), AuditError> {
+        let plugins: Vec<_> = self
+            .config
+            .plugins
+            .keys()
+            .filter_map(|n| self.registry.get(n))
+            .map(|p| json!({ "name": p.name, "version": p.version, "digest": p.digest, "world": p.world.as_str(), "uses_kv": p.uses_kv }))
+            .collect();
+        self.audit
+            .record(AuditEvent::new(ActorKind::System, "host", action::SYSTEM_START, Outcome::Success).payload(json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "pid": std::process::id(),
+                "listen": listen.to_string(),
+                "install_id": self.audit.install_id(),
+                "plugins": plugins,
+                "routes": self.config.routes.keys().collect::<Vec<_>>(),
+            })))
+            .await
+            .map(drop)
+    }
+
+    /// Binds `listen` and serves until [`RunningServer::shutdown`].
+    ///
+    /// # Errors
+    /// [`StartError`] when the address cannot be bound or the start cannot
+    /// be audited.
+    pub async fn serve(self: &Arc<Self>, listen: SocketAddr) -> Result<RunningServer, StartError> {
+        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| StartError::Bind { addr: listen, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
+        self.record_start(addr).await?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let router = crate::http::router(self.clone());
+        let app = self.clone();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "server stopped with an error");
+            }
+            let _ = app
+                .audit
+                .record(AuditEvent::new(ActorKind::System, "host", action::SYSTEM_STOP, Outcome::Success).payload(json!({ "pid": std::process::id() })))
+                .await;
+            app.audit.close();
+        });
+        Ok(RunningServer { addr, shutdown: Some(tx), task })
+    }
+}
+
+/// A server started by [`App::serve`].
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The bound address (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, finishes in-flight requests, records `system.stop`
+    /// and closes the audit log.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Waits until the server stops.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}

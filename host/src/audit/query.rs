@@ -1,0 +1,206 @@
+//! Reading the audit log back: filtered search over a read-only connection
+//! (WAL lets it run while the writer commits).
+
+use std::path::Path;
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+
+/// Filters for [`search`]; every set field must match.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Events at or after this time (UTC ns).
+    pub since_ns: Option<i64>,
+    /// Events before this time (UTC ns).
+    pub until_ns: Option<i64>,
+    /// Actor kind (`plugin`, `webhook_source`, …).
+    pub actor_kind: Option<String>,
+    /// Actor id.
+    pub actor_id: Option<String>,
+    /// Action; a trailing `*` matches a prefix (`plugin.*`).
+    pub action: Option<String>,
+    /// Outcome.
+    pub outcome: Option<String>,
+    /// Correlation id (alert id).
+    pub correlation_id: Option<String>,
+    /// Request id.
+    pub request_id: Option<String>,
+    /// Free text (substring of three or more characters, via FTS5 trigram).
+    pub text: Option<String>,
+    /// Only events with a sequence number above this.
+    pub after_seq: Option<u64>,
+    /// At most this many events (oldest first).
+    pub limit: Option<usize>,
+}
+
+/// One stored event.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditRecord {
+    /// Sequence number.
+    pub seq: u64,
+    /// UTC nanoseconds.
+    pub ts_ns: i64,
+    /// RFC 3339 time.
+    pub ts: String,
+    /// Actor kind.
+    pub actor_kind: String,
+    /// Actor id.
+    pub actor_id: String,
+    /// Action.
+    pub action: String,
+    /// Resource.
+    pub resource: Option<String>,
+    /// Outcome.
+    pub outcome: String,
+    /// Request id.
+    pub request_id: Option<String>,
+    /// Correlation id.
+    pub correlation_id: Option<String>,
+    /// Session id.
+    pub session_id: Option<String>,
+    /// Source IP.
+    pub source_ip: Option<String>,
+    /// User agent.
+    pub user_agent: Option<String>,
+    /// The payload.
+    pub payload: serde_json::Value,
+    /// Hex of the previous event's hash.
+    pub prev_hash: String,
+    /// Hex of this event's hash.
+    pub entry_hash: String,
+}
+
+/// Why a search failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The database could not be opened or read.
+    #[error("cannot read the audit database {path}: {message}")]
+    Database {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The free-text query was too short.
+    #[error("free-text search needs at least 3 characters, got `{0}`")]
+    TextTooShort(String),
+}
+
+/// Opens `path` read-only.
+///
+/// # Errors
+/// [`QueryError::Database`].
+pub fn open_read_only(path: &Path) -> Result<Connection, QueryError> {
+    let err = |e: rusqlite::Error| QueryError::Database { path: path.display().to_string(), message: e.to_string() };
+    if !path.exists() {
+        return Err(QueryError::Database {
+            path: path.display().to_string(),
+            message: "no such file; is --data-dir right? `algobanana init` creates it".into(),
+        });
+    }
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+    Ok(conn)
+}
+
+/// Searches the audit database at `path`.
+///
+/// # Errors
+/// [`QueryError`].
+pub fn search(path: &Path, filter: &Filter) -> Result<Vec<AuditRecord>, QueryError> {
+    if let Some(t) = &filter.text {
+        check_text(t)?;
+    }
+    let conn = open_read_only(path)?;
+    search_conn(&conn, filter).map_err(|e| QueryError::Database { path: path.display().to_string(), message: e.to_string() })
+}
+
+fn search_conn(conn: &Connection, f: &Filter) -> Result<Vec<AuditRecord>, rusqlite::Error> {
+    let mut sql = String::from(
+        "SELECT seq, ts_ns, actor_kind, actor_id, action, resource, outcome, request_id, correlation_id,
+                session_id, source_ip, user_agent, payload, prev_hash, entry_hash FROM audit_event WHERE 1=1",
+    );
+    let mut args: Vec<SqlValue> = Vec::new();
+    let mut eq = |sql: &mut String, col: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            sql.push_str(&format!(" AND {col} = ?"));
+            args.push(SqlValue::Text(v.clone()));
+        }
+    };
+    eq(&mut sql, "actor_kind", &f.actor_kind);
+    eq(&mut sql, "actor_id", &f.actor_id);
+    eq(&mut sql, "outcome", &f.outcome);
+    eq(&mut sql, "correlation_id", &f.correlation_id);
+    eq(&mut sql, "request_id", &f.request_id);
+    if let Some(a) = &f.action {
+        match a.strip_suffix('*') {
+            Some(prefix) => {
+                sql.push_str(" AND substr(action, 1, ?) = ?");
+                args.push(SqlValue::Integer(i64::try_from(prefix.len()).unwrap_or(0)));
+                args.push(SqlValue::Text(prefix.to_owned()));
+            }
+            None => {
+                sql.push_str(" AND action = ?");
+                args.push(SqlValue::Text(a.clone()));
+            }
+        }
+    }
+    if let Some(t) = f.since_ns {
+        sql.push_str(" AND ts_ns >= ?");
+        args.push(SqlValue::Integer(t));
+    }
+    if let Some(t) = f.until_ns {
+        sql.push_str(" AND ts_ns < ?");
+        args.push(SqlValue::Integer(t));
+    }
+    if let Some(s) = f.after_seq {
+        sql.push_str(" AND seq > ?");
+        args.push(SqlValue::Integer(i64::try_from(s).unwrap_or(i64::MAX)));
+    }
+    if let Some(text) = &f.text {
+        // A quoted FTS5 string: the trigram tokenizer matches it as a substring.
+        sql.push_str(" AND seq IN (SELECT rowid FROM audit_fts WHERE audit_fts MATCH ?)");
+        args.push(SqlValue::Text(format!("\"{}\"", text.replace('"', "\"\""))));
+    }
+    sql.push_str(" ORDER BY seq");
+    if let Some(n) = f.limit {
+        sql.push_str(" LIMIT ?");
+        args.push(SqlValue::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
+    }
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+        let payload: String = r.get(12)?;
+        let ts_ns: i64 = r.get(1)?;
+        Ok(AuditRecord {
+            seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+            ts_ns,
+            ts: super::format_ts(ts_ns),
+            actor_kind: r.get(2)?,
+            actor_id: r.get(3)?,
+            action: r.get(4)?,
+            resource: r.get(5)?,
+            outcome: r.get(6)?,
+            request_id: r.get(7)?,
+            correlation_id: r.get(8)?,
+            session_id: r.get(9)?,
+            source_ip: r.get(10)?,
+            user_agent: r.get(11)?,
+            payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::String(payload)),
+            prev_hash: hex::encode(r.get::<_, Vec<u8>>(13)?),
+            entry_hash: hex::encode(r.get::<_, Vec<u8>>(14)?),
+        })
+    })?;
+    rows.collect()
+}
+
+/// Validates a free-text query (FTS5 trigram needs three characters).
+///
+/// # Errors
+/// [`QueryError::TextTooShort`].
+pub fn check_text(text: &str) -> Result<(), QueryError> {
+    if text.chars().count() < 3 {
+        return Err(QueryError::TextTooShort(text.to_owned()));
+    }
+    Ok(())
+}

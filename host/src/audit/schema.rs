@@ -1,0 +1,72 @@
+//! The audit database schema: an append-only, hash-chained `audit_event`
+//! table guarded by triggers, and an FTS5 index for free-text search.
+//! The triggers stop application bugs; the hash chain (and, later, signed
+//! checkpoints) detect anyone who edits the file directly.
+
+/// Statements run on every audit connection. `synchronous=FULL`: a
+/// committed event survives power loss on a device that honours flushes.
+pub const PRAGMAS: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+PRAGMA foreign_keys = ON;
+PRAGMA busy_timeout = 5000;
+PRAGMA trusted_schema = OFF;
+PRAGMA secure_delete = ON;
+";
+
+/// The schema, created on first open.
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS audit_meta(
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS audit_control(
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  prune_through INTEGER NOT NULL DEFAULT -1
+) STRICT;
+INSERT OR IGNORE INTO audit_control(id, prune_through) VALUES (1, -1);
+
+CREATE TABLE IF NOT EXISTS audit_event(
+  seq INTEGER PRIMARY KEY,
+  ts_ns INTEGER NOT NULL,
+  actor_kind TEXT NOT NULL,
+  actor_id TEXT NOT NULL,
+  action TEXT NOT NULL,
+  resource TEXT,
+  outcome TEXT NOT NULL,
+  request_id TEXT,
+  correlation_id TEXT,
+  session_id TEXT,
+  source_ip TEXT,
+  user_agent TEXT,
+  payload TEXT NOT NULL,
+  prev_hash BLOB NOT NULL CHECK (length(prev_hash) = 32),
+  entry_hash BLOB NOT NULL CHECK (length(entry_hash) = 32)
+) STRICT;
+
+CREATE INDEX IF NOT EXISTS audit_event_ts ON audit_event(ts_ns);
+CREATE INDEX IF NOT EXISTS audit_event_correlation ON audit_event(correlation_id);
+CREATE INDEX IF NOT EXISTS audit_event_request ON audit_event(request_id);
+CREATE INDEX IF NOT EXISTS audit_event_actor ON audit_event(actor_kind, actor_id);
+CREATE INDEX IF NOT EXISTS audit_event_action ON audit_event(action);
+
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit_event
+  BEGIN SELECT RAISE(ABORT, 'audit_event is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_event
+  WHEN old.seq > (SELECT prune_through FROM audit_control WHERE id = 1)
+  BEGIN SELECT RAISE(ABORT, 'audit_event rows can only be removed by a recorded prune'); END;
+CREATE TRIGGER IF NOT EXISTS audit_seq_contiguous BEFORE INSERT ON audit_event
+  WHEN new.seq <> coalesce((SELECT max(seq) FROM audit_event),
+                           (SELECT prune_through FROM audit_control WHERE id = 1)) + 1
+  BEGIN SELECT RAISE(ABORT, 'audit_event seq must be contiguous'); END;
+
+CREATE VIRTUAL TABLE IF NOT EXISTS audit_fts USING fts5(actor_id, action, resource, payload,
+  content='audit_event', content_rowid='seq', tokenize='trigram');
+CREATE TRIGGER IF NOT EXISTS audit_fts_ai AFTER INSERT ON audit_event BEGIN
+  INSERT INTO audit_fts(rowid, actor_id, action, resource, payload)
+  VALUES (new.seq, new.actor_id, new.action, new.resource, new.payload); END;
+CREATE TRIGGER IF NOT EXISTS audit_fts_ad AFTER DELETE ON audit_event BEGIN
+  INSERT INTO audit_fts(audit_fts, rowid, actor_id, action, resource, payload)
+  VALUES ('delete', old.seq, old.actor_id, old.action, old.resource, old.payload); END;
+";

@@ -1,0 +1,90 @@
+//! The config file as written: serde types with `deny_unknown_fields`, so a
+//! misspelt key is an error, never silently ignored. [`super::validate`]
+//! turns this into a [`super::Config`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: RawServer,
+    /// `[limits]`: defaults for every plugin.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// `[plugins.NAME]`.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, RawPlugin>,
+    /// `[[routes]]`.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// `listen = "127.0.0.1:8700"`.
+    pub listen: Option<String>,
+    /// `max_body_bytes = 65536`.
+    pub max_body_bytes: Option<u64>,
+}
+
+/// `[limits]` or `[plugins.NAME.limits]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Wall-clock budget per call in milliseconds.
+    pub deadline_ms: Option<u64>,
+    /// Memory cap per call in MiB (all memories of the store together).
+    pub memory_mib: Option<u64>,
+    /// Fuel per call; 0 turns fuel metering off.
+    pub fuel: Option<u64>,
+    /// Largest serialised output per call.
+    pub max_output_bytes: Option<u64>,
+    /// Most order intents per rule call.
+    pub max_intents: Option<u64>,
+    /// Log bytes kept per call.
+    pub log_bytes_per_call: Option<u64>,
+    /// Longest log line kept.
+    pub log_line_bytes: Option<u64>,
+}
+
+/// `[plugins.NAME]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlugin {
+    /// `builtin:NAME` or a path to a `.wasm` component.
+    pub source: String,
+    /// `rule` or `broker`.
+    pub world: String,
+    /// Version recorded in audit rows (builtins know their own).
+    pub version: Option<String>,
+    /// Overrides of `[limits]`.
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// The route's name.
+    pub name: String,
+    /// Hex SHA-256 of the hook token.
+    pub hook_token_sha256: String,
+    /// The rule plugin's name.
+    pub rule: String,
+    /// The broker plugin's name.
+    pub broker: String,
+    /// Settings handed to the rule as a JSON object.
+    #[serde(default)]
+    pub rule_config: Option<toml::Table>,
+    /// Settings of the broker account, handed to the broker as a JSON object.
+    #[serde(default)]
+    pub broker_settings: Option<toml::Table>,
+}

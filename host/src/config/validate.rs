@@ -1,0 +1,325 @@
+//! Raw config → validated [`Config`]. Every problem is collected and reported
+//! together, each naming the file, the key and what is expected.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use super::raw::{RawConfig, RawLimits, RawPlugin};
+use super::{Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Limits, PluginConfig, PluginSource, RouteConfig, ServerConfig, World};
+use crate::domain::ids::{PluginName, RouteName};
+use crate::plugins::builtin;
+
+/// 16 MiB: far above any alert; a larger cap only risks memory.
+const MAX_BODY_CAP: u64 = 16 << 20;
+/// 60 s: a plugin call longer than this blocks alerts behind it.
+const MAX_DEADLINE_MS: u64 = 60_000;
+/// 4 GiB: the most a 32-bit wasm memory can address.
+const MAX_MEMORY_MIB: u64 = 4096;
+
+/// A config file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}; run `algobanana init --data-dir DIR` to create one")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("config {path} is not valid: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said, with line and column.
+        message: String,
+    },
+    /// One or more values are invalid.
+    #[error("config {path} has {} problem(s):\n{}", .problems.len(), Problems(.problems))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// One line per problem: `key: what is wrong; what to do`.
+        problems: Vec<String>,
+    },
+}
+
+struct Problems<'a>(&'a [String]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates the config file at `path`.
+///
+/// # Errors
+/// [`ConfigError`] naming the file, the key and what is expected.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    parse(&text, path)
+}
+
+/// Validates config text; `path` is used in messages and to resolve relative
+/// plugin paths (against its directory).
+///
+/// # Errors
+/// [`ConfigError::Syntax`] or [`ConfigError::Invalid`].
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig =
+        toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut p = Vec::new();
+
+    let listen = raw.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen.parse::<SocketAddr>().unwrap_or_else(|_| {
+        p.push(format!("server.listen: `{listen}` is not an address; expected IP:PORT such as {DEFAULT_LISTEN}"));
+        SocketAddr::from(([127, 0, 0, 1], 8700))
+    });
+    let max_body_bytes = match raw.server.max_body_bytes {
+        None => DEFAULT_MAX_BODY_BYTES,
+        Some(n) if (1..=MAX_BODY_CAP).contains(&n) => usize::try_from(n).unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        Some(n) => {
+            p.push(format!("server.max_body_bytes: {n} is out of range; expected 1 to {MAX_BODY_CAP}"));
+            DEFAULT_MAX_BODY_BYTES
+        }
+    };
+
+    let defaults = limits(&raw.limits, Limits::default(), "limits", &mut p);
+
+    let mut plugins = IndexMap::new();
+    for (name, rp) in &raw.plugins {
+        let key = format!("plugins.{name}");
+        let Ok(pname) = PluginName::new(name.clone()) else {
+            p.push(format!("{key}: plugin names are 1–64 lowercase letters, digits, '-' or '_'"));
+            continue;
+        };
+        if let Some(pc) = plugin(rp, &key, base, defaults, &mut p) {
+            plugins.insert(pname, pc);
+        }
+    }
+
+    let mut routes = IndexMap::new();
+    let mut hashes = Vec::new();
+    for (i, rr) in raw.routes.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        let name = RouteName::new(rr.name.clone());
+        if name.is_err() {
+            p.push(format!("{key}.name: `{}` is not valid; expected 1–64 lowercase letters, digits, '-' or '_'", rr.name));
+        }
+        let hash = hex::decode(&rr.hook_token_sha256).ok().and_then(|h| <[u8; 32]>::try_from(h).ok());
+        match hash {
+            None => p.push(format!(
+                "{key}.hook_token_sha256: expected 64 hex characters (the SHA-256 of the hook token); `algobanana init` writes it"
+            )),
+            Some(h) if hashes.contains(&h) => {
+                p.push(format!("{key}.hook_token_sha256: another route already uses this hook token; give each route its own"))
+            }
+            Some(h) => hashes.push(h),
+        }
+        let rule = slot(&plugins, &raw, &rr.rule, World::Rule, &format!("{key}.rule"), &mut p);
+        let broker = slot(&plugins, &raw, &rr.broker, World::Broker, &format!("{key}.broker"), &mut p);
+        let rule_config = table_json(rr.rule_config.as_ref(), &format!("{key}.rule_config"), &mut p);
+        let broker_settings = table_json(rr.broker_settings.as_ref(), &format!("{key}.broker_settings"), &mut p);
+        if let (Ok(name), Some(h), Some(rule), Some(broker)) = (name, hash, rule, broker) {
+            let route = RouteConfig { hook_token_sha256: h, rule, rule_config, broker, broker_settings };
+            if !routes.contains_key(&name) {
+                routes.insert(name, route);
+            } else {
+                p.push(format!("{key}.name: a route named `{name}` already exists; route names must be unique"));
+            }
+        }
+    }
+
+    if !p.is_empty() {
+        return Err(ConfigError::Invalid { path: path.to_owned(), problems: p });
+    }
+    Ok(Config { path: path.to_owned(), server: ServerConfig { listen, max_body_bytes }, plugins, routes })
+}
+
+fn plugin(rp: &RawPlugin, key: &str, base: &Path, defaults: Limits, p: &mut Vec<String>) -> Option<PluginConfig> {
+    let world = match rp.world.as_str() {
+        "rule" => Some(World::Rule),
+        "broker" => Some(World::Broker),
+        other => {
+            p.push(format!("{key}.world: `{other}` is not a world; expected \"rule\" or \"broker\""));
+            None
+        }
+    };
+    let (source, builtin_version) = match rp.source.strip_prefix("builtin:") {
+        Some(name) => match builtin::find(name) {
+            Some(b) => (Some(PluginSource::Builtin(name.to_owned())), Some(b.version)),
+            None => {
+                let known: Vec<&str> = builtin::ALL.iter().map(|b| b.name).collect();
+                p.push(format!("{key}.source: there is no built-in plugin `{name}`; built-ins are {}", known.join(", ")));
+                (None, None)
+            }
+        },
+        None if rp.source.trim().is_empty() => {
+            p.push(format!("{key}.source: expected `builtin:NAME` or a path to a .wasm component"));
+            (None, None)
+        }
+        None => {
+            let path = Path::new(&rp.source);
+            (Some(PluginSource::File(if path.is_absolute() { path.to_owned() } else { base.join(path) })), None)
+        }
+    };
+    let version = rp.version.clone().or(builtin_version.map(str::to_owned)).unwrap_or_else(|| "unversioned".into());
+    if version.is_empty() || version.len() > 64 || version.chars().any(char::is_whitespace) {
+        p.push(format!("{key}.version: expected a version such as 1.2.0 (no spaces, at most 64 characters)"));
+    }
+    let limits = limits(&rp.limits, defaults, &format!("{key}.limits"), p);
+    Some(PluginConfig { source: source?, world: world?, version, limits })
+}
+
+fn limits(raw: &RawLimits, base: Limits, key: &str, p: &mut Vec<String>) -> Limits {
+    let mut out = base;
+    let mut range = |name: &str, value: Option<u64>, lo: u64, hi: u64| -> Option<u64> {
+        let v = value?;
+        if (lo..=hi).contains(&v) {
+            Some(v)
+        } else {
+            p.push(format!("{key}.{name}: {v} is out of range; expected {lo} to {hi}"));
+            None
+        }
+    };
+    let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    if let Some(v) = range("deadline_ms", raw.deadline_ms, 1, MAX_DEADLINE_MS) {
+        out.deadline = Duration::from_millis(v);
+    }
+    if let Some(v) = range("memory_mib", raw.memory_mib, 1, MAX_MEMORY_MIB) {
+        out.memory_bytes = size(v << 20);
+    }
+    if let Some(v) = range("fuel", raw.fuel, 0, u64::MAX) {
+        out.fuel = (v > 0).then_some(v);
+    }
+    if let Some(v) = range("max_output_bytes", raw.max_output_bytes, 1024, 16 << 20) {
+        out.max_output_bytes = size(v);
+    }
+    if let Some(v) = range("max_intents", raw.max_intents, 1, 1000) {
+        out.max_intents = size(v);
+    }
+    if let Some(v) = range("log_bytes_per_call", raw.log_bytes_per_call, 0, 1 << 20) {
+        out.log_bytes_per_call = size(v);
+    }
+    if let Some(v) = range("log_line_bytes", raw.log_line_bytes, 16, 64 * 1024) {
+        out.log_line_bytes = size(v);
+    }
+    out
+}
+
+fn slot(
+    plugins: &IndexMap<PluginName, PluginConfig>,
+    raw: &RawConfig,
+    name: &str,
+    world: World,
+    key: &str,
+    p: &mut Vec<String>,
+) -> Option<PluginName> {
+    let pname = PluginName::new(name).ok();
+    match pname.as_ref().and_then(|n| plugins.get(n)) {
+        Some(pc) if pc.world == world => pname,
+        Some(pc) => {
+            p.push(format!("{key}: plugin `{name}` is a {} plugin; expected a {} plugin here", pc.world.as_str(), world.as_str()));
+            None
+        }
+        // Already reported under [plugins.NAME].
+        None if raw.plugins.contains_key(name) => None,
+        None => {
+            let known: Vec<&str> = raw.plugins.keys().map(String::as_str).collect();
+            p.push(format!(
+                "{key}: plugin `{name}` is not defined; add a [plugins.{name}] table or use one of: {}",
+                if known.is_empty() { "(none defined)".to_owned() } else { known.join(", ") }
+            ));
+            None
+        }
+    }
+}
+
+fn table_json(table: Option<&toml::Table>, key: &str, p: &mut Vec<String>) -> serde_json::Value {
+    match table {
+        None => serde_json::Value::Object(serde_json::Map::new()),
+        Some(t) => serde_json::to_value(t).unwrap_or_else(|e| {
+            p.push(format!("{key}: cannot be expressed as JSON: {e}"));
+            serde_json::Value::Object(serde_json::Map::new())
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[plugins.tradingview]
+source = "builtin:tradingview"
+world = "rule"
+
+[plugins.paper]
+source = "builtin:paper"
+world = "broker"
+limits = { deadline_ms = 250 }
+
+[[routes]]
+name = "default"
+hook_token_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
+rule = "tradingview"
+broker = "paper"
+rule_config = { default_quantity = "1" }
+"#;
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(text, Path::new("/data/algobanana.toml"))
+    }
+
+    #[test]
+    fn a_good_config_validates() {
+        let c = parse_str(GOOD).unwrap();
+        assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+        let paper = c.plugins.get(&PluginName::new("paper").unwrap()).unwrap();
+        assert_eq!(paper.limits.deadline, Duration::from_millis(250));
+        let route = c.routes.get(&RouteName::new("default").unwrap()).unwrap();
+        assert_eq!(route.rule_config["default_quantity"], "1");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key_and_line() {
+        let err = parse_str(&format!("{GOOD}\n[server]\nlisten_addr = \"x\"\n")).unwrap_err().to_string();
+        assert!(err.contains("/data/algobanana.toml"), "{err}");
+        assert!(err.contains("unknown field `listen_addr`"), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = GOOD
+            .replace("rule = \"tradingview\"", "rule = \"paper\"")
+            .replace("broker = \"paper\"", "broker = \"missing\"")
+            .replace("deadline_ms = 250", "deadline_ms = 0");
+        let err = parse_str(&text).unwrap_err().to_string();
+        assert!(err.contains("3 problem(s)"), "{err}");
+        assert!(err.contains("routes[0].rule: plugin `paper` is a broker plugin; expected a rule plugin here"), "{err}");
+        assert!(err.contains("routes[0].broker: plugin `missing` is not defined; add a [plugins.missing] table"), "{err}");
+        assert!(err.contains("plugins.paper.limits.deadline_ms: 0 is out of range; expected 1 to 60000"), "{err}");
+    }
+
+    #[test]
+    fn unknown_builtins_and_bad_hashes_are_explained() {
+        let text = GOOD.replace("builtin:paper", "builtin:nope").replace("\"0000000000000000000000000000000000000000000000000000000000000000\"", "\"xyz\"");
+        let err = parse_str(&text).unwrap_err().to_string();
+        assert!(err.contains("plugins.paper.source: there is no built-in plugin `nope`; built-ins are tradingview, paper"), "{err}");
+        assert!(err.contains("routes[0].hook_token_sha256: expected 64 hex characters"), "{err}");
+    }
+}

@@ -1,0 +1,22 @@
+//! algobanana: a self-hosted trading-automation host.
+//!
+//! An alert arrives over HTTP ([`http`]), is recorded in the tamper-evident
+//! audit store ([`audit`]) and handed to the route's rule plugin, a sandboxed
+//! WebAssembly component ([`plugins`]). The rule's order intents go to the
+//! route's broker plugin, and every plugin call and capability use
+//! ([`capabilities`]) is audited. [`pipeline`] ties these together; [`app`]
+//! owns the running pieces; [`cli`] is the command line.
+
+pub mod app;
+pub mod audit;
+pub mod capabilities;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod pipeline;
+pub mod plugins;
+pub mod setup;
+pub mod store;
+
+pub use app::{App, RunningServer};

@@ -1,0 +1,37 @@
+//! Host-side bindings generated from `wit/` for both worlds. The broker
+//! world reuses the rule world's data types and host interfaces, so one
+//! `Linker<PluginState>` serves both.
+
+/// The `rule` world: `evaluate`, plus the shared types and host interfaces.
+#[allow(missing_docs, missing_debug_implementations, clippy::all)]
+pub mod rule {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "algobanana:plugin/rule",
+        imports: { default: trappable },
+        exports: { default: async },
+        trappable_error_type: {
+            "algobanana:plugin/types.capability-error" => crate::capabilities::CapabilityError,
+        },
+        additional_derives: [PartialEq],
+    });
+}
+
+/// The `broker` world: order placement and account queries.
+#[allow(missing_docs, missing_debug_implementations, clippy::all)]
+pub mod broker {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "algobanana:plugin/broker",
+        imports: { default: trappable },
+        exports: { default: async },
+        with: {
+            "algobanana:plugin/types": super::rule::algobanana::plugin::types,
+            "algobanana:plugin/log": super::rule::algobanana::plugin::log,
+            "algobanana:plugin/clock": super::rule::algobanana::plugin::clock,
+            "algobanana:plugin/kv": super::rule::algobanana::plugin::kv,
+        },
+    });
+}
+
+pub use rule::algobanana::plugin::{clock, kv, log, types};

@@ -1,0 +1,36 @@
+//! First-party plugins embedded in the binary, so `algobanana serve` works
+//! from a clean clone. `build.rs` builds them from `plugins/` source.
+
+/// An embedded plugin.
+#[derive(Debug, Clone, Copy)]
+pub struct Builtin {
+    /// Its name (`builtin:NAME` in config).
+    pub name: &'static str,
+    /// Its version.
+    pub version: &'static str,
+    /// The world it implements.
+    pub world: crate::config::World,
+    /// The component bytes.
+    pub wasm: &'static [u8],
+}
+
+/// Every embedded plugin.
+pub const ALL: &[Builtin] = &[
+    Builtin {
+        name: "tradingview",
+        version: "0.1.0",
+        world: crate::config::World::Rule,
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/plugins/tradingview.wasm")),
+    },
+    Builtin {
+        name: "paper",
+        version: "0.1.0",
+        world: crate::config::World::Broker,
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/plugins/paper.wasm")),
+    },
+];
+
+/// The embedded plugin called `name`.
+pub fn find(name: &str) -> Option<&'static Builtin> {
+    ALL.iter().find(|b| b.name == name)
+}

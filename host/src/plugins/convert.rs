@@ -1,0 +1,311 @@
+//! Conversions between the WIT types of `plugins::bindings` and the host's
+//! domain types, plus JSON renderings of WIT values for audit payloads.
+//! Decimals stay exact: they are rendered as strings and validated, never
+//! passed through a float.
+
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use super::bindings::types as wit;
+use crate::domain::ids::ClientOrderId;
+use crate::domain::money::{self, MoneyError, Price, Quantity};
+use crate::domain::order::{OrderAck, OrderIntent, OrderStatus, OrderType, Side, Symbol, TimeInForce};
+
+/// Why a plugin's value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    /// A number was not acceptable.
+    #[error(transparent)]
+    Money(#[from] MoneyError),
+    /// An identifier or symbol was not acceptable.
+    #[error(transparent)]
+    Id(#[from] crate::domain::ids::IdError),
+}
+
+/// A WIT decimal as an exact [`Decimal`].
+///
+/// # Errors
+/// [`MoneyError::Scale`] for a scale above 28.
+pub fn decimal(d: wit::Decimal, field: &'static str) -> Result<Decimal, MoneyError> {
+    money::decimal_from_parts(d.mantissa, d.scale, field)
+}
+
+/// A [`Decimal`] as a WIT decimal.
+///
+/// # Errors
+/// [`MoneyError::TooManyDigits`] when it does not fit.
+pub fn to_wit_decimal(d: Decimal) -> Result<wit::Decimal, MoneyError> {
+    let (mantissa, scale) = money::decimal_to_parts(d)?;
+    Ok(wit::Decimal { mantissa, scale })
+}
+
+fn price(d: wit::Decimal, field: &'static str) -> Result<Price, MoneyError> {
+    Price::new_checked(decimal(d, field)?)
+}
+
+/// Validates a rule's intent into the domain type.
+///
+/// # Errors
+/// [`ConvertError`] naming the field and what is expected.
+pub fn intent(i: &wit::OrderIntent) -> Result<OrderIntent, ConvertError> {
+    let order_type = match i.order_type {
+        wit::OrderType::Market => OrderType::Market,
+        wit::OrderType::Limit(l) => OrderType::Limit { limit: price(l, "limit price")? },
+        wit::OrderType::Stop(s) => OrderType::Stop { stop: price(s, "stop price")? },
+        wit::OrderType::StopLimit(sl) => {
+            OrderType::StopLimit { stop: price(sl.stop, "stop price")?, limit: price(sl.limit, "limit price")? }
+        }
+    };
+    Ok(OrderIntent {
+        symbol: Symbol::new(i.symbol.clone())?,
+        side: match i.side {
+            wit::Side::Buy => Side::Buy,
+            wit::Side::Sell => Side::Sell,
+        },
+        quantity: Quantity::new_checked(decimal(i.quantity, "quantity")?)?,
+        order_type,
+        time_in_force: match i.time_in_force {
+            wit::TimeInForce::Day => TimeInForce::Day,
+            wit::TimeInForce::Gtc => TimeInForce::Gtc,
+            wit::TimeInForce::Ioc => TimeInForce::Ioc,
+            wit::TimeInForce::Fok => TimeInForce::Fok,
+            wit::TimeInForce::Opg => TimeInForce::Opg,
+            wit::TimeInForce::Cls => TimeInForce::Cls,
+        },
+        requested_client_order_id: i.client_order_id.as_deref().map(ClientOrderId::new).transpose()?,
+        reduce_only: i.reduce_only,
+        reference_price: i.reference_price.map(|p| price(p, "reference price")).transpose()?,
+        take_profit: i.take_profit.map(|p| price(p, "take-profit price")).transpose()?,
+        stop_loss: i.stop_loss.map(|p| price(p, "stop-loss price")).transpose()?,
+    })
+}
+
+/// A validated intent back into WIT, for the broker.
+///
+/// # Errors
+/// [`MoneyError::TooManyDigits`] (cannot happen for values that came from WIT).
+pub fn intent_to_wit(i: &OrderIntent, client_order_id: &ClientOrderId) -> Result<wit::OrderIntent, MoneyError> {
+    let p = |p: Price| to_wit_decimal(p.get());
+    Ok(wit::OrderIntent {
+        symbol: i.symbol.as_str().to_owned(),
+        side: match i.side {
+            Side::Buy => wit::Side::Buy,
+            Side::Sell => wit::Side::Sell,
+        },
+        quantity: to_wit_decimal(i.quantity.get())?,
+        order_type: match i.order_type {
+            OrderType::Market => wit::OrderType::Market,
+            OrderType::Limit { limit } => wit::OrderType::Limit(p(limit)?),
+            OrderType::Stop { stop } => wit::OrderType::Stop(p(stop)?),
+            OrderType::StopLimit { stop, limit } => wit::OrderType::StopLimit(wit::StopLimit { stop: p(stop)?, limit: p(limit)? }),
+        },
+        time_in_force: match i.time_in_force {
+            TimeInForce::Day => wit::TimeInForce::Day,
+            TimeInForce::Gtc => wit::TimeInForce::Gtc,
+            TimeInForce::Ioc => wit::TimeInForce::Ioc,
+            TimeInForce::Fok => wit::TimeInForce::Fok,
+            TimeInForce::Opg => wit::TimeInForce::Opg,
+            TimeInForce::Cls => wit::TimeInForce::Cls,
+        },
+        client_order_id: Some(client_order_id.as_str().to_owned()),
+        reduce_only: i.reduce_only,
+        reference_price: i.reference_price.map(p).transpose()?,
+        take_profit: i.take_profit.map(p).transpose()?,
+        stop_loss: i.stop_loss.map(p).transpose()?,
+    })
+}
+
+/// A broker's ack as the domain type.
+///
+/// # Errors
+/// [`MoneyError`] for an unacceptable decimal.
+pub fn ack(a: &wit::OrderAck) -> Result<OrderAck, MoneyError> {
+    Ok(OrderAck {
+        client_order_id: a.client_order_id.clone(),
+        broker_order_id: a.broker_order_id.clone(),
+        status: match a.status {
+            wit::OrderStatus::Pending => OrderStatus::Pending,
+            wit::OrderStatus::Accepted => OrderStatus::Accepted,
+            wit::OrderStatus::PartiallyFilled => OrderStatus::PartiallyFilled,
+            wit::OrderStatus::Filled => OrderStatus::Filled,
+            wit::OrderStatus::Canceled => OrderStatus::Canceled,
+            wit::OrderStatus::Rejected => OrderStatus::Rejected,
+            wit::OrderStatus::Expired => OrderStatus::Expired,
+        },
+        filled_quantity: decimal(a.filled_quantity, "filled quantity")?,
+        average_fill_price: a.average_fill_price.map(|p| decimal(p, "average fill price")).transpose()?,
+        message: a.message.clone(),
+    })
+}
+
+/// The kind and message of a rule error.
+pub fn rule_error(e: &wit::RuleError) -> (&'static str, &str) {
+    match e {
+        wit::RuleError::InvalidAlert(m) => ("invalid_alert", m),
+        wit::RuleError::Unsupported(m) => ("unsupported", m),
+        wit::RuleError::InvalidConfig(m) => ("invalid_config", m),
+        wit::RuleError::Internal(m) => ("internal", m),
+    }
+}
+
+/// The kind and message of a broker error.
+pub fn broker_error(e: &wit::BrokerError) -> (&'static str, &str) {
+    match e {
+        wit::BrokerError::Rejected(m) => ("rejected", m),
+        wit::BrokerError::InvalidOrder(m) => ("invalid_order", m),
+        wit::BrokerError::InsufficientFunds(m) => ("insufficient_funds", m),
+        wit::BrokerError::NotFound(m) => ("not_found", m),
+        wit::BrokerError::Duplicate(m) => ("duplicate", m),
+        wit::BrokerError::Auth(m) => ("auth", m),
+        wit::BrokerError::RateLimited(m) => ("rate_limited", m),
+        wit::BrokerError::Unavailable(m) => ("unavailable", m),
+        wit::BrokerError::Ambiguous(m) => ("ambiguous", m),
+        wit::BrokerError::InvalidConfig(m) => ("invalid_config", m),
+        wit::BrokerError::Internal(m) => ("internal", m),
+    }
+}
+
+/// A WIT decimal as JSON text, exact (`"190.35"`), or the raw parts when
+/// the scale is out of range.
+pub fn decimal_json(d: wit::Decimal) -> Value {
+    match decimal(d, "value") {
+        Ok(v) => Value::String(v.to_string()),
+        Err(_) => json!({ "mantissa": d.mantissa, "scale": d.scale }),
+    }
+}
+
+fn opt_decimal_json(d: Option<wit::Decimal>) -> Value {
+    d.map_or(Value::Null, decimal_json)
+}
+
+/// A WIT intent as JSON, as the plugin returned it.
+pub fn intent_json(i: &wit::OrderIntent) -> Value {
+    let order_type = match i.order_type {
+        wit::OrderType::Market => json!({ "type": "market" }),
+        wit::OrderType::Limit(l) => json!({ "type": "limit", "limit": decimal_json(l) }),
+        wit::OrderType::Stop(s) => json!({ "type": "stop", "stop": decimal_json(s) }),
+        wit::OrderType::StopLimit(sl) => {
+            json!({ "type": "stop_limit", "stop": decimal_json(sl.stop), "limit": decimal_json(sl.limit) })
+        }
+    };
+    json!({
+        "symbol": i.symbol,
+        "side": match i.side { wit::Side::Buy => "buy", wit::Side::Sell => "sell" },
+        "quantity": decimal_json(i.quantity),
+        "order_type": order_type,
+        "time_in_force": format!("{:?}", i.time_in_force).to_ascii_lowercase(),
+        "client_order_id": i.client_order_id,
+        "reduce_only": i.reduce_only,
+        "reference_price": opt_decimal_json(i.reference_price),
+        "take_profit": opt_decimal_json(i.take_profit),
+        "stop_loss": opt_decimal_json(i.stop_loss),
+    })
+}
+
+/// A WIT ack as JSON.
+pub fn ack_json(a: &wit::OrderAck) -> Value {
+    json!({
+        "client_order_id": a.client_order_id,
+        "broker_order_id": a.broker_order_id,
+        "status": status_name(a.status),
+        "filled_quantity": decimal_json(a.filled_quantity),
+        "average_fill_price": opt_decimal_json(a.average_fill_price),
+        "message": a.message,
+    })
+}
+
+fn status_name(s: wit::OrderStatus) -> &'static str {
+    match s {
+        wit::OrderStatus::Pending => "pending",
+        wit::OrderStatus::Accepted => "accepted",
+        wit::OrderStatus::PartiallyFilled => "partially_filled",
+        wit::OrderStatus::Filled => "filled",
+        wit::OrderStatus::Canceled => "canceled",
+        wit::OrderStatus::Rejected => "rejected",
+        wit::OrderStatus::Expired => "expired",
+    }
+}
+
+/// A WIT position as JSON.
+pub fn position_json(p: &wit::Position) -> Value {
+    json!({ "symbol": p.symbol, "quantity": decimal_json(p.quantity), "average_price": decimal_json(p.average_price) })
+}
+
+/// A WIT account as JSON.
+pub fn account_json(a: &wit::Account) -> Value {
+    json!({
+        "currency": a.currency,
+        "cash": decimal_json(a.cash),
+        "equity": decimal_json(a.equity),
+        "buying_power": decimal_json(a.buying_power),
+    })
+}
+
+/// An alert as JSON for audit payloads: the body as text when it is UTF-8,
+/// else base64.
+pub fn alert_json(a: &wit::Alert) -> Value {
+    let body = match std::str::from_utf8(&a.body) {
+        Ok(t) => json!({ "text": t }),
+        Err(_) => {
+            use base64::Engine as _;
+            json!({ "base64": base64::engine::general_purpose::STANDARD.encode(&a.body) })
+        }
+    };
+    json!({
+        "id": a.id,
+        "received_at_ns": a.received_at,
+        "route": a.route,
+        "content_type": a.content_type,
+        "body": body,
+        "body_bytes": a.body.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wit_intent() -> wit::OrderIntent {
+        wit::OrderIntent {
+            symbol: "AAPL".into(),
+            side: wit::Side::Buy,
+            quantity: wit::Decimal { mantissa: 10, scale: 0 },
+            order_type: wit::OrderType::Limit(wit::Decimal { mantissa: 19035, scale: 2 }),
+            time_in_force: wit::TimeInForce::Gtc,
+            client_order_id: Some("sig-1".into()),
+            reduce_only: false,
+            reference_price: Some(wit::Decimal { mantissa: 1901, scale: 1 }),
+            take_profit: None,
+            stop_loss: None,
+        }
+    }
+
+    #[test]
+    fn intents_convert_exactly_both_ways() {
+        let d = intent(&wit_intent()).unwrap();
+        assert_eq!(d.order_type, OrderType::Limit { limit: Price::new_checked("190.35".parse().unwrap()).unwrap() });
+        let coid = ClientOrderId::new("sig-1").unwrap();
+        assert_eq!(intent_to_wit(&d, &coid).unwrap(), wit_intent());
+    }
+
+    #[test]
+    fn invalid_intents_name_the_field() {
+        let mut i = wit_intent();
+        i.quantity = wit::Decimal { mantissa: 0, scale: 0 };
+        assert_eq!(intent(&i).unwrap_err().to_string(), "quantity must be greater than zero, got 0");
+        let mut i = wit_intent();
+        i.order_type = wit::OrderType::Limit(wit::Decimal { mantissa: 1, scale: 40 });
+        assert!(intent(&i).unwrap_err().to_string().starts_with("limit price: scale 40"));
+        let mut i = wit_intent();
+        i.symbol = "aapl; drop".into();
+        assert!(intent(&i).unwrap_err().to_string().contains("symbol"));
+    }
+
+    #[test]
+    fn json_renders_decimals_as_exact_strings() {
+        let v = intent_json(&wit_intent());
+        assert_eq!(v["order_type"]["limit"], "190.35");
+        assert_eq!(v["reference_price"], "190.1");
+        assert_eq!(v["time_in_force"], "gtc");
+    }
+}

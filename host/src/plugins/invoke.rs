@@ -1,0 +1,494 @@
+//! Calling a plugin: a fresh, bounded [`Store`] per call from the cached
+//! `InstancePre`, the call under its deadline, memory cap and optional fuel,
+//! then classification (ok / guest error / trap / limit) and one
+//! `plugin.call` audit event with everything the call did. The store is
+//! dropped after every call, trap or not.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::bindings::types as wit;
+use super::convert;
+use super::limiter::TotalLimiter;
+use super::registry::{LoadedPlugin, Pre, Registry};
+use super::state::PluginState;
+use crate::audit::{ActorKind, AuditError, AuditEvent, AuditLog, Context, Outcome, Receipt, action};
+use crate::capabilities::kv::{KvQuotas, KvState, KvSummary};
+use crate::capabilities::log::{LogLine, LogState};
+
+/// Extra wall-clock time past the deadline before the host abandons a call
+/// stuck in a host function (epochs do not interrupt host code).
+pub const HOST_GRACE: Duration = Duration::from_millis(50);
+
+/// Why a call did not return normally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrapCause {
+    /// The deadline passed (epoch interrupt or the wall-clock guard).
+    Deadline {
+        /// The configured deadline.
+        limit_ms: u128,
+    },
+    /// The fuel ran out.
+    OutOfFuel {
+        /// The configured fuel.
+        limit: u64,
+    },
+    /// The memory cap was reached.
+    Memory {
+        /// The configured cap in bytes.
+        limit: usize,
+        /// What the plugin asked for in total.
+        requested: usize,
+    },
+    /// The wasm stack overflowed.
+    StackOverflow,
+    /// The guest panicked or hit `unreachable`.
+    Unreachable,
+    /// The output was larger than allowed.
+    OutputTooLarge {
+        /// The cap.
+        limit: usize,
+        /// What the plugin returned.
+        actual: usize,
+    },
+    /// A rule returned more intents than allowed.
+    TooManyIntents {
+        /// The cap.
+        limit: usize,
+        /// What the rule returned.
+        actual: usize,
+    },
+    /// Any other trap or host failure.
+    Other(String),
+}
+
+impl TrapCause {
+    /// The audit outcome detail: `trap:<kind>` or `limit:<name>`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Deadline { .. } => "trap:deadline",
+            Self::OutOfFuel { .. } => "trap:out_of_fuel",
+            Self::Memory { .. } => "limit:memory",
+            Self::StackOverflow => "trap:stack_overflow",
+            Self::Unreachable => "trap:unreachable",
+            Self::OutputTooLarge { .. } => "limit:max_output_bytes",
+            Self::TooManyIntents { .. } => "limit:max_intents",
+            Self::Other(_) => "trap:other",
+        }
+    }
+
+    /// A sentence for operators and HTTP responses, naming the limit.
+    pub fn describe(&self, plugin: &str) -> String {
+        match self {
+            Self::Deadline { limit_ms } => format!(
+                "plugin `{plugin}` was stopped at its deadline of {limit_ms} ms; fix the plugin or raise `deadline_ms` in [plugins.{plugin}.limits]"
+            ),
+            Self::OutOfFuel { limit } => {
+                format!("plugin `{plugin}` ran out of fuel ({limit}); fix the plugin or raise `fuel` in [plugins.{plugin}.limits]")
+            }
+            Self::Memory { limit, requested } => format!(
+                "plugin `{plugin}` was stopped at its memory cap of {limit} bytes (it asked for {requested}); fix the plugin or raise `memory_mib` in [plugins.{plugin}.limits]"
+            ),
+            Self::StackOverflow => format!("plugin `{plugin}` overflowed its stack (deep recursion)"),
+            Self::Unreachable => format!("plugin `{plugin}` crashed (panic or unreachable code)"),
+            Self::OutputTooLarge { limit, actual } => format!(
+                "plugin `{plugin}` returned {actual} bytes, above its output cap of {limit}; raise `max_output_bytes` in [plugins.{plugin}.limits] if that is expected"
+            ),
+            Self::TooManyIntents { limit, actual } => format!(
+                "plugin `{plugin}` returned {actual} order intents, above the cap of {limit}; raise `max_intents` in [plugins.{plugin}.limits] if that is expected"
+            ),
+            Self::Other(m) => format!("plugin `{plugin}` failed: {m}"),
+        }
+    }
+}
+
+/// A call that could not be made or recorded at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The plugin does not implement the export's world.
+    #[error("plugin `{0}` is not a {1} plugin")]
+    WrongWorld(String, &'static str),
+    /// The call's audit event could not be queued.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+/// What a call returned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Returned<T, E> {
+    /// The export returned `ok`.
+    Ok(T),
+    /// The export returned its WIT error.
+    GuestError(E),
+    /// It trapped or hit a limit.
+    Trap(TrapCause),
+}
+
+/// A finished call and the receipt of its audit event.
+#[derive(Debug)]
+pub struct Called<T, E> {
+    /// What it returned.
+    pub returned: Returned<T, E>,
+    /// Resolves when the `plugin.call` event is committed.
+    pub receipt: Receipt,
+    /// The audit call id (child events carry it).
+    pub call_id: String,
+    /// How long the call took.
+    pub duration: Duration,
+}
+
+/// What one call did besides returning.
+#[derive(Debug, Default)]
+struct Stats {
+    fuel_consumed: Option<u64>,
+    memory_peak: usize,
+    log: Vec<LogLine>,
+    log_dropped: u32,
+    kv: KvSummary,
+}
+
+type CallFuture<T> = Pin<Box<dyn Future<Output = (Store<PluginState>, wasmtime::Result<T>)> + Send>>;
+
+/// A broker export and its arguments.
+#[derive(Debug, Clone)]
+pub enum BrokerCall {
+    /// `place-order`.
+    PlaceOrder {
+        /// Account settings JSON.
+        settings: String,
+        /// Host-assigned client order id.
+        client_order_id: String,
+        /// The order.
+        order: wit::OrderIntent,
+    },
+    /// `cancel-order`.
+    CancelOrder {
+        /// Account settings JSON.
+        settings: String,
+        /// Client order id.
+        client_order_id: String,
+    },
+    /// `get-order`.
+    GetOrder {
+        /// Account settings JSON.
+        settings: String,
+        /// Client order id.
+        client_order_id: String,
+    },
+    /// `open-orders`.
+    OpenOrders {
+        /// Account settings JSON.
+        settings: String,
+    },
+    /// `positions`.
+    Positions {
+        /// Account settings JSON.
+        settings: String,
+    },
+    /// `account`.
+    Account {
+        /// Account settings JSON.
+        settings: String,
+    },
+}
+
+/// What a broker export returned on success.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BrokerReply {
+    /// One order.
+    Ack(wit::OrderAck),
+    /// Several orders.
+    Acks(Vec<wit::OrderAck>),
+    /// Positions.
+    Positions(Vec<wit::Position>),
+    /// Balances.
+    Account(wit::Account),
+}
+
+impl BrokerCall {
+    fn export(&self) -> &'static str {
+        match self {
+            Self::PlaceOrder { .. } => "place-order",
+            Self::CancelOrder { .. } => "cancel-order",
+            Self::GetOrder { .. } => "get-order",
+            Self::OpenOrders { .. } => "open-orders",
+            Self::Positions { .. } => "positions",
+            Self::Account { .. } => "account",
+        }
+    }
+
+    fn input_json(&self) -> Value {
+        let settings = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::String(s.to_owned()));
+        match self {
+            Self::PlaceOrder { settings: s, client_order_id, order } => {
+                json!({ "account_settings": settings(s), "client_order_id": client_order_id, "order": convert::intent_json(order) })
+            }
+            Self::CancelOrder { settings: s, client_order_id } | Self::GetOrder { settings: s, client_order_id } => {
+                json!({ "account_settings": settings(s), "client_order_id": client_order_id })
+            }
+            Self::OpenOrders { settings: s } | Self::Positions { settings: s } | Self::Account { settings: s } => {
+                json!({ "account_settings": settings(s) })
+            }
+        }
+    }
+}
+
+fn reply_json(r: &BrokerReply) -> Value {
+    match r {
+        BrokerReply::Ack(a) => convert::ack_json(a),
+        BrokerReply::Acks(v) => Value::Array(v.iter().map(convert::ack_json).collect()),
+        BrokerReply::Positions(v) => Value::Array(v.iter().map(convert::position_json).collect()),
+        BrokerReply::Account(a) => convert::account_json(a),
+    }
+}
+
+impl Registry {
+    /// Calls a rule's `evaluate` and audits the call.
+    ///
+    /// # Errors
+    /// [`CallError`] when the plugin is not a rule or the audit is halted.
+    pub async fn call_rule(
+        &self,
+        plugin: &LoadedPlugin,
+        alert: &wit::Alert,
+        config: &str,
+        portfolio: Option<&wit::Portfolio>,
+        audit: &AuditLog,
+        ctx: &Context,
+    ) -> Result<Called<Vec<wit::OrderIntent>, wit::RuleError>, CallError> {
+        let Pre::Rule(pre) = &plugin.pre else {
+            return Err(CallError::WrongWorld(plugin.name.to_string(), "rule"));
+        };
+        let input = json!({
+            "alert": convert::alert_json(alert),
+            "config": serde_json::from_str::<Value>(config).unwrap_or(Value::String(config.to_owned())),
+            "portfolio": portfolio.map(|p| json!({
+                "positions": p.positions.iter().map(convert::position_json).collect::<Vec<_>>(),
+                "account": convert::account_json(&p.account),
+            })),
+        });
+        let (pre, alert, config, portfolio) = (pre.clone(), alert.clone(), config.to_owned(), portfolio.cloned());
+        let call = move |mut store: Store<PluginState>| -> CallFuture<Result<Vec<wit::OrderIntent>, wit::RuleError>> {
+            Box::pin(async move {
+                let result = async {
+                    let rule = pre.instantiate_async(&mut store).await?;
+                    rule.call_evaluate(&mut store, &alert, &config, portfolio.as_ref()).await
+                }
+                .await;
+                (store, result)
+            })
+        };
+        let max_intents = plugin.limits.max_intents;
+        self.run(plugin, "evaluate", input, call, audit, ctx, |r| match r {
+            Ok(intents) if intents.len() > max_intents => {
+                Err(TrapCause::TooManyIntents { limit: max_intents, actual: intents.len() })
+            }
+            Ok(intents) => Ok(Value::Array(intents.iter().map(convert::intent_json).collect())),
+            Err(e) => {
+                let (kind, message) = convert::rule_error(e);
+                Ok(json!({ "error": { "kind": kind, "message": message } }))
+            }
+        })
+        .await
+    }
+
+    /// Calls a broker export and audits the call.
+    ///
+    /// # Errors
+    /// [`CallError`] when the plugin is not a broker or the audit is halted.
+    pub async fn call_broker(
+        &self,
+        plugin: &LoadedPlugin,
+        op: BrokerCall,
+        audit: &AuditLog,
+        ctx: &Context,
+    ) -> Result<Called<BrokerReply, wit::BrokerError>, CallError> {
+        let Pre::Broker(pre) = &plugin.pre else {
+            return Err(CallError::WrongWorld(plugin.name.to_string(), "broker"));
+        };
+        let export = op.export();
+        let input = op.input_json();
+        let pre = pre.clone();
+        let call = move |mut store: Store<PluginState>| -> CallFuture<Result<BrokerReply, wit::BrokerError>> {
+            Box::pin(async move {
+                let result = async {
+                    let b = pre.instantiate_async(&mut store).await?;
+                    Ok(match op {
+                        BrokerCall::PlaceOrder { settings, client_order_id, order } => {
+                            b.call_place_order(&mut store, &settings, &client_order_id, &order).await?.map(BrokerReply::Ack)
+                        }
+                        BrokerCall::CancelOrder { settings, client_order_id } => {
+                            b.call_cancel_order(&mut store, &settings, &client_order_id).await?.map(BrokerReply::Ack)
+                        }
+                        BrokerCall::GetOrder { settings, client_order_id } => {
+                            b.call_get_order(&mut store, &settings, &client_order_id).await?.map(BrokerReply::Ack)
+                        }
+                        BrokerCall::OpenOrders { settings } => b.call_open_orders(&mut store, &settings).await?.map(BrokerReply::Acks),
+                        BrokerCall::Positions { settings } => b.call_positions(&mut store, &settings).await?.map(BrokerReply::Positions),
+                        BrokerCall::Account { settings } => b.call_account(&mut store, &settings).await?.map(BrokerReply::Account),
+                    })
+                }
+                .await;
+                (store, result)
+            })
+        };
+        self.run(plugin, export, input, call, audit, ctx, |r| {
+            Ok(match r {
+                Ok(reply) => reply_json(reply),
+                Err(e) => {
+                    let (kind, message) = convert::broker_error(e);
+                    json!({ "error": { "kind": kind, "message": message } })
+                }
+            })
+        })
+        .await
+    }
+
+    /// The shared call path: store, limits, call, classify, commit kv, audit.
+    #[allow(clippy::too_many_arguments)]
+    async fn run<T, E>(
+        &self,
+        plugin: &LoadedPlugin,
+        export: &'static str,
+        input: Value,
+        call: impl FnOnce(Store<PluginState>) -> CallFuture<Result<T, E>>,
+        audit: &AuditLog,
+        ctx: &Context,
+        output: impl FnOnce(&Result<T, E>) -> Result<Value, TrapCause>,
+    ) -> Result<Called<T, E>, CallError> {
+        let _permit = self.calls.acquire().await.ok();
+        let _serial = match &plugin.serial {
+            Some(m) => Some(m.lock().await),
+            None => None,
+        };
+        let limits = plugin.limits;
+        let call_id = uuid::Uuid::now_v7().to_string();
+        let name = plugin.name.to_string();
+        let state = PluginState::new(
+            TotalLimiter::new(limits.memory_bytes),
+            LogState::new(name.clone(), limits.log_bytes_per_call, limits.log_line_bytes),
+            KvState::new(name.clone(), self.db.clone(), KvQuotas::default()),
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let fuel = self.fuel.then(|| limits.fuel.unwrap_or(u64::MAX));
+        if let Some(f) = fuel {
+            // Fuel is on for the engine; errors only when it is off.
+            let _ = store.set_fuel(f);
+        }
+        let started = Instant::now();
+        let budget = limits.deadline;
+        // Yield to the async runtime every tick so a spinning guest never
+        // starves other alerts, and interrupt once the budget is spent.
+        store.epoch_deadline_callback(move |_| {
+            Ok(if started.elapsed() >= budget { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        store.set_epoch_deadline(1);
+
+        let finished = tokio::time::timeout(budget + HOST_GRACE, call(store)).await;
+        let duration = started.elapsed();
+
+        let mut stats = Stats::default();
+        let returned: Returned<T, E>;
+        let mut out_json = Value::Null;
+        match finished {
+            Err(_elapsed) => {
+                returned = Returned::Trap(TrapCause::Deadline { limit_ms: budget.as_millis() });
+            }
+            Ok((mut store, result)) => {
+                if let Some(f) = fuel {
+                    stats.fuel_consumed = store.get_fuel().ok().map(|left| f.saturating_sub(left));
+                }
+                let data = store.data_mut();
+                stats.memory_peak = data.limiter.peak();
+                stats.log = std::mem::take(&mut data.log.lines);
+                stats.log_dropped = data.log.dropped;
+                stats.kv = data.kv.summary.clone();
+                returned = match result {
+                    Err(e) => Returned::Trap(classify(&e, data, budget, limits.fuel)),
+                    Ok(r) => match output(&r) {
+                        Err(cause) => Returned::Trap(cause),
+                        Ok(json) => {
+                            let size = json.to_string().len();
+                            if size > limits.max_output_bytes {
+                                Returned::Trap(TrapCause::OutputTooLarge { limit: limits.max_output_bytes, actual: size })
+                            } else {
+                                out_json = json;
+                                match data.kv.commit() {
+                                    Err(e) => {
+                                        tracing::error!(error = %e, plugin = %name, "kv commit failed");
+                                        Returned::Trap(TrapCause::Other(format!("the host could not save the plugin's kv writes: {e}")))
+                                    }
+                                    Ok(()) => match r {
+                                        Ok(v) => Returned::Ok(v),
+                                        Err(e) => Returned::GuestError(e),
+                                    },
+                                }
+                            }
+                        }
+                    },
+                };
+                // The store (and the instance, poisoned or not) ends here.
+                drop(store);
+            }
+        }
+
+        let (outcome, detail, error) = match &returned {
+            Returned::Ok(_) => (Outcome::Success, "ok", None),
+            Returned::GuestError(_) => (Outcome::Failure, "guest_error", None),
+            Returned::Trap(cause) => (Outcome::Trap, cause.code(), Some(cause.describe(&name))),
+        };
+        let kv_committed = matches!(returned, Returned::Ok(_) | Returned::GuestError(_)) && !stats.kv.keys_changed.is_empty();
+        let event = AuditEvent::new(ActorKind::Plugin, plugin.actor_id(), action::PLUGIN_CALL, outcome)
+            .resource(format!("plugin:{name}"))
+            .context(ctx)
+            .payload(json!({
+                "call_id": call_id,
+                "plugin": name,
+                "version": plugin.version,
+                "digest": plugin.digest,
+                "wit": super::WIT_VERSION,
+                "world": plugin.world.as_str(),
+                "export": export,
+                "input": input,
+                "output": out_json,
+                "outcome": detail,
+                "error": error,
+                "duration_us": u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
+                "fuel_consumed": stats.fuel_consumed,
+                "memory_peak_bytes": stats.memory_peak,
+                "limits": {
+                    "deadline_ms": u64::try_from(limits.deadline.as_millis()).unwrap_or(u64::MAX),
+                    "memory_bytes": limits.memory_bytes,
+                    "fuel": limits.fuel,
+                    "max_output_bytes": limits.max_output_bytes,
+                },
+                "log": stats.log,
+                "log_dropped": stats.log_dropped,
+                "kv": { "reads": stats.kv.reads, "writes": stats.kv.writes, "keys_changed": stats.kv.keys_changed,
+                        "refused": stats.kv.refused, "committed": kv_committed },
+            }));
+        let receipt = audit.append(event).await?;
+        Ok(Called { returned, receipt, call_id, duration })
+    }
+}
+
+/// Classifies a failed call, most specific first: the memory limiter's
+/// flag (a failed grow is not a `Trap` value), then the trap code.
+fn classify(e: &wasmtime::Error, state: &PluginState, deadline: Duration, fuel: Option<u64>) -> TrapCause {
+    if let Some(hit) = state.limiter.hit() {
+        return TrapCause::Memory { limit: hit.limit, requested: hit.requested };
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => TrapCause::Deadline { limit_ms: deadline.as_millis() },
+        Some(Trap::OutOfFuel) => TrapCause::OutOfFuel { limit: fuel.unwrap_or(0) },
+        Some(Trap::StackOverflow) => TrapCause::StackOverflow,
+        Some(Trap::UnreachableCodeReached) => TrapCause::Unreachable,
+        Some(other) => TrapCause::Other(other.to_string()),
+        None => TrapCause::Other(format!("{e:#}")),
+    }
+}

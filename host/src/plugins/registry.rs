@@ -1,0 +1,347 @@
+//! Loading plugins: read the component (built-in or file), hash it, compile
+//! it once per digest into the on-disk cache, refuse any import the host
+//! does not provide, and keep one `InstancePre` per plugin for cheap fresh
+//! instances.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+use super::bindings::{broker::BrokerPre, rule::RulePre};
+use super::engine::{self, EngineSettings};
+use super::state::PluginState;
+use super::{bindings, builtin};
+use crate::config::{Config, Limits, PluginConfig, PluginSource, World};
+use crate::domain::ids::PluginName;
+use crate::store::StateDb;
+
+/// 256 MiB: above the largest real component (Python, about 18 MB) with a
+/// wide margin; a bigger file is refused before it is read into memory.
+pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
+
+/// Host interfaces a plugin may import, by name without version. The
+/// version must be semver-compatible with [`super::WIT_VERSION`] (0.1.x).
+const HOST_INTERFACES: &[&str] = &["algobanana:plugin/log", "algobanana:plugin/clock", "algobanana:plugin/kv", "algobanana:plugin/types"];
+
+/// Baseline WASI packages, linked against a deny-all context.
+const WASI_PACKAGES: &[&str] = &["wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:cli/", "wasi:filesystem/", "wasi:sockets/"];
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The component file could not be read.
+    #[error("plugin `{plugin}`: cannot read {path}: {message}; check `source` in [plugins.{plugin}]")]
+    Read {
+        /// The plugin.
+        plugin: String,
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The bytes are not a valid component.
+    #[error("plugin `{plugin}` is not a valid WebAssembly component ({message}); rebuild it for wasm32-wasip2 or reinstall it")]
+    Invalid {
+        /// The plugin.
+        plugin: String,
+        /// What wasmtime said.
+        message: String,
+    },
+    /// The component imports something the host does not provide.
+    #[error("plugin `{plugin}` was refused at load: it imports {}, which algobanana does not provide; plugins may import only algobanana:plugin/{{log,clock,kv}}@0.1 and baseline WASI (io, clocks, random, cli, filesystem, sockets — all empty)", .imports.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", "))]
+    Imports {
+        /// The plugin.
+        plugin: String,
+        /// Every offending import.
+        imports: Vec<String>,
+    },
+    /// The component does not implement the configured world.
+    #[error("plugin `{plugin}` does not implement the `{world}` world ({message}); check `world` in [plugins.{plugin}]")]
+    World {
+        /// The plugin.
+        plugin: String,
+        /// The configured world.
+        world: &'static str,
+        /// What wasmtime said.
+        message: String,
+    },
+    /// The precompiled cache could not be written or read.
+    #[error("plugin `{plugin}`: precompiled cache {path}: {message}")]
+    Cache {
+        /// The plugin.
+        plugin: String,
+        /// The cache file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The engine could not be built.
+    #[error("cannot start the WebAssembly engine: {0}")]
+    Engine(String),
+}
+
+/// The pre-instantiated component of one plugin.
+#[derive(Clone)]
+pub enum Pre {
+    /// A rule.
+    Rule(RulePre<PluginState>),
+    /// A broker.
+    Broker(BrokerPre<PluginState>),
+}
+
+impl std::fmt::Debug for Pre {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Rule(_) => "Pre::Rule",
+            Self::Broker(_) => "Pre::Broker",
+        })
+    }
+}
+
+/// A plugin ready to be called.
+#[derive(Debug)]
+pub struct LoadedPlugin {
+    /// Its configured name.
+    pub name: PluginName,
+    /// Its version.
+    pub version: String,
+    /// `sha256:` and the hex digest of the component.
+    pub digest: String,
+    /// Its world.
+    pub world: World,
+    /// Per-call limits.
+    pub limits: Limits,
+    /// Returns true if and only if it imports `kv`; calls to such a plugin
+    /// are serialised so two calls never race on its namespace.
+    pub uses_kv: bool,
+    /// Serialises calls of a kv-using plugin.
+    pub(crate) serial: Option<tokio::sync::Mutex<()>>,
+    /// The pre-instantiated component.
+    pub(crate) pre: Pre,
+}
+
+impl LoadedPlugin {
+    /// `name@version`, the audit actor id.
+    pub fn actor_id(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+}
+
+/// Every loaded plugin, the engine and what a call needs.
+#[derive(Debug)]
+pub struct Registry {
+    pub(crate) engine: Engine,
+    pub(crate) db: StateDb,
+    pub(crate) fuel: bool,
+    pub(crate) calls: Arc<tokio::sync::Semaphore>,
+    plugins: HashMap<PluginName, Arc<LoadedPlugin>>,
+}
+
+impl Registry {
+    /// Builds the engine and loads every plugin in `config`, compiling into
+    /// `cache_dir` as needed. All plugins are loaded before the first alert.
+    ///
+    /// # Errors
+    /// The first [`PluginError`].
+    pub fn load(config: &Config, db: StateDb, cache_dir: &Path) -> Result<Self, PluginError> {
+        let settings = engine_settings(config.plugins.values());
+        let engine = engine::build(settings).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let linker = linker(&engine).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let cache = Cache::open(cache_dir, &engine)?;
+        let mut plugins = HashMap::new();
+        for (name, pc) in &config.plugins {
+            let loaded = load_one(&engine, &linker, &cache, &db, name, pc)?;
+            plugins.insert(name.clone(), Arc::new(loaded));
+        }
+        Ok(Self {
+            engine,
+            db,
+            fuel: settings.fuel,
+            calls: Arc::new(tokio::sync::Semaphore::new(engine::MAX_CONCURRENT_CALLS)),
+            plugins,
+        })
+    }
+
+    /// The plugin called `name`.
+    pub fn get(&self, name: &PluginName) -> Option<Arc<LoadedPlugin>> {
+        self.plugins.get(name).cloned()
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+fn engine_settings<'a>(plugins: impl Iterator<Item = &'a PluginConfig>) -> EngineSettings {
+    let mut s = EngineSettings { fuel: false, max_memory_bytes: Limits::default().memory_bytes };
+    for p in plugins {
+        s.fuel |= p.limits.fuel.is_some();
+        s.max_memory_bytes = s.max_memory_bytes.max(p.limits.memory_bytes);
+    }
+    s
+}
+
+/// The linker template: deny-all baseline WASI and the host interfaces.
+fn linker(engine: &Engine) -> wasmtime::Result<Linker<PluginState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    bindings::log::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+    bindings::clock::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+    bindings::kv::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+    bindings::types::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+fn read_source(name: &PluginName, pc: &PluginConfig) -> Result<std::borrow::Cow<'static, [u8]>, PluginError> {
+    match &pc.source {
+        PluginSource::Builtin(b) => builtin::find(b).map(|b| std::borrow::Cow::Borrowed(b.wasm)).ok_or_else(|| {
+            PluginError::Read { plugin: name.to_string(), path: PathBuf::from(format!("builtin:{b}")), message: "no such built-in".into() }
+        }),
+        PluginSource::File(path) => {
+            let err = |message: String| PluginError::Read { plugin: name.to_string(), path: path.clone(), message };
+            let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+            if meta.len() > MAX_COMPONENT_BYTES {
+                return Err(err(format!("{} bytes is above the {MAX_COMPONENT_BYTES}-byte limit for a component", meta.len())));
+            }
+            std::fs::read(path).map(std::borrow::Cow::Owned).map_err(|e| err(e.to_string()))
+        }
+    }
+}
+
+/// Returns true if and only if `version` is semver-compatible with 0.1.x.
+fn compatible(version: &str) -> bool {
+    version.strip_prefix("0.1.").is_some_and(|patch| !patch.is_empty() && patch.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Checks every import; returns whether `kv` is imported.
+fn check_imports(engine: &Engine, component: &Component, plugin: &PluginName) -> Result<bool, PluginError> {
+    let mut refused = Vec::new();
+    let mut uses_kv = false;
+    for (name, _) in component.component_type().imports(engine) {
+        if WASI_PACKAGES.iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        match name.split_once('@') {
+            Some((base, version)) if HOST_INTERFACES.contains(&base) && compatible(version) => {
+                uses_kv |= base == "algobanana:plugin/kv";
+            }
+            _ => refused.push(name.to_owned()),
+        }
+    }
+    if refused.is_empty() { Ok(uses_kv) } else { Err(PluginError::Imports { plugin: plugin.to_string(), imports: refused }) }
+}
+
+fn load_one(
+    engine: &Engine,
+    linker: &Linker<PluginState>,
+    cache: &Cache,
+    db: &StateDb,
+    name: &PluginName,
+    pc: &PluginConfig,
+) -> Result<LoadedPlugin, PluginError> {
+    let bytes = read_source(name, pc)?;
+    let digest = hex::encode(Sha256::digest(&bytes));
+    let component = cache.component(engine, db, name, &digest, &bytes)?;
+    let uses_kv = check_imports(engine, &component, name)?;
+    let world_err = |e: wasmtime::Error| PluginError::World { plugin: name.to_string(), world: pc.world.as_str(), message: format!("{e:#}") };
+    let instance_pre = linker.instantiate_pre(&component).map_err(world_err)?;
+    let pre = match pc.world {
+        World::Rule => Pre::Rule(RulePre::new(instance_pre).map_err(world_err)?),
+        World::Broker => Pre::Broker(BrokerPre::new(instance_pre).map_err(world_err)?),
+    };
+    Ok(LoadedPlugin {
+        name: name.clone(),
+        version: pc.version.clone(),
+        digest: format!("sha256:{digest}"),
+        world: pc.world,
+        limits: pc.limits,
+        uses_kv,
+        serial: uses_kv.then(|| tokio::sync::Mutex::new(())),
+        pre,
+    })
+}
+
+/// The precompiled-component cache: `<data-dir>/cache/<digest>-<engine>.cwasm`,
+/// written only by this host (mode 0600, atomically) and checked against the
+/// SHA-256 recorded in `state.db` before it is loaded. A `.cwasm` is native
+/// code, so a file that does not match is deleted and recompiled, never run.
+struct Cache {
+    dir: cap_std::fs::Dir,
+    path: PathBuf,
+    engine_key: String,
+}
+
+impl Cache {
+    fn open(path: &Path, engine: &Engine) -> Result<Self, PluginError> {
+        let err = |e: std::io::Error| PluginError::Cache { plugin: "*".into(), path: path.to_owned(), message: e.to_string() };
+        std::fs::create_dir_all(path).map_err(err)?;
+        let dir = cap_std::fs::Dir::open_ambient_dir(path, cap_std::ambient_authority()).map_err(err)?;
+        Ok(Self { dir, path: path.to_owned(), engine_key: engine::compatibility_key(engine) })
+    }
+
+    fn component(&self, engine: &Engine, db: &StateDb, plugin: &PluginName, digest: &str, bytes: &[u8]) -> Result<Component, PluginError> {
+        let file = format!("{digest}-{}.cwasm", self.engine_key);
+        let full = self.path.join(&file);
+        let err = |message: String| PluginError::Cache { plugin: plugin.to_string(), path: full.clone(), message };
+        let recorded = db.compiled_hash(digest, &self.engine_key).map_err(|e| err(e.to_string()))?;
+        if let Some(expected) = recorded {
+            match self.dir.read(&file) {
+                Ok(data) if hex::encode(Sha256::digest(&data)) == expected => return load_precompiled(engine, &full).map_err(err),
+                Ok(_) => {
+                    tracing::warn!(plugin = %plugin, file = %full.display(), "precompiled component does not match its recorded hash; recompiling");
+                    let _ = self.dir.remove_file(&file);
+                }
+                Err(_) => {}
+            }
+        }
+        let compiled = engine
+            .precompile_component(bytes)
+            .map_err(|e| PluginError::Invalid { plugin: plugin.to_string(), message: format!("{e:#}") })?;
+        self.write_atomic(&file, &compiled).map_err(|e| err(e.to_string()))?;
+        db.set_compiled_hash(digest, &self.engine_key, &hex::encode(Sha256::digest(&compiled))).map_err(|e| err(e.to_string()))?;
+        load_precompiled(engine, &full).map_err(err)
+    }
+
+    fn write_atomic(&self, file: &str, data: &[u8]) -> std::io::Result<()> {
+        use cap_std::fs::OpenOptionsExt as _;
+        let tmp = format!("{file}.tmp-{}", std::process::id());
+        let mut opts = cap_std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true).mode(0o600);
+        let mut f = self.dir.open_with(&tmp, &opts)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        self.dir.rename(&tmp, &self.dir, file)?;
+        // Make the rename itself durable.
+        self.dir.open(".").and_then(|d| d.sync_all()).or(Ok(()))
+    }
+}
+
+#[allow(unsafe_code)]
+fn load_precompiled(engine: &Engine, path: &Path) -> Result<Component, String> {
+    // SAFETY: `deserialize_file` runs the file's bytes as native code. The
+    // file was written by this host from `precompile_component` and its
+    // SHA-256 was checked against the value recorded in state.db when it
+    // was written; a `.cwasm` from anywhere else is never loaded.
+    unsafe { Component::deserialize_file(engine, path) }.map_err(|e| format!("{e:#}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_interface_versions_must_be_0_1_x() {
+        assert!(compatible("0.1.0"));
+        assert!(compatible("0.1.17"));
+        assert!(!compatible("0.2.0"));
+        assert!(!compatible("0.1.0-rc1"));
+        assert!(!compatible("1.0.0"));
+    }
+}

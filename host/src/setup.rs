@@ -1,0 +1,186 @@
+//! `algobanana init`: a new data dir with a config, the databases and a
+//! default route (tradingview rule → paper broker) whose hook token is
+//! printed once and stored only as its SHA-256.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use rand::RngCore;
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::audit::writer::AuditOptions;
+use crate::audit::{ActorKind, AuditEvent, AuditLog, Outcome, action};
+use crate::config::{self, CONFIG_FILE};
+use crate::store::{STATE_DB, StateDb};
+
+/// Prefix of hook tokens, so secret scanners and people recognise them.
+pub const HOOK_TOKEN_PREFIX: &str = "abh_";
+
+/// What `init` created. The token appears here once and nowhere else.
+#[derive(Debug, Serialize)]
+pub struct InitOutput {
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// The default route's name.
+    pub route: String,
+    /// `/v1/hooks/<token>`.
+    pub hook_path: String,
+    /// The hook token (256 random bits, URL-safe).
+    pub hook_token: String,
+}
+
+/// Why `init` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// A config already exists.
+    #[error("{0} already exists; algobanana will not overwrite an existing setup (use another --data-dir, or remove the directory to start over)")]
+    Exists(PathBuf),
+    /// A file could not be written.
+    #[error("cannot initialise {path}: {message}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A fresh hook token: the prefix and 32 random bytes in URL-safe base64.
+pub fn new_hook_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{HOOK_TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Returns true if and only if `dir` has no config yet (missing or empty dir,
+/// or a dir without `algobanana.toml`).
+pub fn needs_init(dir: &Path) -> bool {
+    !dir.join(CONFIG_FILE).exists()
+}
+
+fn config_text(token_sha256: &str, listen: SocketAddr) -> String {
+    format!(
+        r#"# algobanana configuration. Unknown keys are errors.
+# Written by `algobanana init`; edit and restart to apply.
+
+[server]
+# Loopback only by default (Local mode).
+listen = "{listen}"
+# Largest accepted alert body.
+max_body_bytes = 65536
+
+# Limits of every plugin call; override per plugin under [plugins.NAME.limits].
+[limits]
+deadline_ms = 100
+memory_mib = 64
+# fuel = 0 turns fuel metering off.
+fuel = 0
+max_output_bytes = 65536
+max_intents = 32
+log_bytes_per_call = 4096
+log_line_bytes = 1024
+
+# The default rule: TradingView / TradersPost-style JSON and plain-text alerts.
+[plugins.tradingview]
+source = "builtin:tradingview"
+world = "rule"
+
+# The default broker: paper trading (no real money moves).
+[plugins.paper]
+source = "builtin:paper"
+world = "broker"
+
+[[routes]]
+name = "default"
+# SHA-256 of the hook token; the token itself was shown once by `init`.
+hook_token_sha256 = "{token_sha256}"
+rule = "tradingview"
+broker = "paper"
+
+# Settings handed to the rule, e.g. default_quantity = "1".
+[routes.rule_config]
+
+# Settings of the paper account.
+[routes.broker_settings]
+account_id = "paper"
+currency = "USD"
+initial_cash = "100000"
+"#
+    )
+}
+
+/// Creates a new setup in `dir`.
+///
+/// # Errors
+/// [`InitError::Exists`] when `dir` already holds a config; [`InitError::Io`]
+/// when a file cannot be written.
+pub async fn init(dir: &Path, listen: SocketAddr) -> Result<InitOutput, InitError> {
+    let config_path = dir.join(CONFIG_FILE);
+    if config_path.exists() {
+        return Err(InitError::Exists(config_path));
+    }
+    let io = |path: &Path, e: &dyn std::fmt::Display| InitError::Io { path: path.to_owned(), message: e.to_string() };
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, &e))?;
+    let token = new_hook_token();
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    let text = config_text(&hash, listen);
+    // Validate what we are about to write, so init can never leave a config
+    // that serve rejects.
+    config::parse(&text, &config_path).map_err(|e| io(&config_path, &e))?;
+
+    let tmp = dir.join(format!(".{CONFIG_FILE}.tmp"));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| io(&tmp, &e))?;
+    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| io(&tmp, &e))?;
+    drop(f);
+    // hard_link refuses to replace an existing file, so two concurrent inits
+    // cannot both win.
+    std::fs::hard_link(&tmp, &config_path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        if e.kind() == std::io::ErrorKind::AlreadyExists { InitError::Exists(config_path.clone()) } else { io(&config_path, &e) }
+    })?;
+    let _ = std::fs::remove_file(&tmp);
+
+    StateDb::open(&dir.join(STATE_DB)).map_err(|e| io(dir, &e))?;
+    let audit_path = dir.join(crate::audit::AUDIT_DB);
+    let audit = AuditLog::open(&audit_path, AuditOptions::default()).map_err(|e| io(&audit_path, &e))?;
+    let event = AuditEvent::new(ActorKind::System, "cli", action::CONFIG_CHANGED, Outcome::Success)
+        .resource(format!("config:{}", config_path.display()))
+        .payload(json!({ "change": "init", "config_sha256": hex::encode(Sha256::digest(text.as_bytes())), "routes": ["default"] }));
+    let recorded = audit.record(event).await;
+    audit.close();
+    recorded.map_err(|e| io(&audit_path, &e))?;
+
+    Ok(InitOutput { data_dir: dir.to_owned(), route: "default".into(), hook_path: config::hook_path(&token), hook_token: token })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_long_random_and_url_safe() {
+        let a = new_hook_token();
+        let b = new_hook_token();
+        assert_ne!(a, b);
+        assert!(a.starts_with(HOOK_TOKEN_PREFIX));
+        // 32 bytes = 256 bits = 43 base64 characters.
+        assert_eq!(a.len(), HOOK_TOKEN_PREFIX.len() + 43);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+    }
+
+    #[tokio::test]
+    async fn init_refuses_to_overwrite_and_writes_a_valid_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = init(dir.path(), "127.0.0.1:8700".parse().unwrap()).await.unwrap();
+        let text = std::fs::read_to_string(dir.path().join(CONFIG_FILE)).unwrap();
+        assert!(!text.contains(&out.hook_token), "the token itself is never stored");
+        assert!(text.contains(&hex::encode(Sha256::digest(out.hook_token.as_bytes()))));
+        config::load(&dir.path().join(CONFIG_FILE)).unwrap();
+        let err = init(dir.path(), "127.0.0.1:8700".parse().unwrap()).await.unwrap_err();
+        assert!(err.to_string().contains("will not overwrite"), "{err}");
+    }
+}

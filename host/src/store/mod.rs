@@ -1,0 +1,239 @@
+//! Operational state in `state.db` (separate from the audit database):
+//! received alerts and their results, plugin key-value namespaces, and the
+//! registry of precompiled components.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// The state database's file name inside the data dir.
+pub const STATE_DB: &str = "state.db";
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+PRAGMA foreign_keys = ON;
+PRAGMA busy_timeout = 5000;
+PRAGMA trusted_schema = OFF;
+
+CREATE TABLE IF NOT EXISTS alert(
+  id TEXT PRIMARY KEY,
+  route TEXT NOT NULL,
+  received_at_ns INTEGER NOT NULL,
+  request_id TEXT NOT NULL,
+  content_type TEXT NOT NULL,
+  body BLOB NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('received', 'processed', 'failed')),
+  result TEXT
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS plugin_kv(
+  plugin TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value BLOB NOT NULL,
+  PRIMARY KEY (plugin, key)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS compiled_component(
+  digest TEXT NOT NULL,
+  engine TEXT NOT NULL,
+  cwasm_sha256 TEXT NOT NULL,
+  PRIMARY KEY (digest, engine)
+) STRICT;
+";
+
+/// Why a state operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("state database {path}: {message}")]
+pub struct StoreError {
+    /// The file.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The state database. Operations are short; one connection behind a mutex.
+#[derive(Debug, Clone)]
+pub struct StateDb {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+/// Usage of one plugin's kv namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KvUsage {
+    /// Number of keys.
+    pub keys: u64,
+    /// Bytes of keys and values together.
+    pub bytes: u64,
+}
+
+impl StateDb {
+    /// Opens (creating if needed) the state database.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let err = |e: rusqlite::Error| StoreError { path: path.to_owned(), message: e.to_string() };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        StoreError { path: self.path.clone(), message: e.to_string() }
+    }
+
+    /// Records a received alert.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn insert_alert(
+        &self,
+        id: &str,
+        route: &str,
+        received_at_ns: i64,
+        request_id: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO alert(id, route, received_at_ns, request_id, content_type, body, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'received')",
+            )
+            .and_then(|mut s| s.execute(params![id, route, received_at_ns, request_id, content_type, body]))
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Stores an alert's final status and result JSON.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn finish_alert(&self, id: &str, processed: bool, result: &str) -> Result<(), StoreError> {
+        let status = if processed { "processed" } else { "failed" };
+        self.conn()
+            .prepare_cached("UPDATE alert SET status = ?2, result = ?3 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, status, result]))
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// An alert's status and result.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn alert_status(&self, id: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+        self.conn()
+            .query_row("SELECT status, result FROM alert WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Reads one kv value.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn()
+            .prepare_cached("SELECT value FROM plugin_kv WHERE plugin = ?1 AND key = ?2")
+            .and_then(|mut s| s.query_row(params![plugin, key], |r| r.get(0)).optional())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Keys starting with `prefix`, sorted, at most `limit`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn kv_keys(&self, plugin: &str, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key FROM plugin_kv WHERE plugin = ?1 AND substr(key, 1, length(?2)) = ?2 ORDER BY key LIMIT ?3",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![plugin, prefix, i64::try_from(limit).unwrap_or(i64::MAX)], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Size of a plugin's namespace.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn kv_usage(&self, plugin: &str) -> Result<KvUsage, StoreError> {
+        self.conn()
+            .prepare_cached("SELECT count(*), coalesce(sum(length(key) + length(value)), 0) FROM plugin_kv WHERE plugin = ?1")
+            .and_then(|mut s| {
+                s.query_row([plugin], |r| {
+                    Ok(KvUsage {
+                        keys: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                        bytes: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                    })
+                })
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Applies a call's buffered writes in one transaction (`None` deletes).
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is applied then.
+    pub fn kv_commit<'a>(
+        &self,
+        plugin: &str,
+        writes: impl IntoIterator<Item = (&'a String, &'a Option<Vec<u8>>)>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        for (key, value) in writes {
+            let r = match value {
+                Some(v) => tx
+                    .prepare_cached("INSERT INTO plugin_kv(plugin, key, value) VALUES (?1, ?2, ?3) ON CONFLICT(plugin, key) DO UPDATE SET value = excluded.value")
+                    .and_then(|mut s| s.execute(params![plugin, key, v])),
+                None => tx
+                    .prepare_cached("DELETE FROM plugin_kv WHERE plugin = ?1 AND key = ?2")
+                    .and_then(|mut s| s.execute(params![plugin, key])),
+            };
+            r.map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// The recorded SHA-256 of a precompiled component.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn compiled_hash(&self, digest: &str, engine: &str) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT cwasm_sha256 FROM compiled_component WHERE digest = ?1 AND engine = ?2",
+                params![digest, engine],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records the SHA-256 of a precompiled component the host just wrote.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn set_compiled_hash(&self, digest: &str, engine: &str, sha256: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO compiled_component(digest, engine, cwasm_sha256) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(digest, engine) DO UPDATE SET cwasm_sha256 = excluded.cwasm_sha256",
+                params![digest, engine, sha256],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+}

@@ -1,0 +1,154 @@
+//! Rust SDK for algobanana plugins: WebAssembly components that turn alerts
+//! into orders (`rule` world) or place orders at a broker (`broker` world).
+//!
+//! A plugin is a `cdylib` crate built for `wasm32-wasip2`; the compiler emits a
+//! component directly. This crate gives it:
+//!
+//! - the bindings for the WIT contract in `wit/` (package
+//!   `algobanana:plugin@0.1.0`), in [`rule`] and [`broker`], with the shared
+//!   data types re-exported from [`types`];
+//! - exact conversions between the WIT [`types::Decimal`] and
+//!   [`rust_decimal::Decimal`] (money never passes through a float), in
+//!   [`money`];
+//! - small wrappers over the host capabilities: [`log`], [`clock`] and [`kv`];
+//! - the export macros [`export_rule!`] and [`export_broker!`].
+//!
+//! # A complete rule plugin
+//!
+//! ```no_run
+//! use algobanana_plugin_sdk::types::{Alert, OrderIntent, OrderType, Portfolio, RuleError, Side, TimeInForce};
+//! use algobanana_plugin_sdk::{money, export_rule, rule::Guest};
+//!
+//! struct BuyOne;
+//!
+//! impl Guest for BuyOne {
+//!     fn evaluate(alert: Alert, _config: String, _portfolio: Option<Portfolio>) -> Result<Vec<OrderIntent>, RuleError> {
+//!         let symbol = String::from_utf8(alert.body)
+//!             .map_err(|_| RuleError::InvalidAlert("expected a UTF-8 symbol such as AAPL".into()))?;
+//!         Ok(vec![OrderIntent {
+//!             symbol: symbol.trim().to_owned(),
+//!             side: Side::Buy,
+//!             quantity: money::to_wit(money::Decimal::ONE).expect("1 fits"),
+//!             order_type: OrderType::Market,
+//!             time_in_force: TimeInForce::Day,
+//!             client_order_id: None,
+//!             reduce_only: false,
+//!             reference_price: None,
+//!             take_profit: None,
+//!             stop_loss: None,
+//!         }])
+//!     }
+//! }
+//!
+//! export_rule!(BuyOne);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` and install the
+//! `.wasm` file from `target/wasm32-wasip2/release/`.
+#![deny(missing_docs)]
+
+pub mod money;
+
+/// Bindings for the `rule` world: the [`rule::Guest`] trait a rule implements,
+/// and the host interfaces it may import.
+#[allow(missing_docs, unsafe_code, clippy::all)]
+pub mod rule {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "algobanana:plugin/rule@0.1.0",
+        default_bindings_module: "algobanana_plugin_sdk::rule",
+        pub_export_macro: true,
+        export_macro_name: "export_rule",
+        additional_derives: [PartialEq],
+    });
+}
+
+/// Bindings for the `broker` world: the [`broker::Guest`] trait a broker
+/// adapter implements. Data types and host interfaces are shared with
+/// [`rule`].
+#[allow(missing_docs, unsafe_code, clippy::all)]
+pub mod broker {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "algobanana:plugin/broker@0.1.0",
+        default_bindings_module: "algobanana_plugin_sdk::broker",
+        pub_export_macro: true,
+        export_macro_name: "export_broker",
+        with: {
+            "algobanana:plugin/types@0.1.0": crate::rule::algobanana::plugin::types,
+            "algobanana:plugin/log@0.1.0": crate::rule::algobanana::plugin::log,
+            "algobanana:plugin/clock@0.1.0": crate::rule::algobanana::plugin::clock,
+            "algobanana:plugin/kv@0.1.0": crate::rule::algobanana::plugin::kv,
+        },
+    });
+}
+
+pub use broker::export_broker;
+pub use rule::export_rule;
+
+/// The data types of the contract (`algobanana:plugin/types`), shared by
+/// every world.
+pub mod types {
+    pub use crate::rule::algobanana::plugin::types::*;
+}
+
+/// Levelled log lines into the host's log (1 KiB a line, 4 KiB a call by
+/// default; the host truncates past that and never fails the call).
+pub mod log {
+    use crate::rule::algobanana::plugin::log::{Level, write};
+
+    /// Logs `message` at debug level.
+    pub fn debug(message: &str) {
+        write(Level::Debug, message);
+    }
+    /// Logs `message` at info level.
+    pub fn info(message: &str) {
+        write(Level::Info, message);
+    }
+    /// Logs `message` at warn level.
+    pub fn warn(message: &str) {
+        write(Level::Warn, message);
+    }
+    /// Logs `message` at error level.
+    pub fn error(message: &str) {
+        write(Level::Error, message);
+    }
+}
+
+/// Wall-clock time from the host.
+pub mod clock {
+    /// Nanoseconds since the Unix epoch, UTC.
+    pub fn now_ns() -> u64 {
+        crate::rule::algobanana::plugin::clock::now()
+    }
+}
+
+/// The plugin's private, persistent key-value namespace, with JSON helpers.
+pub mod kv {
+    pub use crate::rule::algobanana::plugin::kv::{delete, get, list_keys, set};
+    use crate::types::CapabilityError;
+
+    /// Reads `key` and decodes it as JSON; none when the key is missing.
+    ///
+    /// # Errors
+    /// The host's [`CapabilityError`], or `InvalidArgument` when the stored
+    /// bytes are not the JSON of `T`.
+    pub fn get_json<T: serde::de::DeserializeOwned>(key: &str) -> Result<Option<T>, CapabilityError> {
+        match get(key)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                CapabilityError::InvalidArgument(format!("value under `{key}` is not the expected JSON: {e}"))
+            }),
+        }
+    }
+
+    /// Encodes `value` as JSON and stores it under `key`.
+    ///
+    /// # Errors
+    /// The host's [`CapabilityError`] (for example `QuotaExceeded`).
+    pub fn set_json<T: serde::Serialize>(key: &str, value: &T) -> Result<(), CapabilityError> {
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| CapabilityError::InvalidArgument(format!("cannot encode value for `{key}`: {e}")))?;
+        set(key, &bytes)
+    }
+}

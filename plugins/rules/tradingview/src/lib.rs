@@ -1,0 +1,19 @@
+//! The default rule plugin: TradingView / TradersPost-style JSON alerts and
+//! plain-text alerts into order intents. The parsing lives in `parse.rs`.
+
+use algobanana_plugin_sdk::export_rule;
+use algobanana_plugin_sdk::rule::Guest;
+use algobanana_plugin_sdk::types::{Alert, OrderIntent, Portfolio, RuleError};
+
+mod parse;
+
+struct TradingView;
+
+impl Guest for TradingView {
+    fn evaluate(alert: Alert, config: String, _portfolio: Option<Portfolio>) -> Result<Vec<OrderIntent>, RuleError> {
+        let settings = parse::settings(&config)?;
+        parse::parse_alert(&alert.body, &settings)
+    }
+}
+
+export_rule!(TradingView);
