@@ -12,6 +12,7 @@ fn main() {
     std::fs::create_dir_all(&out).expect("create OUT_DIR/plugins");
     for name in ["tradingview", "paper"] {
         let from = release.join(format!("{name}.wasm"));
-        std::fs::copy(&from, out.join(format!("{name}.wasm"))).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+        std::fs::copy(&from, out.join(format!("{name}.wasm")))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
     }
 }

@@ -37,12 +37,23 @@ const SCRUB: &[&str] = &[
 /// The repository root (the parent of the crate running this build script).
 pub fn repo_root() -> PathBuf {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    manifest.parent().expect("crates live one level below the root").to_owned()
+    manifest
+        .parent()
+        .expect("crates live one level below the root")
+        .to_owned()
 }
 
 /// Tells cargo to rerun when plugin sources, the SDK or the WIT change.
 pub fn rerun_if_changed(root: &Path) {
-    for p in ["plugins/Cargo.toml", "plugins/Cargo.lock", "plugins/rules", "plugins/brokers", "plugins/fixtures", "plugin-sdk", "wit"] {
+    for p in [
+        "plugins/Cargo.toml",
+        "plugins/Cargo.lock",
+        "plugins/rules",
+        "plugins/brokers",
+        "plugins/fixtures",
+        "plugin-sdk",
+        "wit",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     println!("cargo:rerun-if-changed=../rust-toolchain.toml");
@@ -81,7 +92,9 @@ pub fn build(root: &Path, packages: &[&str]) -> PathBuf {
             cmd.env_remove(k);
         }
     }
-    let output = cmd.output().unwrap_or_else(|e| panic!("cannot run cargo to build plugins: {e}"));
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build plugins: {e}"));
     if !output.status.success() {
         panic!(
             "building plugins for {TARGET} failed (is the target installed? rust-toolchain.toml lists it, `rustup target add {TARGET}` adds it by hand):\n{}",

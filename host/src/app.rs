@@ -85,8 +85,19 @@ impl App {
                 return Err(e.into());
             }
         };
-        let routes_by_token = config.routes.iter().map(|(name, r)| (r.hook_token_sha256, name.clone())).collect();
-        Ok(Arc::new(Self { config, data_dir: data_dir.to_owned(), audit, state, registry, routes_by_token }))
+        let routes_by_token = config
+            .routes
+            .iter()
+            .map(|(name, r)| (r.hook_token_sha256, name.clone()))
+            .collect();
+        Ok(Arc::new(Self {
+            config,
+            data_dir: data_dir.to_owned(),
+            audit,
+            state,
+            registry,
+            routes_by_token,
+        }))
     }
 
     /// The route whose hook token is `token`. The lookup is by SHA-256 of the
@@ -110,14 +121,16 @@ impl App {
             .map(|p| json!({ "name": p.name, "version": p.version, "digest": p.digest, "world": p.world.as_str(), "uses_kv": p.uses_kv }))
             .collect();
         self.audit
-            .record(AuditEvent::new(ActorKind::System, "host", action::SYSTEM_START, Outcome::Success).payload(json!({
-                "version": env!("CARGO_PKG_VERSION"),
-                "pid": std::process::id(),
-                "listen": listen.to_string(),
-                "install_id": self.audit.install_id(),
-                "plugins": plugins,
-                "routes": self.config.routes.keys().collect::<Vec<_>>(),
-            })))
+            .record(
+                AuditEvent::new(ActorKind::System, "host", action::SYSTEM_START, Outcome::Success).payload(json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "pid": std::process::id(),
+                    "listen": listen.to_string(),
+                    "install_id": self.audit.install_id(),
+                    "plugins": plugins,
+                    "routes": self.config.routes.keys().collect::<Vec<_>>(),
+                })),
+            )
             .await
             .map(drop)
     }
@@ -128,8 +141,12 @@ impl App {
     /// [`StartError`] when the address cannot be bound or the start cannot
     /// be audited.
     pub async fn serve(self: &Arc<Self>, listen: SocketAddr) -> Result<RunningServer, StartError> {
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| StartError::Bind { addr: listen, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| StartError::Bind { addr: listen, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr: listen, source })?;
         self.record_start(addr).await?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = crate::http::router(self.clone());
@@ -145,11 +162,18 @@ impl App {
             }
             let _ = app
                 .audit
-                .record(AuditEvent::new(ActorKind::System, "host", action::SYSTEM_STOP, Outcome::Success).payload(json!({ "pid": std::process::id() })))
+                .record(
+                    AuditEvent::new(ActorKind::System, "host", action::SYSTEM_STOP, Outcome::Success)
+                        .payload(json!({ "pid": std::process::id() })),
+                )
                 .await;
             app.audit.close();
         });
-        Ok(RunningServer { addr, shutdown: Some(tx), task })
+        Ok(RunningServer {
+            addr,
+            shutdown: Some(tx),
+            task,
+        })
     }
 }
 

@@ -63,7 +63,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Search events (oldest first).
-    Search(SearchArgs),
+    Search(Box<SearchArgs>),
 }
 
 /// Filters for `audit search`.
@@ -108,8 +108,9 @@ pub struct SearchArgs {
 }
 
 fn parse_time(text: &str, flag: &str) -> anyhow::Result<i64> {
-    let ts: jiff::Timestamp =
-        text.parse().with_context(|| format!("{flag} `{text}` is not an RFC 3339 time; expected e.g. 2026-12-04T10:00:00Z"))?;
+    let ts: jiff::Timestamp = text
+        .parse()
+        .with_context(|| format!("{flag} `{text}` is not an RFC 3339 time; expected e.g. 2026-12-04T10:00:00Z"))?;
     i64::try_from(ts.as_nanosecond()).with_context(|| format!("{flag} `{text}` is out of range"))
 }
 
@@ -125,18 +126,28 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Serve { data_dir, listen } => serve(&data_dir, listen, out).await,
-        Command::Audit { command: AuditCommand::Search(args) } => search(args, out),
+        Command::Audit {
+            command: AuditCommand::Search(args),
+        } => search(*args, out),
     }
 }
 
 fn print_init(o: &setup::InitOutput, json: bool, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     if json {
-        writeln!(out, "{}", serde_json::json!({ "hook_path": o.hook_path, "hook_token": o.hook_token, "route": o.route, "data_dir": o.data_dir }))?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "hook_path": o.hook_path, "hook_token": o.hook_token, "route": o.route, "data_dir": o.data_dir })
+        )?;
     } else {
         writeln!(out, "initialised {}", o.data_dir.display())?;
         writeln!(out, "route `{}`: tradingview rule -> paper broker", o.route)?;
         writeln!(out, "hook path: {}", o.hook_path)?;
-        writeln!(out, "hook token (shown only now; store it somewhere safe): {}", o.hook_token)?;
+        writeln!(
+            out,
+            "hook token (shown only now; store it somewhere safe): {}",
+            o.hook_token
+        )?;
     }
     out.flush()?;
     Ok(())
@@ -144,7 +155,11 @@ fn print_init(o: &setup::InitOutput, json: bool, out: &mut (dyn Write + Send)) -
 
 async fn serve(data_dir: &Path, listen: Option<SocketAddr>, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
     if setup::needs_init(data_dir) {
-        let configured = listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8700))));
+        let configured = listen.unwrap_or_else(|| {
+            DEFAULT_LISTEN
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8700)))
+        });
         let o = setup::init(data_dir, configured).await?;
         print_init(&o, false, out)?;
     }
@@ -201,7 +216,11 @@ fn search(args: SearchArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> 
             writeln!(out, "{}", serde_json::to_string(r)?)?;
         }
     } else {
-        writeln!(out, "{:>6}  {:<30}  {:<22}  {:<18}  {:<8}  RESOURCE", "SEQ", "TIME", "ACTOR", "ACTION", "OUTCOME")?;
+        writeln!(
+            out,
+            "{:>6}  {:<30}  {:<22}  {:<18}  {:<8}  RESOURCE",
+            "SEQ", "TIME", "ACTOR", "ACTION", "OUTCOME"
+        )?;
         for r in &records {
             writeln!(
                 out,

@@ -157,21 +157,31 @@ pub async fn process(app: &App, route: &RouteConfig, incoming: IncomingAlert) ->
     )?;
     app.audit
         .append(
-            AuditEvent::new(ActorKind::WebhookSource, route_name.as_str(), action::ALERT_RECEIVED, Outcome::Success)
-                .resource(format!("route:{route_name}"))
-                .context(&ctx)
-                .payload(json!({
-                    "route": route_name,
-                    "content_type": incoming.content_type,
-                    "body": body_json(&incoming.body),
-                    "body_bytes": incoming.body.len(),
-                })),
+            AuditEvent::new(
+                ActorKind::WebhookSource,
+                route_name.as_str(),
+                action::ALERT_RECEIVED,
+                Outcome::Success,
+            )
+            .resource(format!("route:{route_name}"))
+            .context(&ctx)
+            .payload(json!({
+                "route": route_name,
+                "content_type": incoming.content_type,
+                "body": body_json(&incoming.body),
+                "body_bytes": incoming.body.len(),
+            })),
         )
         .await?;
 
-    let rule = app.registry.get(&route.rule).ok_or_else(|| PipelineError::MissingPlugin(route_name.to_string(), route.rule.to_string()))?;
-    let broker =
-        app.registry.get(&route.broker).ok_or_else(|| PipelineError::MissingPlugin(route_name.to_string(), route.broker.to_string()))?;
+    let rule = app
+        .registry
+        .get(&route.rule)
+        .ok_or_else(|| PipelineError::MissingPlugin(route_name.to_string(), route.rule.to_string()))?;
+    let broker = app
+        .registry
+        .get(&route.broker)
+        .ok_or_else(|| PipelineError::MissingPlugin(route_name.to_string(), route.broker.to_string()))?;
 
     let alert = wit::Alert {
         id: alert_id.to_string(),
@@ -181,7 +191,10 @@ pub async fn process(app: &App, route: &RouteConfig, incoming: IncomingAlert) ->
         body: incoming.body,
     };
     let rule_config = route.rule_config.to_string();
-    let called = app.registry.call_rule(&rule, &alert, &rule_config, None, &app.audit, &ctx).await?;
+    let called = app
+        .registry
+        .call_rule(&rule, &alert, &rule_config, None, &app.audit, &ctx)
+        .await?;
     let mut last: Receipt = called.receipt;
 
     let mut report = AlertReport {
@@ -196,16 +209,23 @@ pub async fn process(app: &App, route: &RouteConfig, incoming: IncomingAlert) ->
         Returned::GuestError(e) => {
             let (kind, message) = convert::rule_error(&e);
             report.status = AlertStatus::RuleError;
-            report.error = Some(ErrorBody { kind: kind.to_owned(), message: format!("rule `{}`: {message}", route.rule) });
+            report.error = Some(ErrorBody {
+                kind: kind.to_owned(),
+                message: format!("rule `{}`: {message}", route.rule),
+            });
         }
         Returned::Trap(cause) => {
             report.status = AlertStatus::PluginFailed;
-            report.error = Some(ErrorBody { kind: "plugin_trap".into(), message: cause.describe(route.rule.as_str()) });
+            report.error = Some(ErrorBody {
+                kind: "plugin_trap".into(),
+                message: cause.describe(route.rule.as_str()),
+            });
         }
         Returned::Ok(intents) => {
             let settings = route.broker_settings.to_string();
             for (index, raw) in intents.iter().enumerate() {
-                let (result, receipt) = place(app, &route_name, &alert_id, index, raw, &broker, &settings, &ctx).await?;
+                let (result, receipt) =
+                    place(app, &route_name, &alert_id, index, raw, &broker, &settings, &ctx).await?;
                 last = receipt;
                 report.orders.push(result);
             }
@@ -229,7 +249,11 @@ pub async fn process(app: &App, route: &RouteConfig, incoming: IncomingAlert) ->
                 .payload(summary.clone()),
         )
         .await?;
-    app.state.finish_alert(&alert_id.to_string(), report.status == AlertStatus::Processed, &summary.to_string())?;
+    app.state.finish_alert(
+        &alert_id.to_string(),
+        report.status == AlertStatus::Processed,
+        &summary.to_string(),
+    )?;
     Ok(report)
 }
 
@@ -258,12 +282,21 @@ async fn place(
                         .payload(json!({ "index": index, "intent": convert::intent_json(raw), "reason": reason })),
                 )
                 .await?;
-            let result =
-                OrderResult { index, client_order_id: None, intent: None, outcome: OrderOutcome::Rejected, reason: Some(reason), ack: None };
+            let result = OrderResult {
+                index,
+                client_order_id: None,
+                intent: None,
+                outcome: OrderOutcome::Rejected,
+                reason: Some(reason),
+                ack: None,
+            };
             return Ok((result, receipt));
         }
     };
-    let coid = intent.requested_client_order_id.clone().unwrap_or_else(|| ClientOrderId::derive(route, alert_id, index));
+    let coid = intent
+        .requested_client_order_id
+        .clone()
+        .unwrap_or_else(|| ClientOrderId::derive(route, alert_id, index));
 
     // Audit before act: the intent is durably recorded before any broker call.
     app.audit
@@ -277,10 +310,20 @@ async fn place(
 
     // Infallible for an intent that came from WIT and passed validation.
     let order = convert::intent_to_wit(&intent, &coid).unwrap_or_else(|_| raw.clone());
-    let op = BrokerCall::PlaceOrder { settings: settings.to_owned(), client_order_id: coid.to_string(), order };
+    let op = BrokerCall::PlaceOrder {
+        settings: settings.to_owned(),
+        client_order_id: coid.to_string(),
+        order,
+    };
     let called = app.registry.call_broker(broker, op, &app.audit, ctx).await?;
-    let mut result =
-        OrderResult { index, client_order_id: Some(coid), intent: Some(intent), outcome: OrderOutcome::Error, reason: None, ack: None };
+    let mut result = OrderResult {
+        index,
+        client_order_id: Some(coid),
+        intent: Some(intent),
+        outcome: OrderOutcome::Error,
+        reason: None,
+        ack: None,
+    };
     match called.returned {
         Returned::Ok(BrokerReply::Ack(a)) => match convert::ack(&a) {
             Ok(ack) => {
@@ -296,11 +339,15 @@ async fn place(
             }
             Err(e) => result.reason = Some(format!("broker `{}` answered with an invalid number: {e}", broker.name)),
         },
-        Returned::Ok(other) => result.reason = Some(format!("broker `{}` answered place-order with {other:?}", broker.name)),
+        Returned::Ok(other) => {
+            result.reason = Some(format!("broker `{}` answered place-order with {other:?}", broker.name))
+        }
         Returned::GuestError(e) => {
             let (kind, message) = convert::broker_error(&e);
             result.outcome = match e {
-                wit::BrokerError::Ambiguous(_) | wit::BrokerError::Internal(_) | wit::BrokerError::InvalidConfig(_) => OrderOutcome::Error,
+                wit::BrokerError::Ambiguous(_) | wit::BrokerError::Internal(_) | wit::BrokerError::InvalidConfig(_) => {
+                    OrderOutcome::Error
+                }
                 _ => OrderOutcome::Rejected,
             };
             result.reason = Some(format!("broker `{}` {kind}: {message}", broker.name));

@@ -37,7 +37,9 @@ pub struct InitOutput {
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     /// A config already exists.
-    #[error("{0} already exists; algobanana will not overwrite an existing setup (use another --data-dir, or remove the directory to start over)")]
+    #[error(
+        "{0} already exists; algobanana will not overwrite an existing setup (use another --data-dir, or remove the directory to start over)"
+    )]
     Exists(PathBuf),
     /// A file could not be written.
     #[error("cannot initialise {path}: {message}")]
@@ -53,7 +55,10 @@ pub enum InitError {
 pub fn new_hook_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    format!("{HOOK_TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!(
+        "{HOOK_TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 /// Returns true if and only if `dir` has no config yet (missing or empty dir,
@@ -123,7 +128,10 @@ pub async fn init(dir: &Path, listen: SocketAddr) -> Result<InitOutput, InitErro
     if config_path.exists() {
         return Err(InitError::Exists(config_path));
     }
-    let io = |path: &Path, e: &dyn std::fmt::Display| InitError::Io { path: path.to_owned(), message: e.to_string() };
+    let io = |path: &Path, e: &dyn std::fmt::Display| InitError::Io {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
     std::fs::create_dir_all(dir).map_err(|e| io(dir, &e))?;
     let token = new_hook_token();
     let hash = hex::encode(Sha256::digest(token.as_bytes()));
@@ -133,14 +141,24 @@ pub async fn init(dir: &Path, listen: SocketAddr) -> Result<InitOutput, InitErro
     config::parse(&text, &config_path).map_err(|e| io(&config_path, &e))?;
 
     let tmp = dir.join(format!(".{CONFIG_FILE}.tmp"));
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| io(&tmp, &e))?;
-    f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| io(&tmp, &e))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| io(&tmp, &e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io(&tmp, &e))?;
     drop(f);
     // hard_link refuses to replace an existing file, so two concurrent inits
     // cannot both win.
     std::fs::hard_link(&tmp, &config_path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        if e.kind() == std::io::ErrorKind::AlreadyExists { InitError::Exists(config_path.clone()) } else { io(&config_path, &e) }
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            InitError::Exists(config_path.clone())
+        } else {
+            io(&config_path, &e)
+        }
     })?;
     let _ = std::fs::remove_file(&tmp);
 
@@ -154,7 +172,12 @@ pub async fn init(dir: &Path, listen: SocketAddr) -> Result<InitOutput, InitErro
     audit.close();
     recorded.map_err(|e| io(&audit_path, &e))?;
 
-    Ok(InitOutput { data_dir: dir.to_owned(), route: "default".into(), hook_path: config::hook_path(&token), hook_token: token })
+    Ok(InitOutput {
+        data_dir: dir.to_owned(),
+        route: "default".into(),
+        hook_path: config::hook_path(&token),
+        hook_token: token,
+    })
 }
 
 #[cfg(test)]

@@ -25,7 +25,10 @@ pub enum MoneyError {
 impl std::fmt::Display for MoneyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::MantissaOverflow(v) => write!(f, "{v} has too many digits to pass exactly (at most 18 significant digits)"),
+            Self::MantissaOverflow(v) => write!(
+                f,
+                "{v} has too many digits to pass exactly (at most 18 significant digits)"
+            ),
             Self::ScaleTooLarge(s) => write!(f, "scale {s} is above the maximum of {MAX_SCALE} decimal places"),
             Self::NotANumber(v) => write!(f, "`{v}` is not a decimal number such as 10, 0.5 or 64250.25"),
         }
@@ -112,7 +115,15 @@ mod tests {
 
     #[test]
     fn round_trips_exactly() {
-        for text in ["0", "0.1", "-0.5", "190.35", "64250", "0.00000001", "922337203685477580.7"] {
+        for text in [
+            "0",
+            "0.1",
+            "-0.5",
+            "190.35",
+            "64250",
+            "0.00000001",
+            "922337203685477580.7",
+        ] {
             let d = parse(text).unwrap();
             let back = from_wit(to_wit(d).unwrap()).unwrap();
             assert_eq!(back, d, "{text}");
@@ -122,7 +133,10 @@ mod tests {
 
     #[test]
     fn rejects_scale_above_28_and_oversized_mantissa() {
-        assert_eq!(from_wit(WitDecimal { mantissa: 1, scale: 29 }), Err(MoneyError::ScaleTooLarge(29)));
+        assert_eq!(
+            from_wit(WitDecimal { mantissa: 1, scale: 29 }),
+            Err(MoneyError::ScaleTooLarge(29))
+        );
         assert!(matches!(to_wit(Decimal::MAX), Err(MoneyError::MantissaOverflow(_))));
     }
 

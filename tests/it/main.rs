@@ -1,1 +1,21 @@
+//! The one integration-test binary. Every test starts the real host on
+//! `127.0.0.1:0` with plugins built from `plugins/` source.
+//!
+//! Table of contents:
+//! - `alerts`: webhook → rule → paper broker → response, field by field;
+//!   404, 413, malformed alerts, request ids, persistence, concurrency.
+//! - `plugins`: one test per plugin in `plugins/` (enforced by
+//!   `foreach_plugin!`): first-party behaviour and hostile fixtures
+//!   (deadline, memory, panic, filesystem, environment, network, output and
+//!   log floods, kv atomicity and quotas, undeclared imports).
+//! - `audit`: the hash chain, append-only triggers, search, and a full
+//!   disk halting the host without losing acknowledged alerts.
+//! - `config_ui`: broken configs and plugins give errors that name the
+//!   file, the key and what to do (snapshots in `tests/ui/`).
+//! - `cli`: `init` and `audit search` through the command-line code.
 
+mod alerts;
+mod audit;
+mod cli;
+mod config_ui;
+mod plugins;

@@ -1,1 +1,395 @@
-//! tests
+//! Test support: [`TestHost`] starts the real host on `127.0.0.1:0` over a
+//! temporary data dir, with plugins built from `plugins/` source, and a
+//! small HTTP client that speaks to it over a real socket.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use algobanana::app::{App, AppOptions};
+use algobanana::audit::query::{self, AuditRecord, Filter};
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use sha2::{Digest, Sha256};
+
+/// Paths of the built plugins and `foreach_plugin!`.
+pub mod plugins {
+    include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
+}
+
+/// A plugin to install in a test host.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    name: String,
+    source: String,
+    world: &'static str,
+    limits: Vec<(String, i64)>,
+}
+
+/// A route to configure.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    name: String,
+    rule: String,
+    broker: String,
+    rule_config: serde_json::Value,
+    broker_settings: serde_json::Value,
+}
+
+/// Builds a [`TestHost`].
+#[derive(Debug, Clone)]
+pub struct HostBuilder {
+    plugins: Vec<PluginSpec>,
+    routes: Vec<RouteSpec>,
+    options: AppOptions,
+    extra_toml: String,
+}
+
+impl Default for HostBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HostBuilder {
+    /// The defaults of `algobanana init`: built-in tradingview and paper,
+    /// and a `default` route between them.
+    pub fn new() -> Self {
+        Self {
+            plugins: Vec::new(),
+            routes: Vec::new(),
+            options: AppOptions::default(),
+            extra_toml: String::new(),
+        }
+        .builtin("tradingview", "rule")
+        .builtin("paper", "broker")
+        .route("default", "tradingview", "paper")
+    }
+
+    /// Adds a built-in plugin.
+    pub fn builtin(mut self, name: &str, world: &'static str) -> Self {
+        self.plugins.push(PluginSpec {
+            name: name.into(),
+            source: format!("builtin:{name}"),
+            world,
+            limits: Vec::new(),
+        });
+        self
+    }
+
+    /// Adds a plugin from a component file (one of [`plugins`]' constants).
+    pub fn plugin(mut self, name: &str, path: &str, world: &'static str) -> Self {
+        self.plugins.push(PluginSpec {
+            name: name.into(),
+            source: path.into(),
+            world,
+            limits: Vec::new(),
+        });
+        self
+    }
+
+    /// Sets a limit of the last added plugin (`deadline_ms`, `memory_mib`, …).
+    pub fn limit(mut self, key: &str, value: i64) -> Self {
+        self.plugins
+            .last_mut()
+            .expect("add a plugin first")
+            .limits
+            .push((key.into(), value));
+        self
+    }
+
+    /// Adds a route.
+    pub fn route(mut self, name: &str, rule: &str, broker: &str) -> Self {
+        self.routes.push(RouteSpec {
+            name: name.into(),
+            rule: rule.into(),
+            broker: broker.into(),
+            rule_config: serde_json::json!({}),
+            broker_settings: serde_json::json!({}),
+        });
+        self
+    }
+
+    /// Sets the last route's rule config.
+    pub fn rule_config(mut self, config: serde_json::Value) -> Self {
+        self.routes.last_mut().expect("add a route first").rule_config = config;
+        self
+    }
+
+    /// Sets the last route's broker settings.
+    pub fn broker_settings(mut self, settings: serde_json::Value) -> Self {
+        self.routes.last_mut().expect("add a route first").broker_settings = settings;
+        self
+    }
+
+    /// Host options (e.g. a small audit page cap).
+    pub fn options(mut self, options: AppOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Extra TOML appended to the config (e.g. a `[server]` table).
+    pub fn toml(mut self, text: &str) -> Self {
+        self.extra_toml.push_str(text);
+        self
+    }
+
+    /// Writes the config into a fresh temporary data dir; returns the dir and
+    /// each route's hook token.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn write(&self) -> anyhow::Result<(tempfile::TempDir, HashMap<String, String>)> {
+        let dir = tempfile::tempdir()?;
+        let mut text = String::new();
+        for p in &self.plugins {
+            text.push_str(&format!(
+                "[plugins.{}]\nsource = {:?}\nworld = {:?}\n",
+                p.name, p.source, p.world
+            ));
+            if !p.limits.is_empty() {
+                text.push_str(&format!("[plugins.{}.limits]\n", p.name));
+                for (k, v) in &p.limits {
+                    text.push_str(&format!("{k} = {v}\n"));
+                }
+            }
+            text.push('\n');
+        }
+        let mut tokens = HashMap::new();
+        for r in &self.routes {
+            let token = format!("abh_test_{}_{}", r.name, uuid::Uuid::now_v7().simple());
+            let hash = hex::encode(Sha256::digest(token.as_bytes()));
+            text.push_str(&format!(
+                "[[routes]]\nname = {:?}\nhook_token_sha256 = {:?}\nrule = {:?}\nbroker = {:?}\nrule_config = {}\nbroker_settings = {}\n\n",
+                r.name,
+                hash,
+                r.rule,
+                r.broker,
+                inline_table(&r.rule_config)?,
+                inline_table(&r.broker_settings)?,
+            ));
+            tokens.insert(r.name.clone(), token);
+        }
+        text.push_str(&self.extra_toml);
+        std::fs::write(dir.path().join(algobanana::config::CONFIG_FILE), text)?;
+        Ok((dir, tokens))
+    }
+
+    /// Starts the host on 127.0.0.1:0.
+    ///
+    /// # Errors
+    /// When the host refuses to start (the error says why).
+    pub async fn start(self) -> anyhow::Result<TestHost> {
+        let (dir, tokens) = self.write()?;
+        TestHost::start_in(dir, tokens, self.options).await
+    }
+}
+
+fn inline_table(v: &serde_json::Value) -> anyhow::Result<String> {
+    let value: toml::Value = toml::Value::try_from(v).context("rule config must be a JSON object")?;
+    let table = value.as_table().context("rule config must be a JSON object")?;
+    let mut out = String::from("{ ");
+    for (i, (k, v)) in table.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&format!("{k} = {v}"));
+    }
+    out.push_str(" }");
+    Ok(out)
+}
+
+/// A running host.
+#[derive(Debug)]
+pub struct TestHost {
+    /// The data dir (deleted on drop).
+    pub dir: tempfile::TempDir,
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The app.
+    pub app: Arc<App>,
+    /// Hook token per route name.
+    pub tokens: HashMap<String, String>,
+    server: Option<algobanana::RunningServer>,
+}
+
+/// An HTTP response.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers (lower-case names).
+    pub headers: HashMap<String, String>,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON.
+    ///
+    /// # Panics
+    /// When it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+impl TestHost {
+    /// Starts the host with the defaults of `algobanana init`.
+    ///
+    /// # Errors
+    /// When the host refuses to start.
+    pub async fn start() -> anyhow::Result<Self> {
+        HostBuilder::new().start().await
+    }
+
+    /// Starts a host on an existing data dir.
+    ///
+    /// # Errors
+    /// When the host refuses to start.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        tokens: HashMap<String, String>,
+        options: AppOptions,
+    ) -> anyhow::Result<Self> {
+        let app = App::open(dir.path(), options).await?;
+        let server = app.serve("127.0.0.1:0".parse()?).await?;
+        Ok(Self {
+            dir,
+            addr: server.addr,
+            app,
+            tokens,
+            server: Some(server),
+        })
+    }
+
+    /// The hook path of `route`.
+    pub fn hook(&self, route: &str) -> String {
+        format!("/v1/hooks/{}", self.tokens[route])
+    }
+
+    /// POSTs `body` to the hook of `route`.
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn alert(&self, route: &str, content_type: &str, body: &str) -> anyhow::Result<Reply> {
+        self.request(
+            "POST",
+            &self.hook(route),
+            &[("content-type", content_type)],
+            body.as_bytes().to_vec(),
+        )
+        .await
+    }
+
+    /// Sends one request over a fresh connection.
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<Reply> {
+        send(self.addr, method, path, headers, body).await
+    }
+
+    /// Audit events matching `filter`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn audit(&self, filter: &Filter) -> anyhow::Result<Vec<AuditRecord>> {
+        Ok(query::search(
+            &self.dir.path().join(algobanana::audit::AUDIT_DB),
+            filter,
+        )?)
+    }
+
+    /// Every audit event of one alert.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn audit_of(&self, alert_id: &str) -> anyhow::Result<Vec<AuditRecord>> {
+        self.audit(&Filter {
+            correlation_id: Some(alert_id.into()),
+            ..Filter::default()
+        })
+    }
+
+    /// The data dir.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the server (records `system.stop`); returns the data dir.
+    pub async fn stop(mut self) -> (tempfile::TempDir, HashMap<String, String>) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+        (self.dir, self.tokens)
+    }
+}
+
+/// Sends one HTTP/1.1 request to `addr` over a fresh connection.
+///
+/// # Errors
+/// Connection errors.
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> anyhow::Result<Reply> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body)))?;
+    let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req)).await??;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(Reply { status, headers, body })
+}
+
+/// Polls `f` every 10 ms until it returns `Some` or `timeout` passes.
+///
+/// # Errors
+/// When the deadline passes.
+pub async fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("condition not met within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The path of a file in the repository.
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}

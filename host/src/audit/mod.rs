@@ -185,11 +185,15 @@ impl AuditEvent {
 
 /// UTC nanoseconds since the Unix epoch.
 pub fn now_ns() -> i64 {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
 /// Formats UTC nanoseconds as RFC 3339 with nanoseconds.
 pub fn format_ts(ts_ns: i64) -> String {
-    jiff::Timestamp::from_nanosecond(i128::from(ts_ns)).map(|t| t.to_string()).unwrap_or_else(|_| ts_ns.to_string())
+    jiff::Timestamp::from_nanosecond(i128::from(ts_ns))
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ts_ns.to_string())
 }

@@ -92,14 +92,18 @@ pub enum QueryError {
 /// # Errors
 /// [`QueryError::Database`].
 pub fn open_read_only(path: &Path) -> Result<Connection, QueryError> {
-    let err = |e: rusqlite::Error| QueryError::Database { path: path.display().to_string(), message: e.to_string() };
+    let err = |e: rusqlite::Error| QueryError::Database {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
     if !path.exists() {
         return Err(QueryError::Database {
             path: path.display().to_string(),
             message: "no such file; is --data-dir right? `algobanana init` creates it".into(),
         });
     }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(err)?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
     Ok(conn)
 }
@@ -113,7 +117,10 @@ pub fn search(path: &Path, filter: &Filter) -> Result<Vec<AuditRecord>, QueryErr
         check_text(t)?;
     }
     let conn = open_read_only(path)?;
-    search_conn(&conn, filter).map_err(|e| QueryError::Database { path: path.display().to_string(), message: e.to_string() })
+    search_conn(&conn, filter).map_err(|e| QueryError::Database {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 fn search_conn(conn: &Connection, f: &Filter) -> Result<Vec<AuditRecord>, rusqlite::Error> {
@@ -159,9 +166,29 @@ fn search_conn(conn: &Connection, f: &Filter) -> Result<Vec<AuditRecord>, rusqli
         args.push(SqlValue::Integer(i64::try_from(s).unwrap_or(i64::MAX)));
     }
     if let Some(text) = &f.text {
-        // A quoted FTS5 string: the trigram tokenizer matches it as a substring.
-        sql.push_str(" AND seq IN (SELECT rowid FROM audit_fts WHERE audit_fts MATCH ?)");
+        // Indexed rows: a quoted FTS5 string, which the trigram tokenizer
+        // matches as a case-insensitive substring. Rows the idle indexer has
+        // not reached yet: the same match by LIKE.
+        let through: i64 = conn
+            .query_row(
+                "SELECT CAST(value AS INTEGER) FROM audit_meta WHERE key = 'fts_indexed_through'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(-1);
+        let like = format!(
+            "%{}%",
+            text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+        );
+        sql.push_str(
+            " AND (seq IN (SELECT rowid FROM audit_fts WHERE audit_fts MATCH ?) OR (seq > ? AND (actor_id LIKE ? ESCAPE '\\'
+               OR action LIKE ? ESCAPE '\\' OR coalesce(resource, '') LIKE ? ESCAPE '\\' OR payload LIKE ? ESCAPE '\\')))",
+        );
         args.push(SqlValue::Text(format!("\"{}\"", text.replace('"', "\"\""))));
+        args.push(SqlValue::Integer(through));
+        for _ in 0..4 {
+            args.push(SqlValue::Text(like.clone()));
+        }
     }
     sql.push_str(" ORDER BY seq");
     if let Some(n) = f.limit {
@@ -203,4 +230,53 @@ pub fn check_text(text: &str) -> Result<(), QueryError> {
         return Err(QueryError::TextTooShort(text.to_owned()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{ActorKind, AuditEvent, AuditLog, Outcome, action};
+
+    fn event(text: &str) -> AuditEvent {
+        AuditEvent::new(ActorKind::System, "test", action::CONFIG_CHANGED, Outcome::Success)
+            .payload(serde_json::json!({ "note": text }))
+    }
+
+    #[tokio::test]
+    async fn free_text_finds_rows_before_and_after_the_idle_indexer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let log = AuditLog::open(&path, Default::default()).unwrap();
+        log.record(event("alpha 100% done_x")).await.unwrap();
+        log.record(event("beta")).await.unwrap();
+        let find = |t: &str| {
+            search(
+                &path,
+                &Filter {
+                    text: Some(t.into()),
+                    ..Filter::default()
+                },
+            )
+            .unwrap()
+            .len()
+        };
+        // Whether or not the indexer has run yet, both paths agree.
+        assert_eq!(find("ALPHA"), 1, "case-insensitive");
+        assert_eq!(find("0% d"), 1, "LIKE wildcards in the query are literal");
+        assert_eq!(find("one_"), 1);
+        assert_eq!(find("gamma"), 0);
+        log.close(); // indexes everything before exiting
+        let conn = open_read_only(&path).unwrap();
+        let through: String = conn
+            .query_row(
+                "SELECT value FROM audit_meta WHERE key = 'fts_indexed_through'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(through, "1");
+        assert_eq!(find("ALPHA"), 1);
+        assert_eq!(find("0% d"), 1);
+        assert_eq!(find("beta"), 1);
+    }
 }

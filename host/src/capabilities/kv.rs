@@ -132,7 +132,9 @@ impl KvState {
 
     fn unavailable(&mut self, e: crate::store::StoreError) -> CapabilityError {
         tracing::error!(error = %e, plugin = %self.plugin, "kv read failed");
-        self.refuse(CapabilityError::Unavailable("the host's state database could not be read".into()))
+        self.refuse(CapabilityError::Unavailable(
+            "the host's state database could not be read".into(),
+        ))
     }
 
     /// Reads `key`, seeing this call's own writes.
@@ -153,7 +155,11 @@ impl KvState {
         if let Some(s) = self.original.get(key) {
             return Ok(*s);
         }
-        let size = self.db.kv_get(&self.plugin, key).map_err(|e| self.unavailable(e))?.map(|v| (key.len() + v.len()) as u64);
+        let size = self
+            .db
+            .kv_get(&self.plugin, key)
+            .map_err(|e| self.unavailable(e))?
+            .map(|v| (key.len() + v.len()) as u64);
         self.original.insert(key.to_owned(), size);
         Ok(size)
     }
@@ -180,7 +186,10 @@ impl KvState {
         }
         let orig = self.original.get(key).copied().flatten();
         apply(key, orig, new_size.map(|n| key.len() as u64 + n));
-        Ok((u64::try_from(keys.max(0)).unwrap_or(0), u64::try_from(bytes.max(0)).unwrap_or(0)))
+        Ok((
+            u64::try_from(keys.max(0)).unwrap_or(0),
+            u64::try_from(bytes.max(0)).unwrap_or(0),
+        ))
     }
 
     /// Buffers `key = value`.
@@ -200,7 +209,10 @@ impl KvState {
         }
         let (keys, bytes) = self.projected(key, Some(value.len() as u64))?;
         if keys > self.quotas.max_keys {
-            let e = CapabilityError::QuotaExceeded(format!("kv namespace would hold {keys} keys; the cap is {} (kv.max_keys)", self.quotas.max_keys));
+            let e = CapabilityError::QuotaExceeded(format!(
+                "kv namespace would hold {keys} keys; the cap is {} (kv.max_keys)",
+                self.quotas.max_keys
+            ));
             return Err(self.refuse(e));
         }
         if bytes > self.quotas.max_total_bytes {
@@ -241,7 +253,10 @@ impl KvState {
     pub fn list_keys(&mut self, prefix: &str) -> Result<Vec<String>, CapabilityError> {
         self.count_op()?;
         self.summary.reads += 1;
-        let stored = self.db.kv_keys(&self.plugin, prefix, MAX_LIST + self.pending.len()).map_err(|e| self.unavailable(e))?;
+        let stored = self
+            .db
+            .kv_keys(&self.plugin, prefix, MAX_LIST + self.pending.len())
+            .map_err(|e| self.unavailable(e))?;
         let mut keys: std::collections::BTreeSet<String> = stored.into_iter().collect();
         for (k, v) in &self.pending {
             if k.starts_with(prefix) {
@@ -289,7 +304,11 @@ mod tests {
         let (_d, mut s) = state(KvQuotas::default());
         s.set("a", b"1".to_vec()).unwrap();
         assert_eq!(s.get("a").unwrap(), Some(b"1".to_vec()));
-        assert_eq!(s.db.kv_get("p", "a").unwrap(), None, "nothing reaches the database before commit");
+        assert_eq!(
+            s.db.kv_get("p", "a").unwrap(),
+            None,
+            "nothing reaches the database before commit"
+        );
         s.commit().unwrap();
         assert_eq!(s.db.kv_get("p", "a").unwrap(), Some(b"1".to_vec()));
     }
@@ -306,7 +325,12 @@ mod tests {
 
     #[test]
     fn quotas_are_enforced_and_named() {
-        let quotas = KvQuotas { max_keys: 2, max_value_bytes: 4, max_ops_per_call: 6, ..KvQuotas::default() };
+        let quotas = KvQuotas {
+            max_keys: 2,
+            max_value_bytes: 4,
+            max_ops_per_call: 5,
+            ..KvQuotas::default()
+        };
         let (_d, mut s) = state(quotas);
         let e = s.set("big", vec![0; 5]).unwrap_err();
         assert!(e.to_string().contains("kv.max_value_bytes"), "{e}");

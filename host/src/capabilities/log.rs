@@ -38,7 +38,12 @@ pub struct LogState {
 impl LogState {
     /// Log state with the given caps.
     pub fn new(plugin: String, budget: usize, line_cap: usize) -> Self {
-        Self { plugin, budget, line_cap, ..Self::default() }
+        Self {
+            plugin,
+            budget,
+            line_cap,
+            ..Self::default()
+        }
     }
 
     /// Records one line, applying both caps.
@@ -67,7 +72,10 @@ impl LogState {
             text.push_str(message);
         }
         // Control characters would let a plugin forge lines in a terminal or log file.
-        let text: String = text.chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect();
+        let text: String = text
+            .chars()
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect();
         self.bytes += text.len().min(cap);
         tracing::info!(target: "plugin", plugin = %self.plugin, level, "{text}");
         self.lines.push(LogLine { level, message: text });

@@ -145,4 +145,3 @@ pub struct RouteConfig {
 pub fn hook_path(token: &str) -> String {
     format!("/v1/hooks/{token}")
 }
-

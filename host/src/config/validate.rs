@@ -9,7 +9,10 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 use super::raw::{RawConfig, RawLimits, RawPlugin};
-use super::{Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Limits, PluginConfig, PluginSource, RouteConfig, ServerConfig, World};
+use super::{
+    Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Limits, PluginConfig, PluginSource, RouteConfig, ServerConfig,
+    World,
+};
 use crate::domain::ids::{PluginName, RouteName};
 use crate::plugins::builtin;
 
@@ -68,7 +71,10 @@ impl fmt::Display for Problems<'_> {
 /// # Errors
 /// [`ConfigError`] naming the file, the key and what is expected.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     parse(&text, path)
 }
 
@@ -78,21 +84,27 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// # Errors
 /// [`ConfigError::Syntax`] or [`ConfigError::Invalid`].
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let raw: RawConfig =
-        toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut p = Vec::new();
 
     let listen = raw.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let listen = listen.parse::<SocketAddr>().unwrap_or_else(|_| {
-        p.push(format!("server.listen: `{listen}` is not an address; expected IP:PORT such as {DEFAULT_LISTEN}"));
+        p.push(format!(
+            "server.listen: `{listen}` is not an address; expected IP:PORT such as {DEFAULT_LISTEN}"
+        ));
         SocketAddr::from(([127, 0, 0, 1], 8700))
     });
     let max_body_bytes = match raw.server.max_body_bytes {
         None => DEFAULT_MAX_BODY_BYTES,
         Some(n) if (1..=MAX_BODY_CAP).contains(&n) => usize::try_from(n).unwrap_or(DEFAULT_MAX_BODY_BYTES),
         Some(n) => {
-            p.push(format!("server.max_body_bytes: {n} is out of range; expected 1 to {MAX_BODY_CAP}"));
+            p.push(format!(
+                "server.max_body_bytes: {n} is out of range; expected 1 to {MAX_BODY_CAP}"
+            ));
             DEFAULT_MAX_BODY_BYTES
         }
     };
@@ -103,7 +115,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     for (name, rp) in &raw.plugins {
         let key = format!("plugins.{name}");
         let Ok(pname) = PluginName::new(name.clone()) else {
-            p.push(format!("{key}: plugin names are 1–64 lowercase letters, digits, '-' or '_'"));
+            p.push(format!(
+                "{key}: plugin names are 1–64 lowercase letters, digits, '-' or '_'"
+            ));
             continue;
         };
         if let Some(pc) = plugin(rp, &key, base, defaults, &mut p) {
@@ -117,9 +131,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let key = format!("routes[{i}]");
         let name = RouteName::new(rr.name.clone());
         if name.is_err() {
-            p.push(format!("{key}.name: `{}` is not valid; expected 1–64 lowercase letters, digits, '-' or '_'", rr.name));
+            p.push(format!(
+                "{key}.name: `{}` is not valid; expected 1–64 lowercase letters, digits, '-' or '_'",
+                rr.name
+            ));
         }
-        let hash = hex::decode(&rr.hook_token_sha256).ok().and_then(|h| <[u8; 32]>::try_from(h).ok());
+        let hash = hex::decode(&rr.hook_token_sha256)
+            .ok()
+            .and_then(|h| <[u8; 32]>::try_from(h).ok());
         match hash {
             None => p.push(format!(
                 "{key}.hook_token_sha256: expected 64 hex characters (the SHA-256 of the hook token); `algobanana init` writes it"
@@ -130,23 +149,46 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             Some(h) => hashes.push(h),
         }
         let rule = slot(&plugins, &raw, &rr.rule, World::Rule, &format!("{key}.rule"), &mut p);
-        let broker = slot(&plugins, &raw, &rr.broker, World::Broker, &format!("{key}.broker"), &mut p);
+        let broker = slot(
+            &plugins,
+            &raw,
+            &rr.broker,
+            World::Broker,
+            &format!("{key}.broker"),
+            &mut p,
+        );
         let rule_config = table_json(rr.rule_config.as_ref(), &format!("{key}.rule_config"), &mut p);
         let broker_settings = table_json(rr.broker_settings.as_ref(), &format!("{key}.broker_settings"), &mut p);
         if let (Ok(name), Some(h), Some(rule), Some(broker)) = (name, hash, rule, broker) {
-            let route = RouteConfig { hook_token_sha256: h, rule, rule_config, broker, broker_settings };
+            let route = RouteConfig {
+                hook_token_sha256: h,
+                rule,
+                rule_config,
+                broker,
+                broker_settings,
+            };
             if !routes.contains_key(&name) {
                 routes.insert(name, route);
             } else {
-                p.push(format!("{key}.name: a route named `{name}` already exists; route names must be unique"));
+                p.push(format!(
+                    "{key}.name: a route named `{name}` already exists; route names must be unique"
+                ));
             }
         }
     }
 
     if !p.is_empty() {
-        return Err(ConfigError::Invalid { path: path.to_owned(), problems: p });
+        return Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            problems: p,
+        });
     }
-    Ok(Config { path: path.to_owned(), server: ServerConfig { listen, max_body_bytes }, plugins, routes })
+    Ok(Config {
+        path: path.to_owned(),
+        server: ServerConfig { listen, max_body_bytes },
+        plugins,
+        routes,
+    })
 }
 
 fn plugin(rp: &RawPlugin, key: &str, base: &Path, defaults: Limits, p: &mut Vec<String>) -> Option<PluginConfig> {
@@ -154,7 +196,9 @@ fn plugin(rp: &RawPlugin, key: &str, base: &Path, defaults: Limits, p: &mut Vec<
         "rule" => Some(World::Rule),
         "broker" => Some(World::Broker),
         other => {
-            p.push(format!("{key}.world: `{other}` is not a world; expected \"rule\" or \"broker\""));
+            p.push(format!(
+                "{key}.world: `{other}` is not a world; expected \"rule\" or \"broker\""
+            ));
             None
         }
     };
@@ -163,25 +207,48 @@ fn plugin(rp: &RawPlugin, key: &str, base: &Path, defaults: Limits, p: &mut Vec<
             Some(b) => (Some(PluginSource::Builtin(name.to_owned())), Some(b.version)),
             None => {
                 let known: Vec<&str> = builtin::ALL.iter().map(|b| b.name).collect();
-                p.push(format!("{key}.source: there is no built-in plugin `{name}`; built-ins are {}", known.join(", ")));
+                p.push(format!(
+                    "{key}.source: there is no built-in plugin `{name}`; built-ins are {}",
+                    known.join(", ")
+                ));
                 (None, None)
             }
         },
         None if rp.source.trim().is_empty() => {
-            p.push(format!("{key}.source: expected `builtin:NAME` or a path to a .wasm component"));
+            p.push(format!(
+                "{key}.source: expected `builtin:NAME` or a path to a .wasm component"
+            ));
             (None, None)
         }
         None => {
             let path = Path::new(&rp.source);
-            (Some(PluginSource::File(if path.is_absolute() { path.to_owned() } else { base.join(path) })), None)
+            (
+                Some(PluginSource::File(if path.is_absolute() {
+                    path.to_owned()
+                } else {
+                    base.join(path)
+                })),
+                None,
+            )
         }
     };
-    let version = rp.version.clone().or(builtin_version.map(str::to_owned)).unwrap_or_else(|| "unversioned".into());
+    let version = rp
+        .version
+        .clone()
+        .or(builtin_version.map(str::to_owned))
+        .unwrap_or_else(|| "unversioned".into());
     if version.is_empty() || version.len() > 64 || version.chars().any(char::is_whitespace) {
-        p.push(format!("{key}.version: expected a version such as 1.2.0 (no spaces, at most 64 characters)"));
+        p.push(format!(
+            "{key}.version: expected a version such as 1.2.0 (no spaces, at most 64 characters)"
+        ));
     }
     let limits = limits(&rp.limits, defaults, &format!("{key}.limits"), p);
-    Some(PluginConfig { source: source?, world: world?, version, limits })
+    Some(PluginConfig {
+        source: source?,
+        world: world?,
+        version,
+        limits,
+    })
 }
 
 fn limits(raw: &RawLimits, base: Limits, key: &str, p: &mut Vec<String>) -> Limits {
@@ -232,7 +299,11 @@ fn slot(
     match pname.as_ref().and_then(|n| plugins.get(n)) {
         Some(pc) if pc.world == world => pname,
         Some(pc) => {
-            p.push(format!("{key}: plugin `{name}` is a {} plugin; expected a {} plugin here", pc.world.as_str(), world.as_str()));
+            p.push(format!(
+                "{key}: plugin `{name}` is a {} plugin; expected a {} plugin here",
+                pc.world.as_str(),
+                world.as_str()
+            ));
             None
         }
         // Already reported under [plugins.NAME].
@@ -241,7 +312,11 @@ fn slot(
             let known: Vec<&str> = raw.plugins.keys().map(String::as_str).collect();
             p.push(format!(
                 "{key}: plugin `{name}` is not defined; add a [plugins.{name}] table or use one of: {}",
-                if known.is_empty() { "(none defined)".to_owned() } else { known.join(", ") }
+                if known.is_empty() {
+                    "(none defined)".to_owned()
+                } else {
+                    known.join(", ")
+                }
             ));
             None
         }
@@ -296,7 +371,9 @@ rule_config = { default_quantity = "1" }
 
     #[test]
     fn unknown_keys_are_errors_naming_the_key_and_line() {
-        let err = parse_str(&format!("{GOOD}\n[server]\nlisten_addr = \"x\"\n")).unwrap_err().to_string();
+        let err = parse_str(&format!("{GOOD}\n[server]\nlisten_addr = \"x\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/data/algobanana.toml"), "{err}");
         assert!(err.contains("unknown field `listen_addr`"), "{err}");
         assert!(err.contains("line"), "{err}");
@@ -310,16 +387,34 @@ rule_config = { default_quantity = "1" }
             .replace("deadline_ms = 250", "deadline_ms = 0");
         let err = parse_str(&text).unwrap_err().to_string();
         assert!(err.contains("3 problem(s)"), "{err}");
-        assert!(err.contains("routes[0].rule: plugin `paper` is a broker plugin; expected a rule plugin here"), "{err}");
-        assert!(err.contains("routes[0].broker: plugin `missing` is not defined; add a [plugins.missing] table"), "{err}");
-        assert!(err.contains("plugins.paper.limits.deadline_ms: 0 is out of range; expected 1 to 60000"), "{err}");
+        assert!(
+            err.contains("routes[0].rule: plugin `paper` is a broker plugin; expected a rule plugin here"),
+            "{err}"
+        );
+        assert!(
+            err.contains("routes[0].broker: plugin `missing` is not defined; add a [plugins.missing] table"),
+            "{err}"
+        );
+        assert!(
+            err.contains("plugins.paper.limits.deadline_ms: 0 is out of range; expected 1 to 60000"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_builtins_and_bad_hashes_are_explained() {
-        let text = GOOD.replace("builtin:paper", "builtin:nope").replace("\"0000000000000000000000000000000000000000000000000000000000000000\"", "\"xyz\"");
+        let text = GOOD.replace("builtin:paper", "builtin:nope").replace(
+            "\"0000000000000000000000000000000000000000000000000000000000000000\"",
+            "\"xyz\"",
+        );
         let err = parse_str(&text).unwrap_err().to_string();
-        assert!(err.contains("plugins.paper.source: there is no built-in plugin `nope`; built-ins are tradingview, paper"), "{err}");
-        assert!(err.contains("routes[0].hook_token_sha256: expected 64 hex characters"), "{err}");
+        assert!(
+            err.contains("plugins.paper.source: there is no built-in plugin `nope`; built-ins are tradingview, paper"),
+            "{err}"
+        );
+        assert!(
+            err.contains("routes[0].hook_token_sha256: expected 64 hex characters"),
+            "{err}"
+        );
     }
 }

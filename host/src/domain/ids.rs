@@ -18,9 +18,19 @@ pub struct IdError {
     pub expected: &'static str,
 }
 
-fn check(kind: &'static str, value: &str, max: usize, ok: fn(char) -> bool, expected: &'static str) -> Result<(), IdError> {
+fn check(
+    kind: &'static str,
+    value: &str,
+    max: usize,
+    ok: fn(char) -> bool,
+    expected: &'static str,
+) -> Result<(), IdError> {
     if value.is_empty() || value.len() > max || !value.chars().all(ok) {
-        return Err(IdError { kind, value: value.chars().take(80).collect(), expected });
+        return Err(IdError {
+            kind,
+            value: value.chars().take(80).collect(),
+            expected,
+        });
     }
     Ok(())
 }
@@ -107,7 +117,11 @@ impl ClientOrderId {
     pub fn derive(route: &RouteName, alert: &AlertId, index: usize) -> Self {
         let mut h = Sha256::new();
         h.update(b"algobanana-coid-v1\0");
-        for part in [route.as_str().as_bytes(), alert.to_string().as_bytes(), index.to_string().as_bytes()] {
+        for part in [
+            route.as_str().as_bytes(),
+            alert.to_string().as_bytes(),
+            index.to_string().as_bytes(),
+        ] {
             h.update(u32::try_from(part.len()).unwrap_or(u32::MAX).to_be_bytes());
             h.update(part);
         }

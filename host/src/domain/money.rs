@@ -130,14 +130,22 @@ mod tests {
     #[test]
     fn scale_above_28_is_refused_with_the_field_name() {
         let err = decimal_from_parts(1, 29, "limit price").unwrap_err();
-        assert_eq!(err.to_string(), "limit price: scale 29 is above the maximum of 28 decimal places");
+        assert_eq!(
+            err.to_string(),
+            "limit price: scale 29 is above the maximum of 28 decimal places"
+        );
     }
 
     #[test]
     fn zero_and_negative_quantities_are_refused() {
         assert!(Quantity::new_checked(Decimal::ZERO).is_err());
         assert!(Quantity::new_checked(Decimal::NEGATIVE_ONE).is_err());
-        assert_eq!(Quantity::new_checked(Decimal::from_str("1.50").unwrap()).unwrap().to_string(), "1.5");
+        assert_eq!(
+            Quantity::new_checked(Decimal::from_str("1.50").unwrap())
+                .unwrap()
+                .to_string(),
+            "1.5"
+        );
     }
 
     #[test]

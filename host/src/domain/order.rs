@@ -26,7 +26,9 @@ impl Symbol {
         let value = value.into();
         let ok = !value.is_empty()
             && value.len() <= 32
-            && value.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '.' | '/' | '_' | '-'));
+            && value
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || matches!(c, '.' | '/' | '_' | '-'));
         if ok {
             Ok(Self(value))
         } else {
@@ -185,7 +187,9 @@ mod tests {
             symbol: Symbol::new("AAPL").unwrap(),
             side: Side::Buy,
             quantity: Quantity::new_checked(Decimal::from_str("0.1").unwrap()).unwrap(),
-            order_type: OrderType::Limit { limit: Price::new_checked(Decimal::from_str("190.35").unwrap()).unwrap() },
+            order_type: OrderType::Limit {
+                limit: Price::new_checked(Decimal::from_str("190.35").unwrap()).unwrap(),
+            },
             time_in_force: TimeInForce::Gtc,
             requested_client_order_id: None,
             reduce_only: false,

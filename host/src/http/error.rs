@@ -23,7 +23,11 @@ pub struct ApiError {
 impl ApiError {
     /// A 404 that gives no hint about which tokens exist.
     pub fn not_found() -> Self {
-        Self { status: StatusCode::NOT_FOUND, kind: "not_found", message: "not found".into() }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            kind: "not_found",
+            message: "not found".into(),
+        }
     }
 
     /// A 413 for a body over `cap` bytes.
@@ -31,7 +35,9 @@ impl ApiError {
         Self {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             kind: "payload_too_large",
-            message: format!("the alert body is larger than the {cap}-byte cap; send a smaller alert or raise server.max_body_bytes"),
+            message: format!(
+                "the alert body is larger than the {cap}-byte cap; send a smaller alert or raise server.max_body_bytes"
+            ),
         }
     }
 }
@@ -39,19 +45,31 @@ impl ApiError {
 impl From<PipelineError> for ApiError {
     fn from(e: PipelineError) -> Self {
         match e {
-            PipelineError::Audit(a) => Self { status: StatusCode::SERVICE_UNAVAILABLE, kind: "audit_unavailable", message: a.to_string() },
+            PipelineError::Audit(a) => Self {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                kind: "audit_unavailable",
+                message: a.to_string(),
+            },
             PipelineError::Store(s) => Self {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 kind: "state_unavailable",
                 message: format!("{s}; the alert was not processed: check disk space and the data dir, then resend"),
             },
-            PipelineError::MissingPlugin(..) => Self { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "internal", message: e.to_string() },
+            PipelineError::MissingPlugin(..) => Self {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                kind: "internal",
+                message: e.to_string(),
+            },
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": { "kind": self.kind, "message": self.message } }))).into_response()
+        (
+            self.status,
+            Json(json!({ "error": { "kind": self.kind, "message": self.message } })),
+        )
+            .into_response()
     }
 }

@@ -65,21 +65,34 @@ pub async fn receive(
 }
 
 async fn reject(app: &App, ctx: &Context, route: Option<&str>, reason: &str, status: u16) {
-    let event = AuditEvent::new(ActorKind::WebhookSource, route.unwrap_or("unknown"), action::ALERT_REJECTED, Outcome::Deny)
-        .resource(route.map_or_else(|| "route:unknown".to_owned(), |r| format!("route:{r}")))
-        .context(ctx)
-        .payload(json!({ "reason": reason, "status": status }));
+    let event = AuditEvent::new(
+        ActorKind::WebhookSource,
+        route.unwrap_or("unknown"),
+        action::ALERT_REJECTED,
+        Outcome::Deny,
+    )
+    .resource(route.map_or_else(|| "route:unknown".to_owned(), |r| format!("route:{r}")))
+    .context(ctx)
+    .payload(json!({ "reason": reason, "status": status }));
     if let Err(e) = app.audit.record(event).await {
         tracing::error!(error = %e, "cannot audit a rejected webhook");
     }
 }
 
-async fn receive_inner(app: &App, ctx: &Context, token: &str, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn receive_inner(
+    app: &App,
+    ctx: &Context,
+    token: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     if let Some(reason) = app.audit.halted() {
         return Err(ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             kind: "audit_unavailable",
-            message: format!("alerts are refused because the audit log is halted ({reason}); fix the cause and restart algobanana"),
+            message: format!(
+                "alerts are refused because the audit log is halted ({reason}); fix the cause and restart algobanana"
+            ),
         });
     }
     let Some((route_name, route)) = app.route_for_token(token) else {
@@ -88,20 +101,48 @@ async fn receive_inner(app: &App, ctx: &Context, token: &str, headers: &HeaderMa
         return Err(ApiError::not_found());
     };
     let cap = app.config.server.max_body_bytes;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > cap as u64) {
-        reject(app, ctx, Some(route_name.as_str()), &format!("body of {} bytes over the {cap}-byte cap", declared.unwrap_or(0)), 413).await;
+        reject(
+            app,
+            ctx,
+            Some(route_name.as_str()),
+            &format!("body of {} bytes over the {cap}-byte cap", declared.unwrap_or(0)),
+            413,
+        )
+        .await;
         return Err(ApiError::too_large(cap));
     }
     let bytes = match axum::body::to_bytes(body, cap).await {
         Ok(b) => b,
         Err(_) => {
-            reject(app, ctx, Some(route_name.as_str()), &format!("body over the {cap}-byte cap (or the connection failed while reading)"), 413).await;
+            reject(
+                app,
+                ctx,
+                Some(route_name.as_str()),
+                &format!("body over the {cap}-byte cap (or the connection failed while reading)"),
+                413,
+            )
+            .await;
             return Err(ApiError::too_large(cap));
         }
     };
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").chars().take(128).collect();
-    let incoming = IncomingAlert { route: route_name.clone(), content_type, body: bytes.to_vec(), context: ctx.clone() };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(128)
+        .collect();
+    let incoming = IncomingAlert {
+        route: route_name.clone(),
+        content_type,
+        body: bytes.to_vec(),
+        context: ctx.clone(),
+    };
     let report = pipeline::process(app, route, incoming).await?;
     let status = match report.status {
         AlertStatus::Processed => StatusCode::OK,
@@ -114,7 +155,11 @@ async fn receive_inner(app: &App, ctx: &Context, token: &str, headers: &HeaderMa
 /// `GET /healthz`: 200 when serving, 503 with the reason when halted.
 pub async fn health(State(app): State<Arc<App>>) -> Response {
     match app.audit.halted() {
-        None => (StatusCode::OK, Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))).into_response(),
+        None => (
+            StatusCode::OK,
+            Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") })),
+        )
+            .into_response(),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "halted", "reason": reason, "version": env!("CARGO_PKG_VERSION") })),

@@ -50,11 +50,16 @@ fn price(d: wit::Decimal, field: &'static str) -> Result<Price, MoneyError> {
 pub fn intent(i: &wit::OrderIntent) -> Result<OrderIntent, ConvertError> {
     let order_type = match i.order_type {
         wit::OrderType::Market => OrderType::Market,
-        wit::OrderType::Limit(l) => OrderType::Limit { limit: price(l, "limit price")? },
-        wit::OrderType::Stop(s) => OrderType::Stop { stop: price(s, "stop price")? },
-        wit::OrderType::StopLimit(sl) => {
-            OrderType::StopLimit { stop: price(sl.stop, "stop price")?, limit: price(sl.limit, "limit price")? }
-        }
+        wit::OrderType::Limit(l) => OrderType::Limit {
+            limit: price(l, "limit price")?,
+        },
+        wit::OrderType::Stop(s) => OrderType::Stop {
+            stop: price(s, "stop price")?,
+        },
+        wit::OrderType::StopLimit(sl) => OrderType::StopLimit {
+            stop: price(sl.stop, "stop price")?,
+            limit: price(sl.limit, "limit price")?,
+        },
     };
     Ok(OrderIntent {
         symbol: Symbol::new(i.symbol.clone())?,
@@ -97,7 +102,10 @@ pub fn intent_to_wit(i: &OrderIntent, client_order_id: &ClientOrderId) -> Result
             OrderType::Market => wit::OrderType::Market,
             OrderType::Limit { limit } => wit::OrderType::Limit(p(limit)?),
             OrderType::Stop { stop } => wit::OrderType::Stop(p(stop)?),
-            OrderType::StopLimit { stop, limit } => wit::OrderType::StopLimit(wit::StopLimit { stop: p(stop)?, limit: p(limit)? }),
+            OrderType::StopLimit { stop, limit } => wit::OrderType::StopLimit(wit::StopLimit {
+                stop: p(stop)?,
+                limit: p(limit)?,
+            }),
         },
         time_in_force: match i.time_in_force {
             TimeInForce::Day => wit::TimeInForce::Day,
@@ -133,7 +141,10 @@ pub fn ack(a: &wit::OrderAck) -> Result<OrderAck, MoneyError> {
             wit::OrderStatus::Expired => OrderStatus::Expired,
         },
         filled_quantity: decimal(a.filled_quantity, "filled quantity")?,
-        average_fill_price: a.average_fill_price.map(|p| decimal(p, "average fill price")).transpose()?,
+        average_fill_price: a
+            .average_fill_price
+            .map(|p| decimal(p, "average fill price"))
+            .transpose()?,
         message: a.message.clone(),
     })
 }
@@ -193,7 +204,14 @@ pub fn intent_json(i: &wit::OrderIntent) -> Value {
         "side": match i.side { wit::Side::Buy => "buy", wit::Side::Sell => "sell" },
         "quantity": decimal_json(i.quantity),
         "order_type": order_type,
-        "time_in_force": format!("{:?}", i.time_in_force).to_ascii_lowercase(),
+        "time_in_force": match i.time_in_force {
+            wit::TimeInForce::Day => "day",
+            wit::TimeInForce::Gtc => "gtc",
+            wit::TimeInForce::Ioc => "ioc",
+            wit::TimeInForce::Fok => "fok",
+            wit::TimeInForce::Opg => "opg",
+            wit::TimeInForce::Cls => "cls",
+        },
         "client_order_id": i.client_order_id,
         "reduce_only": i.reduce_only,
         "reference_price": opt_decimal_json(i.reference_price),
@@ -270,11 +288,17 @@ mod tests {
             symbol: "AAPL".into(),
             side: wit::Side::Buy,
             quantity: wit::Decimal { mantissa: 10, scale: 0 },
-            order_type: wit::OrderType::Limit(wit::Decimal { mantissa: 19035, scale: 2 }),
+            order_type: wit::OrderType::Limit(wit::Decimal {
+                mantissa: 19035,
+                scale: 2,
+            }),
             time_in_force: wit::TimeInForce::Gtc,
             client_order_id: Some("sig-1".into()),
             reduce_only: false,
-            reference_price: Some(wit::Decimal { mantissa: 1901, scale: 1 }),
+            reference_price: Some(wit::Decimal {
+                mantissa: 1901,
+                scale: 1,
+            }),
             take_profit: None,
             stop_loss: None,
         }
@@ -283,7 +307,12 @@ mod tests {
     #[test]
     fn intents_convert_exactly_both_ways() {
         let d = intent(&wit_intent()).unwrap();
-        assert_eq!(d.order_type, OrderType::Limit { limit: Price::new_checked("190.35".parse().unwrap()).unwrap() });
+        assert_eq!(
+            d.order_type,
+            OrderType::Limit {
+                limit: Price::new_checked("190.35".parse().unwrap()).unwrap()
+            }
+        );
         let coid = ClientOrderId::new("sig-1").unwrap();
         assert_eq!(intent_to_wit(&d, &coid).unwrap(), wit_intent());
     }
@@ -292,7 +321,10 @@ mod tests {
     fn invalid_intents_name_the_field() {
         let mut i = wit_intent();
         i.quantity = wit::Decimal { mantissa: 0, scale: 0 };
-        assert_eq!(intent(&i).unwrap_err().to_string(), "quantity must be greater than zero, got 0");
+        assert_eq!(
+            intent(&i).unwrap_err().to_string(),
+            "quantity must be greater than zero, got 0"
+        );
         let mut i = wit_intent();
         i.order_type = wit::OrderType::Limit(wit::Decimal { mantissa: 1, scale: 40 });
         assert!(intent(&i).unwrap_err().to_string().starts_with("limit price: scale 40"));

@@ -88,7 +88,9 @@ impl TrapCause {
                 "plugin `{plugin}` was stopped at its deadline of {limit_ms} ms; fix the plugin or raise `deadline_ms` in [plugins.{plugin}.limits]"
             ),
             Self::OutOfFuel { limit } => {
-                format!("plugin `{plugin}` ran out of fuel ({limit}); fix the plugin or raise `fuel` in [plugins.{plugin}.limits]")
+                format!(
+                    "plugin `{plugin}` ran out of fuel ({limit}); fix the plugin or raise `fuel` in [plugins.{plugin}.limits]"
+                )
             }
             Self::Memory { limit, requested } => format!(
                 "plugin `{plugin}` was stopped at its memory cap of {limit} bytes (it asked for {requested}); fix the plugin or raise `memory_mib` in [plugins.{plugin}.limits]"
@@ -141,14 +143,34 @@ pub struct Called<T, E> {
     pub duration: Duration,
 }
 
-/// What one call did besides returning.
-#[derive(Debug, Default)]
-struct Stats {
-    fuel_consumed: Option<u64>,
-    memory_peak: usize,
-    log: Vec<LogLine>,
-    log_dropped: u32,
-    kv: KvSummary,
+/// What one call did besides returning: resource use against each limit.
+#[derive(Debug, Default, Clone)]
+pub struct CallStats {
+    /// Wall-clock time of the call, instantiation included.
+    pub duration: Duration,
+    /// Fuel consumed, when fuel metering is on.
+    pub fuel_consumed: Option<u64>,
+    /// The largest total of linear memory the store held.
+    pub memory_peak: usize,
+    /// Kept log lines.
+    pub log: Vec<LogLine>,
+    /// Log lines dropped past the budget.
+    pub log_dropped: u32,
+    /// Bytes of the serialised output.
+    pub output_bytes: usize,
+    /// What the call did with its kv namespace.
+    pub kv: KvSummary,
+}
+
+/// A call run in the sandbox but not audited (see [`Registry::execute_rule`]).
+#[derive(Debug)]
+pub struct Execution<T, E> {
+    /// What it returned.
+    pub returned: Returned<T, E>,
+    /// Its resource use.
+    pub stats: CallStats,
+    /// The output as JSON (null when it trapped).
+    pub output: Value,
 }
 
 type CallFuture<T> = Pin<Box<dyn Future<Output = (Store<PluginState>, wasmtime::Result<T>)> + Send>>;
@@ -224,10 +246,21 @@ impl BrokerCall {
     fn input_json(&self) -> Value {
         let settings = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::String(s.to_owned()));
         match self {
-            Self::PlaceOrder { settings: s, client_order_id, order } => {
+            Self::PlaceOrder {
+                settings: s,
+                client_order_id,
+                order,
+            } => {
                 json!({ "account_settings": settings(s), "client_order_id": client_order_id, "order": convert::intent_json(order) })
             }
-            Self::CancelOrder { settings: s, client_order_id } | Self::GetOrder { settings: s, client_order_id } => {
+            Self::CancelOrder {
+                settings: s,
+                client_order_id,
+            }
+            | Self::GetOrder {
+                settings: s,
+                client_order_id,
+            } => {
                 json!({ "account_settings": settings(s), "client_order_id": client_order_id })
             }
             Self::OpenOrders { settings: s } | Self::Positions { settings: s } | Self::Account { settings: s } => {
@@ -271,29 +304,34 @@ impl Registry {
                 "account": convert::account_json(&p.account),
             })),
         });
-        let (pre, alert, config, portfolio) = (pre.clone(), alert.clone(), config.to_owned(), portfolio.cloned());
-        let call = move |mut store: Store<PluginState>| -> CallFuture<Result<Vec<wit::OrderIntent>, wit::RuleError>> {
-            Box::pin(async move {
-                let result = async {
-                    let rule = pre.instantiate_async(&mut store).await?;
-                    rule.call_evaluate(&mut store, &alert, &config, portfolio.as_ref()).await
-                }
-                .await;
-                (store, result)
-            })
-        };
-        let max_intents = plugin.limits.max_intents;
-        self.run(plugin, "evaluate", input, call, audit, ctx, |r| match r {
-            Ok(intents) if intents.len() > max_intents => {
-                Err(TrapCause::TooManyIntents { limit: max_intents, actual: intents.len() })
-            }
-            Ok(intents) => Ok(Value::Array(intents.iter().map(convert::intent_json).collect())),
-            Err(e) => {
-                let (kind, message) = convert::rule_error(e);
-                Ok(json!({ "error": { "kind": kind, "message": message } }))
-            }
-        })
+        let call = rule_call(pre, alert, config, portfolio);
+        self.run(
+            plugin,
+            "evaluate",
+            input,
+            call,
+            audit,
+            ctx,
+            rule_output(plugin.limits.max_intents),
+        )
         .await
+    }
+
+    /// Runs a rule's `evaluate` in the same sandbox, with the same limits,
+    /// as [`Registry::call_rule`], but records nothing: for `plugin test`
+    /// and benchmarks. Alerts always go through `call_rule`.
+    pub async fn execute_rule(
+        &self,
+        plugin: &LoadedPlugin,
+        alert: &wit::Alert,
+        config: &str,
+        portfolio: Option<&wit::Portfolio>,
+    ) -> Result<Execution<Vec<wit::OrderIntent>, wit::RuleError>, CallError> {
+        let Pre::Rule(pre) = &plugin.pre else {
+            return Err(CallError::WrongWorld(plugin.name.to_string(), "rule"));
+        };
+        let call = rule_call(pre, alert, config, portfolio);
+        Ok(self.execute(plugin, call, rule_output(plugin.limits.max_intents)).await)
     }
 
     /// Calls a broker export and audits the call.
@@ -318,18 +356,38 @@ impl Registry {
                 let result = async {
                     let b = pre.instantiate_async(&mut store).await?;
                     Ok(match op {
-                        BrokerCall::PlaceOrder { settings, client_order_id, order } => {
-                            b.call_place_order(&mut store, &settings, &client_order_id, &order).await?.map(BrokerReply::Ack)
+                        BrokerCall::PlaceOrder {
+                            settings,
+                            client_order_id,
+                            order,
+                        } => b
+                            .call_place_order(&mut store, &settings, &client_order_id, &order)
+                            .await?
+                            .map(BrokerReply::Ack),
+                        BrokerCall::CancelOrder {
+                            settings,
+                            client_order_id,
+                        } => b
+                            .call_cancel_order(&mut store, &settings, &client_order_id)
+                            .await?
+                            .map(BrokerReply::Ack),
+                        BrokerCall::GetOrder {
+                            settings,
+                            client_order_id,
+                        } => b
+                            .call_get_order(&mut store, &settings, &client_order_id)
+                            .await?
+                            .map(BrokerReply::Ack),
+                        BrokerCall::OpenOrders { settings } => {
+                            b.call_open_orders(&mut store, &settings).await?.map(BrokerReply::Acks)
                         }
-                        BrokerCall::CancelOrder { settings, client_order_id } => {
-                            b.call_cancel_order(&mut store, &settings, &client_order_id).await?.map(BrokerReply::Ack)
+                        BrokerCall::Positions { settings } => b
+                            .call_positions(&mut store, &settings)
+                            .await?
+                            .map(BrokerReply::Positions),
+                        BrokerCall::Account { settings } => {
+                            b.call_account(&mut store, &settings).await?.map(BrokerReply::Account)
                         }
-                        BrokerCall::GetOrder { settings, client_order_id } => {
-                            b.call_get_order(&mut store, &settings, &client_order_id).await?.map(BrokerReply::Ack)
-                        }
-                        BrokerCall::OpenOrders { settings } => b.call_open_orders(&mut store, &settings).await?.map(BrokerReply::Acks),
-                        BrokerCall::Positions { settings } => b.call_positions(&mut store, &settings).await?.map(BrokerReply::Positions),
-                        BrokerCall::Account { settings } => b.call_account(&mut store, &settings).await?.map(BrokerReply::Account),
                     })
                 }
                 .await;
@@ -348,25 +406,20 @@ impl Registry {
         .await
     }
 
-    /// The shared call path: store, limits, call, classify, commit kv, audit.
-    #[allow(clippy::too_many_arguments)]
-    async fn run<T, E>(
+    /// The sandboxed call: a fresh store with the plugin's limits, the
+    /// call, classification, and the kv commit on `ok`. Records nothing.
+    async fn execute<T, E>(
         &self,
         plugin: &LoadedPlugin,
-        export: &'static str,
-        input: Value,
         call: impl FnOnce(Store<PluginState>) -> CallFuture<Result<T, E>>,
-        audit: &AuditLog,
-        ctx: &Context,
         output: impl FnOnce(&Result<T, E>) -> Result<Value, TrapCause>,
-    ) -> Result<Called<T, E>, CallError> {
+    ) -> Execution<T, E> {
         let _permit = self.calls.acquire().await.ok();
         let _serial = match &plugin.serial {
             Some(m) => Some(m.lock().await),
             None => None,
         };
         let limits = plugin.limits;
-        let call_id = uuid::Uuid::now_v7().to_string();
         let name = plugin.name.to_string();
         let state = PluginState::new(
             TotalLimiter::new(limits.memory_bytes),
@@ -385,19 +438,26 @@ impl Registry {
         // Yield to the async runtime every tick so a spinning guest never
         // starves other alerts, and interrupt once the budget is spent.
         store.epoch_deadline_callback(move |_| {
-            Ok(if started.elapsed() >= budget { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+            Ok(if started.elapsed() >= budget {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
         });
         store.set_epoch_deadline(1);
 
         let finished = tokio::time::timeout(budget + HOST_GRACE, call(store)).await;
-        let duration = started.elapsed();
-
-        let mut stats = Stats::default();
+        let mut stats = CallStats {
+            duration: started.elapsed(),
+            ..CallStats::default()
+        };
         let returned: Returned<T, E>;
         let mut out_json = Value::Null;
         match finished {
             Err(_elapsed) => {
-                returned = Returned::Trap(TrapCause::Deadline { limit_ms: budget.as_millis() });
+                returned = Returned::Trap(TrapCause::Deadline {
+                    limit_ms: budget.as_millis(),
+                });
             }
             Ok((mut store, result)) => {
                 if let Some(f) = fuel {
@@ -414,19 +474,26 @@ impl Registry {
                         Err(cause) => Returned::Trap(cause),
                         Ok(json) => {
                             let size = json.to_string().len();
+                            stats.output_bytes = size;
                             if size > limits.max_output_bytes {
-                                Returned::Trap(TrapCause::OutputTooLarge { limit: limits.max_output_bytes, actual: size })
+                                Returned::Trap(TrapCause::OutputTooLarge {
+                                    limit: limits.max_output_bytes,
+                                    actual: size,
+                                })
                             } else {
                                 out_json = json;
-                                match data.kv.commit() {
-                                    Err(e) => {
-                                        tracing::error!(error = %e, plugin = %name, "kv commit failed");
-                                        Returned::Trap(TrapCause::Other(format!("the host could not save the plugin's kv writes: {e}")))
-                                    }
-                                    Ok(()) => match r {
-                                        Ok(v) => Returned::Ok(v),
-                                        Err(e) => Returned::GuestError(e),
+                                match r {
+                                    // Writes persist only when the export returns `ok`.
+                                    Ok(v) => match data.kv.commit() {
+                                        Ok(()) => Returned::Ok(v),
+                                        Err(e) => {
+                                            tracing::error!(error = %e, plugin = %name, "kv commit failed");
+                                            Returned::Trap(TrapCause::Other(format!(
+                                                "the host could not save the plugin's kv writes: {e}"
+                                            )))
+                                        }
                                     },
+                                    Err(e) => Returned::GuestError(e),
                                 }
                             }
                         }
@@ -437,12 +504,39 @@ impl Registry {
             }
         }
 
+        Execution {
+            returned,
+            stats,
+            output: out_json,
+        }
+    }
+
+    /// [`Registry::execute`], then one `plugin.call` audit event.
+    #[allow(clippy::too_many_arguments)]
+    async fn run<T, E>(
+        &self,
+        plugin: &LoadedPlugin,
+        export: &'static str,
+        input: Value,
+        call: impl FnOnce(Store<PluginState>) -> CallFuture<Result<T, E>>,
+        audit: &AuditLog,
+        ctx: &Context,
+        output: impl FnOnce(&Result<T, E>) -> Result<Value, TrapCause>,
+    ) -> Result<Called<T, E>, CallError> {
+        let Execution {
+            returned,
+            stats,
+            output,
+        } = self.execute(plugin, call, output).await;
+        let limits = plugin.limits;
+        let name = plugin.name.to_string();
+        let call_id = uuid::Uuid::now_v7().to_string();
         let (outcome, detail, error) = match &returned {
             Returned::Ok(_) => (Outcome::Success, "ok", None),
             Returned::GuestError(_) => (Outcome::Failure, "guest_error", None),
             Returned::Trap(cause) => (Outcome::Trap, cause.code(), Some(cause.describe(&name))),
         };
-        let kv_committed = matches!(returned, Returned::Ok(_) | Returned::GuestError(_)) && !stats.kv.keys_changed.is_empty();
+        let kv_committed = matches!(returned, Returned::Ok(_)) && !stats.kv.keys_changed.is_empty();
         let event = AuditEvent::new(ActorKind::Plugin, plugin.actor_id(), action::PLUGIN_CALL, outcome)
             .resource(format!("plugin:{name}"))
             .context(ctx)
@@ -455,10 +549,10 @@ impl Registry {
                 "world": plugin.world.as_str(),
                 "export": export,
                 "input": input,
-                "output": out_json,
+                "output": output,
                 "outcome": detail,
                 "error": error,
-                "duration_us": u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
+                "duration_us": u64::try_from(stats.duration.as_micros()).unwrap_or(u64::MAX),
                 "fuel_consumed": stats.fuel_consumed,
                 "memory_peak_bytes": stats.memory_peak,
                 "limits": {
@@ -473,7 +567,48 @@ impl Registry {
                         "refused": stats.kv.refused, "committed": kv_committed },
             }));
         let receipt = audit.append(event).await?;
-        Ok(Called { returned, receipt, call_id, duration })
+        Ok(Called {
+            returned,
+            receipt,
+            call_id,
+            duration: stats.duration,
+        })
+    }
+}
+
+type RuleResult = Result<Vec<wit::OrderIntent>, wit::RuleError>;
+
+fn rule_call(
+    pre: &super::bindings::rule::RulePre<PluginState>,
+    alert: &wit::Alert,
+    config: &str,
+    portfolio: Option<&wit::Portfolio>,
+) -> impl FnOnce(Store<PluginState>) -> CallFuture<RuleResult> + use<> {
+    let (pre, alert, config, portfolio) = (pre.clone(), alert.clone(), config.to_owned(), portfolio.cloned());
+    move |mut store: Store<PluginState>| -> CallFuture<RuleResult> {
+        Box::pin(async move {
+            let result = async {
+                let rule = pre.instantiate_async(&mut store).await?;
+                rule.call_evaluate(&mut store, &alert, &config, portfolio.as_ref())
+                    .await
+            }
+            .await;
+            (store, result)
+        })
+    }
+}
+
+fn rule_output(max_intents: usize) -> impl FnOnce(&RuleResult) -> Result<Value, TrapCause> {
+    move |r| match r {
+        Ok(intents) if intents.len() > max_intents => Err(TrapCause::TooManyIntents {
+            limit: max_intents,
+            actual: intents.len(),
+        }),
+        Ok(intents) => Ok(Value::Array(intents.iter().map(convert::intent_json).collect())),
+        Err(e) => {
+            let (kind, message) = convert::rule_error(e);
+            Ok(json!({ "error": { "kind": kind, "message": message } }))
+        }
     }
 }
 
@@ -481,11 +616,18 @@ impl Registry {
 /// flag (a failed grow is not a `Trap` value), then the trap code.
 fn classify(e: &wasmtime::Error, state: &PluginState, deadline: Duration, fuel: Option<u64>) -> TrapCause {
     if let Some(hit) = state.limiter.hit() {
-        return TrapCause::Memory { limit: hit.limit, requested: hit.requested };
+        return TrapCause::Memory {
+            limit: hit.limit,
+            requested: hit.requested,
+        };
     }
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => TrapCause::Deadline { limit_ms: deadline.as_millis() },
-        Some(Trap::OutOfFuel) => TrapCause::OutOfFuel { limit: fuel.unwrap_or(0) },
+        Some(Trap::Interrupt) => TrapCause::Deadline {
+            limit_ms: deadline.as_millis(),
+        },
+        Some(Trap::OutOfFuel) => TrapCause::OutOfFuel {
+            limit: fuel.unwrap_or(0),
+        },
         Some(Trap::StackOverflow) => TrapCause::StackOverflow,
         Some(Trap::UnreachableCodeReached) => TrapCause::Unreachable,
         Some(other) => TrapCause::Other(other.to_string()),

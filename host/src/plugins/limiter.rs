@@ -31,7 +31,13 @@ pub struct TotalLimiter {
 impl TotalLimiter {
     /// A limiter allowing `limit` bytes of linear memory in total.
     pub fn new(limit: usize) -> Self {
-        Self { limit, used: 0, peak: 0, table_elements: 0, hit: None }
+        Self {
+            limit,
+            used: 0,
+            peak: 0,
+            table_elements: 0,
+            hit: None,
+        }
     }
 
     /// The largest total the store reached.
@@ -49,7 +55,10 @@ impl ResourceLimiter for TotalLimiter {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         let requested = self.used.saturating_sub(current).saturating_add(desired);
         if requested > self.limit {
-            let hit = MemoryLimitHit { limit: self.limit, requested };
+            let hit = MemoryLimitHit {
+                limit: self.limit,
+                requested,
+            };
             self.hit = Some(hit);
             // Trap now: a guest that sees memory.grow fail would abort
             // anyway, and a trap names the cause.
@@ -94,7 +103,13 @@ mod tests {
         assert!(l.memory_growing(0, 60, None).unwrap());
         // A second memory of 60 would make 120 in total.
         assert!(l.memory_growing(0, 60, None).is_err());
-        assert_eq!(l.hit(), Some(MemoryLimitHit { limit: 100, requested: 120 }));
+        assert_eq!(
+            l.hit(),
+            Some(MemoryLimitHit {
+                limit: 100,
+                requested: 120
+            })
+        );
         assert_eq!(l.peak(), 60);
     }
 

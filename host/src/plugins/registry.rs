@@ -26,10 +26,22 @@ pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
 
 /// Host interfaces a plugin may import, by name without version. The
 /// version must be semver-compatible with [`super::WIT_VERSION`] (0.1.x).
-const HOST_INTERFACES: &[&str] = &["algobanana:plugin/log", "algobanana:plugin/clock", "algobanana:plugin/kv", "algobanana:plugin/types"];
+const HOST_INTERFACES: &[&str] = &[
+    "algobanana:plugin/log",
+    "algobanana:plugin/clock",
+    "algobanana:plugin/kv",
+    "algobanana:plugin/types",
+];
 
 /// Baseline WASI packages, linked against a deny-all context.
-const WASI_PACKAGES: &[&str] = &["wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:cli/", "wasi:filesystem/", "wasi:sockets/"];
+const WASI_PACKAGES: &[&str] = &[
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:cli/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+];
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +57,9 @@ pub enum PluginError {
         message: String,
     },
     /// The bytes are not a valid component.
-    #[error("plugin `{plugin}` is not a valid WebAssembly component ({message}); rebuild it for wasm32-wasip2 or reinstall it")]
+    #[error(
+        "plugin `{plugin}` is not a valid WebAssembly component ({message}); rebuild it for wasm32-wasip2 or reinstall it"
+    )]
     Invalid {
         /// The plugin.
         plugin: String,
@@ -61,7 +75,9 @@ pub enum PluginError {
         imports: Vec<String>,
     },
     /// The component does not implement the configured world.
-    #[error("plugin `{plugin}` does not implement the `{world}` world ({message}); check `world` in [plugins.{plugin}]")]
+    #[error(
+        "plugin `{plugin}` does not implement the `{world}` world ({message}); check `world` in [plugins.{plugin}]"
+    )]
     World {
         /// The plugin.
         plugin: String,
@@ -179,7 +195,10 @@ impl Registry {
 }
 
 fn engine_settings<'a>(plugins: impl Iterator<Item = &'a PluginConfig>) -> EngineSettings {
-    let mut s = EngineSettings { fuel: false, max_memory_bytes: Limits::default().memory_bytes };
+    let mut s = EngineSettings {
+        fuel: false,
+        max_memory_bytes: Limits::default().memory_bytes,
+    };
     for p in plugins {
         s.fuel |= p.limits.fuel.is_some();
         s.max_memory_bytes = s.max_memory_bytes.max(p.limits.memory_bytes);
@@ -200,23 +219,38 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<PluginState>> {
 
 fn read_source(name: &PluginName, pc: &PluginConfig) -> Result<std::borrow::Cow<'static, [u8]>, PluginError> {
     match &pc.source {
-        PluginSource::Builtin(b) => builtin::find(b).map(|b| std::borrow::Cow::Borrowed(b.wasm)).ok_or_else(|| {
-            PluginError::Read { plugin: name.to_string(), path: PathBuf::from(format!("builtin:{b}")), message: "no such built-in".into() }
-        }),
+        PluginSource::Builtin(b) => builtin::find(b)
+            .map(|b| std::borrow::Cow::Borrowed(b.wasm))
+            .ok_or_else(|| PluginError::Read {
+                plugin: name.to_string(),
+                path: PathBuf::from(format!("builtin:{b}")),
+                message: "no such built-in".into(),
+            }),
         PluginSource::File(path) => {
-            let err = |message: String| PluginError::Read { plugin: name.to_string(), path: path.clone(), message };
+            let err = |message: String| PluginError::Read {
+                plugin: name.to_string(),
+                path: path.clone(),
+                message,
+            };
             let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
             if meta.len() > MAX_COMPONENT_BYTES {
-                return Err(err(format!("{} bytes is above the {MAX_COMPONENT_BYTES}-byte limit for a component", meta.len())));
+                return Err(err(format!(
+                    "{} bytes is above the {MAX_COMPONENT_BYTES}-byte limit for a component",
+                    meta.len()
+                )));
             }
-            std::fs::read(path).map(std::borrow::Cow::Owned).map_err(|e| err(e.to_string()))
+            std::fs::read(path)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| err(e.to_string()))
         }
     }
 }
 
 /// Returns true if and only if `version` is semver-compatible with 0.1.x.
 fn compatible(version: &str) -> bool {
-    version.strip_prefix("0.1.").is_some_and(|patch| !patch.is_empty() && patch.chars().all(|c| c.is_ascii_digit()))
+    version
+        .strip_prefix("0.1.")
+        .is_some_and(|patch| !patch.is_empty() && patch.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// Checks every import; returns whether `kv` is imported.
@@ -234,7 +268,14 @@ fn check_imports(engine: &Engine, component: &Component, plugin: &PluginName) ->
             _ => refused.push(name.to_owned()),
         }
     }
-    if refused.is_empty() { Ok(uses_kv) } else { Err(PluginError::Imports { plugin: plugin.to_string(), imports: refused }) }
+    if refused.is_empty() {
+        Ok(uses_kv)
+    } else {
+        Err(PluginError::Imports {
+            plugin: plugin.to_string(),
+            imports: refused,
+        })
+    }
 }
 
 fn load_one(
@@ -249,7 +290,11 @@ fn load_one(
     let digest = hex::encode(Sha256::digest(&bytes));
     let component = cache.component(engine, db, name, &digest, &bytes)?;
     let uses_kv = check_imports(engine, &component, name)?;
-    let world_err = |e: wasmtime::Error| PluginError::World { plugin: name.to_string(), world: pc.world.as_str(), message: format!("{e:#}") };
+    let world_err = |e: wasmtime::Error| PluginError::World {
+        plugin: name.to_string(),
+        world: pc.world.as_str(),
+        message: format!("{e:#}"),
+    };
     let instance_pre = linker.instantiate_pre(&component).map_err(world_err)?;
     let pre = match pc.world {
         World::Rule => Pre::Rule(RulePre::new(instance_pre).map_err(world_err)?),
@@ -279,20 +324,43 @@ struct Cache {
 
 impl Cache {
     fn open(path: &Path, engine: &Engine) -> Result<Self, PluginError> {
-        let err = |e: std::io::Error| PluginError::Cache { plugin: "*".into(), path: path.to_owned(), message: e.to_string() };
+        let err = |e: std::io::Error| PluginError::Cache {
+            plugin: "*".into(),
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
         std::fs::create_dir_all(path).map_err(err)?;
         let dir = cap_std::fs::Dir::open_ambient_dir(path, cap_std::ambient_authority()).map_err(err)?;
-        Ok(Self { dir, path: path.to_owned(), engine_key: engine::compatibility_key(engine) })
+        Ok(Self {
+            dir,
+            path: path.to_owned(),
+            engine_key: engine::compatibility_key(engine),
+        })
     }
 
-    fn component(&self, engine: &Engine, db: &StateDb, plugin: &PluginName, digest: &str, bytes: &[u8]) -> Result<Component, PluginError> {
+    fn component(
+        &self,
+        engine: &Engine,
+        db: &StateDb,
+        plugin: &PluginName,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<Component, PluginError> {
         let file = format!("{digest}-{}.cwasm", self.engine_key);
         let full = self.path.join(&file);
-        let err = |message: String| PluginError::Cache { plugin: plugin.to_string(), path: full.clone(), message };
-        let recorded = db.compiled_hash(digest, &self.engine_key).map_err(|e| err(e.to_string()))?;
+        let err = |message: String| PluginError::Cache {
+            plugin: plugin.to_string(),
+            path: full.clone(),
+            message,
+        };
+        let recorded = db
+            .compiled_hash(digest, &self.engine_key)
+            .map_err(|e| err(e.to_string()))?;
         if let Some(expected) = recorded {
             match self.dir.read(&file) {
-                Ok(data) if hex::encode(Sha256::digest(&data)) == expected => return load_precompiled(engine, &full).map_err(err),
+                Ok(data) if hex::encode(Sha256::digest(&data)) == expected => {
+                    return load_precompiled(engine, &full).map_err(err);
+                }
                 Ok(_) => {
                     tracing::warn!(plugin = %plugin, file = %full.display(), "precompiled component does not match its recorded hash; recompiling");
                     let _ = self.dir.remove_file(&file);
@@ -300,11 +368,13 @@ impl Cache {
                 Err(_) => {}
             }
         }
-        let compiled = engine
-            .precompile_component(bytes)
-            .map_err(|e| PluginError::Invalid { plugin: plugin.to_string(), message: format!("{e:#}") })?;
+        let compiled = engine.precompile_component(bytes).map_err(|e| PluginError::Invalid {
+            plugin: plugin.to_string(),
+            message: format!("{e:#}"),
+        })?;
         self.write_atomic(&file, &compiled).map_err(|e| err(e.to_string()))?;
-        db.set_compiled_hash(digest, &self.engine_key, &hex::encode(Sha256::digest(&compiled))).map_err(|e| err(e.to_string()))?;
+        db.set_compiled_hash(digest, &self.engine_key, &hex::encode(Sha256::digest(&compiled)))
+            .map_err(|e| err(e.to_string()))?;
         load_precompiled(engine, &full).map_err(err)
     }
 

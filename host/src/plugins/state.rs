@@ -25,7 +25,13 @@ pub struct PluginState {
 impl PluginState {
     /// Fresh state for one call.
     pub fn new(limiter: TotalLimiter, log: LogState, kv: KvState) -> Self {
-        Self { wasi: deny_all_wasi(), table: ResourceTable::new(), limiter, log, kv }
+        Self {
+            wasi: deny_all_wasi(),
+            table: ResourceTable::new(),
+            limiter,
+            log,
+            kv,
+        }
     }
 }
 
@@ -43,6 +49,9 @@ pub fn deny_all_wasi() -> WasiCtx {
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }

@@ -10,9 +10,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// The state database's file name inside the data dir.
 pub const STATE_DB: &str = "state.db";
 
+// synchronous=NORMAL: in WAL mode a commit survives a process crash; after a
+// power loss the last transactions may roll back. The audit log (FULL) is
+// the durable record of every alert and order: it commits before the host
+// acts or answers, so state can be reconciled from it.
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
-PRAGMA synchronous = FULL;
+PRAGMA synchronous = NORMAL;
 PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 5000;
 PRAGMA trusted_schema = OFF;
@@ -75,10 +79,16 @@ impl StateDb {
     /// # Errors
     /// [`StoreError`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let err = |e: rusqlite::Error| StoreError { path: path.to_owned(), message: e.to_string() };
+        let err = |e: rusqlite::Error| StoreError {
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
         let conn = Connection::open(path).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_owned() })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
+        })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -86,7 +96,10 @@ impl StateDb {
     }
 
     fn err(&self, e: rusqlite::Error) -> StoreError {
-        StoreError { path: self.path.clone(), message: e.to_string() }
+        StoreError {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
     }
 
     /// Records a received alert.
@@ -131,7 +144,9 @@ impl StateDb {
     /// [`StoreError`].
     pub fn alert_status(&self, id: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
         self.conn()
-            .query_row("SELECT status, result FROM alert WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row("SELECT status, result FROM alert WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()
             .map_err(|e| self.err(e))
     }
@@ -159,7 +174,9 @@ impl StateDb {
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![plugin, prefix, i64::try_from(limit).unwrap_or(i64::MAX)], |r| r.get(0))
+            .query_map(params![plugin, prefix, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                r.get(0)
+            })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
@@ -170,7 +187,9 @@ impl StateDb {
     /// [`StoreError`].
     pub fn kv_usage(&self, plugin: &str) -> Result<KvUsage, StoreError> {
         self.conn()
-            .prepare_cached("SELECT count(*), coalesce(sum(length(key) + length(value)), 0) FROM plugin_kv WHERE plugin = ?1")
+            .prepare_cached(
+                "SELECT count(*), coalesce(sum(length(key) + length(value)), 0) FROM plugin_kv WHERE plugin = ?1",
+            )
             .and_then(|mut s| {
                 s.query_row([plugin], |r| {
                     Ok(KvUsage {

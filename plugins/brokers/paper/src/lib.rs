@@ -4,9 +4,13 @@
 //! - Limit, stop and stop-limit orders fill at the reference price when it is
 //!   marketable or triggered; otherwise they rest as open orders (IOC and FOK
 //!   orders are canceled instead).
-//! - Cash, positions and orders live in the plugin's kv namespace, one
-//!   document per account, so they survive restarts; the host commits kv
-//!   writes only when a call returns normally.
+//! - Cash and positions live in one small kv document per account
+//!   (`book/ACCOUNT`); each order is its own key (`order/ACCOUNT/ID`), so a
+//!   call reads and writes a few hundred bytes however many orders exist.
+//!   The newest `ORDER_WINDOW` orders are kept (a ring of keys
+//!   `ring/ACCOUNT/SLOT`); a client order id is rejected as a duplicate
+//!   while its order is in the window. The host commits kv writes only when
+//!   a call returns `ok`.
 //!
 //! Account settings (JSON object, all optional): `account_id` (default
 //! `"paper"`), `currency` (`"USD"`), `initial_cash` (`"100000"`),
@@ -22,9 +26,9 @@ use algobanana_plugin_sdk::types::{
 use algobanana_plugin_sdk::{export_broker, kv, log};
 use serde::{Deserialize, Serialize};
 
-/// At most this many orders are kept per account; the oldest final orders
-/// are dropped first, so the kv document stays within the value quota.
-const MAX_ORDERS_KEPT: usize = 200;
+/// Orders kept per account. 400 orders + 400 ring slots + the book stay
+/// under the default kv quota of 1,000 keys.
+const ORDER_WINDOW: u64 = 400;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,7 +81,6 @@ struct Book {
     cash: Decimal,
     next_seq: u64,
     positions: BTreeMap<String, PaperPosition>,
-    orders: BTreeMap<String, PaperOrder>,
 }
 
 fn settings(text: &str) -> Result<Settings, BrokerError> {
@@ -89,36 +92,47 @@ fn settings(text: &str) -> Result<Settings, BrokerError> {
     })
 }
 
-fn key(s: &Settings) -> String {
+fn book_key(s: &Settings) -> String {
     format!("book/{}", s.account_id)
 }
 
+fn order_key(s: &Settings, client_order_id: &str) -> String {
+    format!("order/{}/{client_order_id}", s.account_id)
+}
+
+fn ring_key(s: &Settings, seq: u64) -> String {
+    format!("ring/{}/{}", s.account_id, seq % ORDER_WINDOW)
+}
+
+fn kv_err(what: &str, e: algobanana_plugin_sdk::types::CapabilityError) -> BrokerError {
+    BrokerError::Internal(format!("cannot {what}: {e:?}"))
+}
+
 fn load(s: &Settings) -> Result<Book, BrokerError> {
-    let book = kv::get_json::<Book>(&key(s)).map_err(|e| BrokerError::Internal(format!("cannot read paper book: {e:?}")))?;
+    let book = kv::get_json::<Book>(&book_key(s)).map_err(|e| kv_err("read the paper book", e))?;
     Ok(book.unwrap_or_else(|| Book {
         cash: s.initial_cash,
         next_seq: 1,
         positions: BTreeMap::new(),
-        orders: BTreeMap::new(),
     }))
 }
 
-fn save(s: &Settings, book: &mut Book) -> Result<(), BrokerError> {
-    while book.orders.len() > MAX_ORDERS_KEPT {
-        let oldest_final = book
-            .orders
-            .iter()
-            .filter(|(_, o)| !matches!(o.status.as_str(), "accepted" | "partially-filled"))
-            .min_by_key(|(_, o)| o.seq)
-            .map(|(k, _)| k.clone());
-        match oldest_final {
-            Some(k) => {
-                book.orders.remove(&k);
-            }
-            None => break,
-        }
+fn save(s: &Settings, book: &Book) -> Result<(), BrokerError> {
+    kv::set_json(&book_key(s), book).map_err(|e| kv_err("write the paper book", e))
+}
+
+fn load_order(s: &Settings, client_order_id: &str) -> Result<Option<PaperOrder>, BrokerError> {
+    kv::get_json(&order_key(s, client_order_id)).map_err(|e| kv_err("read a paper order", e))
+}
+
+/// Stores a new order in its ring slot, evicting the order that held it.
+fn insert_order(s: &Settings, client_order_id: &str, order: &PaperOrder) -> Result<(), BrokerError> {
+    let ring = ring_key(s, order.seq);
+    if let Some(old) = kv::get_json::<String>(&ring).map_err(|e| kv_err("read the order ring", e))? {
+        kv::delete(&order_key(s, &old)).map_err(|e| kv_err("evict an old paper order", e))?;
     }
-    kv::set_json(&key(s), book).map_err(|e| BrokerError::Internal(format!("cannot write paper book: {e:?}")))
+    kv::set_json(&ring, &client_order_id).map_err(|e| kv_err("write the order ring", e))?;
+    kv::set_json(&order_key(s, client_order_id), order).map_err(|e| kv_err("write a paper order", e))
 }
 
 fn dec(d: algobanana_plugin_sdk::types::Decimal, what: &str) -> Result<Decimal, BrokerError> {
@@ -205,7 +219,10 @@ fn apply_fill(book: &mut Book, symbol: &str, qty: Decimal, price: Decimal) -> Re
     let new = old.checked_add(qty).ok_or_else(overflow)?;
     if old.is_zero() || (old.is_sign_positive() == qty.is_sign_positive()) {
         // Opening or adding: volume-weighted average entry price.
-        let cost = old.abs().checked_mul(pos.average_price).and_then(|c| c.checked_add(qty.abs().checked_mul(price)?));
+        let cost = old
+            .abs()
+            .checked_mul(pos.average_price)
+            .and_then(|c| c.checked_add(qty.abs().checked_mul(price)?));
         let cost = cost.ok_or_else(overflow)?;
         pos.average_price = cost.checked_div(new.abs()).ok_or_else(overflow)?.normalize();
     } else if !new.is_zero() && new.is_sign_positive() != old.is_sign_positive() {
@@ -223,15 +240,23 @@ fn apply_fill(book: &mut Book, symbol: &str, qty: Decimal, price: Decimal) -> Re
 struct Paper;
 
 impl Guest for Paper {
-    fn place_order(account_settings: String, client_order_id: String, order: OrderIntent) -> Result<OrderAck, BrokerError> {
+    fn place_order(
+        account_settings: String,
+        client_order_id: String,
+        order: OrderIntent,
+    ) -> Result<OrderAck, BrokerError> {
         let s = settings(&account_settings)?;
         let mut book = load(&s)?;
-        if book.orders.contains_key(&client_order_id) {
-            return Err(BrokerError::Duplicate(format!("client order id `{client_order_id}` was already used")));
+        if load_order(&s, &client_order_id)?.is_some() {
+            return Err(BrokerError::Duplicate(format!(
+                "client order id `{client_order_id}` was already used"
+            )));
         }
         let qty = dec(order.quantity, "quantity")?;
         if qty <= Decimal::ZERO {
-            return Err(BrokerError::InvalidOrder(format!("quantity must be greater than zero, got {qty}")));
+            return Err(BrokerError::InvalidOrder(format!(
+                "quantity must be greater than zero, got {qty}"
+            )));
         }
         let reference = order.reference_price.map(|p| dec(p, "reference price")).transpose()?;
         let signed = if matches!(order.side, Side::Buy) { qty } else { -qty };
@@ -258,10 +283,19 @@ impl Guest for Paper {
         let after = held.checked_add(signed).ok_or_else(overflow)?;
         let reduces = !held.is_zero() && held.is_sign_positive() != signed.is_sign_positive() && qty <= held.abs();
         if order.reduce_only && !reduces {
-            let why = format!("reduce-only {} of {qty} {} would not reduce the position of {held}", record.side, order.symbol);
+            let why = format!(
+                "reduce-only {} of {qty} {} would not reduce the position of {held}",
+                record.side, order.symbol
+            );
             reject(&mut record, why);
         } else if !s.allow_short && after < Decimal::ZERO {
-            reject(&mut record, format!("selling {qty} {} would leave a short position of {after}; shorting is off for this paper account", order.symbol));
+            reject(
+                &mut record,
+                format!(
+                    "selling {qty} {} would leave a short position of {after}; shorting is off for this paper account",
+                    order.symbol
+                ),
+            );
         } else if matches!(order.order_type, OrderType::Market) && reference.is_none() {
             reject(&mut record, "the paper broker fills market orders at the alert's reference price and this order has none; add a price (e.g. \"price\": \"{{close}}\") to the alert".into());
         } else {
@@ -288,45 +322,58 @@ impl Guest for Paper {
                 }
             }
         }
-        log::info(&format!("paper {} {} {qty} {} -> {}", client_order_id, record.side, order.symbol, record.status));
+        log::info(&format!(
+            "paper {} {} {qty} {} -> {}",
+            client_order_id, record.side, order.symbol, record.status
+        ));
         let out = ack(&client_order_id, &record)?;
-        book.orders.insert(client_order_id, record);
-        save(&s, &mut book)?;
+        insert_order(&s, &client_order_id, &record)?;
+        save(&s, &book)?;
         Ok(out)
     }
 
     fn cancel_order(account_settings: String, client_order_id: String) -> Result<OrderAck, BrokerError> {
         let s = settings(&account_settings)?;
-        let mut book = load(&s)?;
-        let Some(order) = book.orders.get_mut(&client_order_id) else {
-            return Err(BrokerError::NotFound(format!("no paper order with client order id `{client_order_id}`")));
+        let Some(mut order) = load_order(&s, &client_order_id)? else {
+            return Err(BrokerError::NotFound(format!(
+                "no paper order with client order id `{client_order_id}`"
+            )));
         };
         if !matches!(order.status.as_str(), "accepted" | "partially-filled") {
-            return Err(BrokerError::Rejected(format!("order `{client_order_id}` is already {} and cannot be canceled", order.status)));
+            return Err(BrokerError::Rejected(format!(
+                "order `{client_order_id}` is already {} and cannot be canceled",
+                order.status
+            )));
         }
         order.status = status_name(OrderStatus::Canceled).into();
-        let out = ack(&client_order_id, order)?;
-        save(&s, &mut book)?;
+        let out = ack(&client_order_id, &order)?;
+        kv::set_json(&order_key(&s, &client_order_id), &order).map_err(|e| kv_err("write a paper order", e))?;
         Ok(out)
     }
 
     fn get_order(account_settings: String, client_order_id: String) -> Result<OrderAck, BrokerError> {
         let s = settings(&account_settings)?;
-        let book = load(&s)?;
-        match book.orders.get(&client_order_id) {
-            Some(o) => ack(&client_order_id, o),
-            None => Err(BrokerError::NotFound(format!("no paper order with client order id `{client_order_id}`"))),
+        match load_order(&s, &client_order_id)? {
+            Some(o) => ack(&client_order_id, &o),
+            None => Err(BrokerError::NotFound(format!(
+                "no paper order with client order id `{client_order_id}`"
+            ))),
         }
     }
 
     fn open_orders(account_settings: String) -> Result<Vec<OrderAck>, BrokerError> {
         let s = settings(&account_settings)?;
-        let book = load(&s)?;
-        book.orders
-            .iter()
-            .filter(|(_, o)| matches!(o.status.as_str(), "accepted" | "partially-filled"))
-            .map(|(id, o)| ack(id, o))
-            .collect()
+        let prefix = format!("order/{}/", s.account_id);
+        let mut open = Vec::new();
+        for key in kv::list_keys(&prefix).map_err(|e| kv_err("list paper orders", e))? {
+            let id = &key[prefix.len()..];
+            if let Some(o) = load_order(&s, id)?
+                && matches!(o.status.as_str(), "accepted" | "partially-filled")
+            {
+                open.push(ack(id, &o)?);
+            }
+        }
+        Ok(open)
     }
 
     fn positions(account_settings: String) -> Result<Vec<Position>, BrokerError> {
@@ -335,7 +382,11 @@ impl Guest for Paper {
         book.positions
             .iter()
             .map(|(symbol, p)| {
-                Ok(Position { symbol: symbol.clone(), quantity: wit(p.quantity)?, average_price: wit(p.average_price)? })
+                Ok(Position {
+                    symbol: symbol.clone(),
+                    quantity: wit(p.quantity)?,
+                    average_price: wit(p.average_price)?,
+                })
             })
             .collect()
     }
@@ -345,7 +396,11 @@ impl Guest for Paper {
         let book = load(&s)?;
         let mut equity = book.cash;
         for p in book.positions.values() {
-            equity = p.quantity.checked_mul(p.last_price).and_then(|v| equity.checked_add(v)).ok_or_else(overflow)?;
+            equity = p
+                .quantity
+                .checked_mul(p.last_price)
+                .and_then(|v| equity.checked_add(v))
+                .ok_or_else(overflow)?;
         }
         Ok(Account {
             currency: s.currency.clone(),

@@ -34,10 +34,12 @@ pub fn settings(config: &str) -> Result<Settings, RuleError> {
     if config.is_empty() {
         return Ok(Settings::default());
     }
-    let value: Value = serde_json::from_str(config)
-        .map_err(|e| RuleError::InvalidConfig(format!("rule config is not JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_str(config).map_err(|e| RuleError::InvalidConfig(format!("rule config is not JSON: {e}")))?;
     let Value::Object(map) = value else {
-        return Err(RuleError::InvalidConfig("rule config must be a JSON object such as {\"default_quantity\":\"1\"}".into()));
+        return Err(RuleError::InvalidConfig(
+            "rule config must be a JSON object such as {\"default_quantity\":\"1\"}".into(),
+        ));
     };
     let mut out = Settings::default();
     for (key, value) in &map {
@@ -45,7 +47,9 @@ pub fn settings(config: &str) -> Result<Settings, RuleError> {
             "default_quantity" => {
                 let q = decimal_field(value, key).map_err(RuleError::InvalidConfig)?;
                 if q <= Decimal::ZERO {
-                    return Err(RuleError::InvalidConfig(format!("`default_quantity` must be greater than zero, got {q}")));
+                    return Err(RuleError::InvalidConfig(format!(
+                        "`default_quantity` must be greater than zero, got {q}"
+                    )));
                 }
                 out.default_quantity = Some(q);
             }
@@ -71,7 +75,9 @@ pub fn settings(config: &str) -> Result<Settings, RuleError> {
 /// `invalid-alert` or `unsupported`, each saying what was expected.
 pub fn parse_alert(body: &[u8], settings: &Settings) -> Result<Vec<OrderIntent>, RuleError> {
     let text = std::str::from_utf8(body).map_err(|_| {
-        RuleError::InvalidAlert(format!("alert body is not UTF-8 text; expected JSON such as {JSON_EXAMPLE} or text such as {TEXT_EXAMPLE}"))
+        RuleError::InvalidAlert(format!(
+            "alert body is not UTF-8 text; expected JSON such as {JSON_EXAMPLE} or text such as {TEXT_EXAMPLE}"
+        ))
     })?;
     let trimmed = text.trim();
     if trimmed.is_empty() {
@@ -88,19 +94,29 @@ pub fn parse_alert(body: &[u8], settings: &Settings) -> Result<Vec<OrderIntent>,
 
 fn parse_json(text: &str, settings: &Settings) -> Result<OrderIntent, RuleError> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
-        RuleError::InvalidAlert(format!("alert body is not valid JSON ({e}); expected an object such as {JSON_EXAMPLE}"))
+        RuleError::InvalidAlert(format!(
+            "alert body is not valid JSON ({e}); expected an object such as {JSON_EXAMPLE}"
+        ))
     })?;
     let Value::Object(map) = value else {
-        return Err(RuleError::InvalidAlert(format!("alert JSON must be an object such as {JSON_EXAMPLE}")));
+        return Err(RuleError::InvalidAlert(format!(
+            "alert JSON must be an object such as {JSON_EXAMPLE}"
+        )));
     };
     let invalid = RuleError::InvalidAlert;
 
-    let symbol = string_field(&map, &["ticker", "symbol"])?
-        .ok_or_else(|| invalid(format!("alert JSON has no `ticker` or `symbol`; expected an object such as {JSON_EXAMPLE}")))?;
+    let symbol = string_field(&map, &["ticker", "symbol"])?.ok_or_else(|| {
+        invalid(format!(
+            "alert JSON has no `ticker` or `symbol`; expected an object such as {JSON_EXAMPLE}"
+        ))
+    })?;
     let symbol = check_symbol(&symbol)?;
 
-    let action = string_field(&map, &["action"])?
-        .ok_or_else(|| invalid(format!("alert JSON has no `action`; expected \"buy\" or \"sell\", as in {JSON_EXAMPLE}")))?;
+    let action = string_field(&map, &["action"])?.ok_or_else(|| {
+        invalid(format!(
+            "alert JSON has no `action`; expected \"buy\" or \"sell\", as in {JSON_EXAMPLE}"
+        ))
+    })?;
     let side = side(&action)?;
 
     let sentiment = string_field(&map, &["sentiment"])?.map(|s| s.to_ascii_lowercase());
@@ -108,7 +124,9 @@ fn parse_json(text: &str, settings: &Settings) -> Result<OrderIntent, RuleError>
         None | Some("long" | "short" | "bullish" | "bearish") => false,
         Some("flat") => true,
         Some(other) => {
-            return Err(invalid(format!("`sentiment` is `{other}`; expected long, short, bullish, bearish or flat")));
+            return Err(invalid(format!(
+                "`sentiment` is `{other}`; expected long, short, bullish, bearish or flat"
+            )));
         }
     };
 
@@ -163,9 +181,11 @@ fn parse_text(text: &str, settings: &Settings) -> Result<OrderIntent, RuleError>
             r
         }),
         [s, rest @ ..] => {
-            let q = settings
-                .default_quantity
-                .ok_or_else(|| bad(&format!("`{s}` is not a quantity and the route sets no `default_quantity`")))?;
+            let q = settings.default_quantity.ok_or_else(|| {
+                bad(&format!(
+                    "`{s}` is not a quantity and the route sets no `default_quantity`"
+                ))
+            })?;
             let mut r = vec![*s];
             r.extend_from_slice(rest);
             (q, r)
@@ -220,10 +240,14 @@ fn side(action: &str) -> Result<Side, RuleError> {
     match action.to_ascii_lowercase().as_str() {
         "buy" | "long" => Ok(Side::Buy),
         "sell" | "short" => Ok(Side::Sell),
-        a @ ("exit" | "close" | "flat" | "flatten" | "reverse" | "cancel" | "add") => Err(RuleError::Unsupported(format!(
-            "action `{a}` is not supported by this version of the tradingview rule; expected \"buy\" or \"sell\""
+        a @ ("exit" | "close" | "flat" | "flatten" | "reverse" | "cancel" | "add") => {
+            Err(RuleError::Unsupported(format!(
+                "action `{a}` is not supported by this version of the tradingview rule; expected \"buy\" or \"sell\""
+            )))
+        }
+        other => Err(RuleError::InvalidAlert(format!(
+            "action `{other}` is not an order side; expected \"buy\" or \"sell\""
         ))),
-        other => Err(RuleError::InvalidAlert(format!("action `{other}` is not an order side; expected \"buy\" or \"sell\""))),
     }
 }
 
@@ -252,14 +276,18 @@ fn order_type(kind: Option<&str>, limit: Option<Decimal>, stop: Option<Decimal>)
         }
         "stoplimit" => {
             let (Some(s), Some(l)) = (stop, limit) else {
-                return Err(invalid("orderType is stop_limit; it needs both `stopPrice` and `limitPrice`".into()));
+                return Err(invalid(
+                    "orderType is stop_limit; it needs both `stopPrice` and `limitPrice`".into(),
+                ));
             };
             Ok(OrderType::StopLimit(StopLimit {
                 stop: wit(positive(s, "stopPrice")?, "stopPrice")?,
                 limit: wit(positive(l, "limitPrice")?, "limitPrice")?,
             }))
         }
-        other => Err(invalid(format!("orderType `{other}` is unknown; expected market, limit, stop or stop_limit"))),
+        other => Err(invalid(format!(
+            "orderType `{other}` is unknown; expected market, limit, stop or stop_limit"
+        ))),
     }
 }
 
@@ -271,7 +299,9 @@ fn time_in_force(text: &str) -> Result<TimeInForce, String> {
         "fok" => Ok(TimeInForce::Fok),
         "opg" => Ok(TimeInForce::Opg),
         "cls" => Ok(TimeInForce::Cls),
-        other => Err(format!("time in force `{other}` is unknown; expected day, gtc, ioc, fok, opg or cls")),
+        other => Err(format!(
+            "time in force `{other}` is unknown; expected day, gtc, ioc, fok, opg or cls"
+        )),
     }
 }
 
@@ -282,7 +312,11 @@ fn bracket_leg(map: &Map<String, Value>, key: &str, inner: &str) -> Result<Optio
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Object(o)) => match o.get(inner) {
             Some(v) => decimal_field(v, &format!("{key}.{inner}")).map_err(RuleError::InvalidAlert)?,
-            None => return Err(RuleError::InvalidAlert(format!("`{key}` must carry `{inner}`, e.g. {{\"{inner}\": \"200\"}}"))),
+            None => {
+                return Err(RuleError::InvalidAlert(format!(
+                    "`{key}` must carry `{inner}`, e.g. {{\"{inner}\": \"200\"}}"
+                )));
+            }
         },
         Some(v) => decimal_field(v, key).map_err(RuleError::InvalidAlert)?,
     };
@@ -330,7 +364,9 @@ fn check_symbol(symbol: &str) -> Result<String, RuleError> {
     let symbol = symbol.rsplit(':').next().unwrap_or(symbol).trim();
     let ok = !symbol.is_empty()
         && symbol.len() <= 32
-        && symbol.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '/' | '-' | '_'));
+        && symbol
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '/' | '-' | '_'));
     if ok {
         Ok(symbol.to_ascii_uppercase())
     } else {
@@ -342,14 +378,18 @@ fn check_symbol(symbol: &str) -> Result<String, RuleError> {
 
 fn check_quantity(q: Decimal) -> Result<(), RuleError> {
     if q <= Decimal::ZERO {
-        return Err(RuleError::InvalidAlert(format!("quantity must be greater than zero, got {q}")));
+        return Err(RuleError::InvalidAlert(format!(
+            "quantity must be greater than zero, got {q}"
+        )));
     }
     Ok(())
 }
 
 fn positive(d: Decimal, key: &str) -> Result<Decimal, RuleError> {
     if d <= Decimal::ZERO {
-        return Err(RuleError::InvalidAlert(format!("`{key}` must be greater than zero, got {d}")));
+        return Err(RuleError::InvalidAlert(format!(
+            "`{key}` must be greater than zero, got {d}"
+        )));
     }
     Ok(d)
 }

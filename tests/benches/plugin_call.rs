@@ -1,0 +1,88 @@
+//! Micro-benchmark: one call of the default tradingview rule as a fresh
+//! WebAssembly instance (the host's real path: new store, limits,
+//! instantiate from the cached `InstancePre`, evaluate, classify, drop)
+//! against the same parsing logic compiled natively, measured in the same
+//! run. Prints the ratio. Run: `cargo bench -p algobanana-tests --bench plugin_call`.
+// Timing statistics, not money: floats are fine here.
+#![allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use algobanana::app::{App, AppOptions};
+use algobanana::domain::ids::PluginName;
+use algobanana::plugins::bindings::types as wit;
+use algobanana::plugins::invoke::Returned;
+use algobanana_tests::HostBuilder;
+use criterion::Criterion;
+
+#[path = "../../plugins/rules/tradingview/src/parse.rs"]
+#[allow(dead_code)]
+mod parse;
+
+const ALERT: &str = r#"{"ticker":"AAPL","action":"buy","quantity":"10","price":"190.35","signalId":"sig-001"}"#;
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (dir, _) = HostBuilder::new().write().unwrap();
+    let app = rt.block_on(App::open(dir.path(), AppOptions::default())).unwrap();
+    let plugin = app.registry.get(&PluginName::new("tradingview").unwrap()).unwrap();
+    let alert = wit::Alert {
+        id: "0192f6c4-8f3e-7cc0-a1b2-3c4d5e6f7a8b".into(),
+        received_at: 0,
+        route: "default".into(),
+        content_type: "application/json".into(),
+        body: ALERT.as_bytes().to_vec(),
+    };
+    // Sanity: both paths produce one intent.
+    let settings = parse::settings("{}").unwrap();
+    assert_eq!(parse::parse_alert(ALERT.as_bytes(), &settings).unwrap().len(), 1);
+    let ex = rt
+        .block_on(app.registry.execute_rule(&plugin, &alert, "{}", None))
+        .unwrap();
+    assert!(matches!(ex.returned, Returned::Ok(ref v) if v.len() == 1));
+
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .measurement_time(Duration::from_secs(5));
+    let mut group = c.benchmark_group("tradingview_evaluate");
+    group.bench_function("native", |b| {
+        b.iter(|| parse::parse_alert(black_box(ALERT.as_bytes()), &settings).unwrap())
+    });
+    group.bench_function("wasm_fresh_instance", |b| {
+        b.iter(|| {
+            rt.block_on(app.registry.execute_rule(&plugin, black_box(&alert), "{}", None))
+                .unwrap()
+        })
+    });
+    group.finish();
+    c.final_summary();
+
+    let median = |name: &str| -> Option<f64> {
+        let path = criterion_dir()
+            .join("tradingview_evaluate")
+            .join(name)
+            .join("new/estimates.json");
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+        v["median"]["point_estimate"].as_f64()
+    };
+    if let (Some(native), Some(wasm)) = (median("native"), median("wasm_fresh_instance")) {
+        println!();
+        println!("| path | median |");
+        println!("|---|---|");
+        println!("| native parse | {:.3} µs |", native / 1e3);
+        println!("| wasm fresh instance + evaluate | {:.3} µs |", wasm / 1e3);
+        println!("| ratio wasm / native | {:.1}× |", wasm / native);
+    }
+    drop(dir);
+}
+
+fn criterion_dir() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| algobanana_tests::repo_path("target"));
+    target.join("criterion")
+}

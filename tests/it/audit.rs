@@ -1,0 +1,154 @@
+//! The audit store: chain, append-only guards, search, and failing closed.
+
+use algobanana::app::AppOptions;
+use algobanana::audit::chain::{self, Row};
+use algobanana::audit::query::Filter;
+use algobanana::audit::writer::AuditOptions;
+use algobanana_tests::{HostBuilder, TestHost};
+
+#[tokio::test]
+async fn every_event_is_hash_chained_to_the_previous_one() -> anyhow::Result<()> {
+    let host = TestHost::start().await?;
+    for alert in ["buy 1 AAPL at 10", "{bad", "sell 1 AAPL at 11"] {
+        host.alert("default", "text/plain", alert).await?;
+    }
+    let install_id = host.app.audit.install_id().to_owned();
+    let (dir, _) = host.stop().await;
+    let events = algobanana::audit::query::search(&dir.path().join("audit.db"), &Filter::default())?;
+    assert!(events.len() >= 14, "start, 3 alerts, stop: {}", events.len());
+    assert_eq!(events[0].action, "system.start");
+    assert_eq!(events.last().unwrap().action, "system.stop");
+    let mut prev = chain::genesis(&install_id);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64, "contiguous");
+        assert_eq!(e.prev_hash, hex::encode(prev), "seq {} links to its predecessor", e.seq);
+        let payload = serde_json::to_string(&e.payload)?;
+        let row = Row {
+            seq: e.seq,
+            ts_ns: e.ts_ns,
+            actor_kind: &e.actor_kind,
+            actor_id: &e.actor_id,
+            action: &e.action,
+            resource: e.resource.as_deref(),
+            outcome: &e.outcome,
+            request_id: e.request_id.as_deref(),
+            correlation_id: e.correlation_id.as_deref(),
+            session_id: e.session_id.as_deref(),
+            source_ip: e.source_ip.as_deref(),
+            user_agent: e.user_agent.as_deref(),
+            payload: &payload,
+        };
+        let hash = chain::entry_hash(&row, &prev);
+        assert_eq!(
+            e.entry_hash,
+            hex::encode(hash),
+            "seq {} hash recomputes from its fields",
+            e.seq
+        );
+        prev = hash;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn audit_rows_cannot_be_updated_or_deleted() -> anyhow::Result<()> {
+    let host = TestHost::start().await?;
+    host.alert("default", "text/plain", "buy 1 AAPL at 10").await?;
+    let conn = rusqlite::Connection::open(host.path().join("audit.db"))?;
+    let update = conn
+        .execute("UPDATE audit_event SET outcome = 'success' WHERE seq = 1", [])
+        .unwrap_err();
+    assert!(update.to_string().contains("append-only"), "{update}");
+    let delete = conn.execute("DELETE FROM audit_event WHERE seq = 1", []).unwrap_err();
+    assert!(delete.to_string().contains("recorded prune"), "{delete}");
+    let gap = conn
+        .execute(
+            "INSERT INTO audit_event(seq, ts_ns, actor_kind, actor_id, action, outcome, payload, prev_hash, entry_hash)
+             VALUES (999, 0, 'x', 'x', 'x', 'x', '{}', zeroblob(32), zeroblob(32))",
+            [],
+        )
+        .unwrap_err();
+    assert!(gap.to_string().contains("contiguous"), "{gap}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn search_filters_by_action_prefix_outcome_and_free_text() -> anyhow::Result<()> {
+    let host = TestHost::start().await?;
+    host.alert("default", "text/plain", "buy 3 NVDA at 900").await?;
+    host.alert("default", "text/plain", "nonsense").await?;
+    let plugin_events = host.audit(&Filter {
+        action: Some("plugin.*".into()),
+        ..Filter::default()
+    })?;
+    assert_eq!(plugin_events.len(), 3, "rule, broker, rule");
+    let failures = host.audit(&Filter {
+        outcome: Some("failure".into()),
+        action: Some("plugin.call".into()),
+        ..Filter::default()
+    })?;
+    assert_eq!(failures.len(), 1);
+    let nvda = host.audit(&Filter {
+        text: Some("NVDA".into()),
+        ..Filter::default()
+    })?;
+    assert!(
+        nvda.iter().any(|e| e.action == "order.intent"),
+        "free text finds the symbol inside payloads"
+    );
+    assert!(nvda.iter().all(|e| e.correlation_id == nvda[0].correlation_id));
+    let short = host
+        .audit(&Filter {
+            text: Some("NV".into()),
+            ..Filter::default()
+        })
+        .unwrap_err();
+    assert!(short.to_string().contains("at least 3 characters"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_full_audit_disk_halts_the_host_and_loses_nothing_acknowledged() -> anyhow::Result<()> {
+    // A page cap makes SQLite report "database or disk is full" after a few
+    // dozen alerts, exactly as a full disk would.
+    let options = AppOptions {
+        audit: AuditOptions {
+            max_page_count: Some(60),
+        },
+    };
+    let host = HostBuilder::new().options(options).start().await?;
+    let mut acknowledged = Vec::new();
+    let mut refusal = None;
+    for i in 0..500 {
+        let reply = host
+            .alert("default", "text/plain", &format!("buy 1 AAPL at {}", 100 + i))
+            .await?;
+        if reply.status == 200 {
+            acknowledged.push(reply.json()["alert_id"].as_str().unwrap().to_owned());
+        } else {
+            refusal = Some(reply);
+            break;
+        }
+    }
+    let refusal = refusal.expect("the audit database filled up");
+    assert_eq!(refusal.status, 503);
+    let body = refusal.json();
+    assert_eq!(body["error"]["kind"], "audit_unavailable");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("full"), "{message}");
+    assert!(message.contains("restart"), "says what to do: {message}");
+    assert!(!acknowledged.is_empty());
+
+    let health = host.request("GET", "/healthz", &[], Vec::new()).await?;
+    assert_eq!(health.status, 503);
+    assert_eq!(health.json()["status"], "halted");
+    let next = host.alert("default", "text/plain", "buy 1 AAPL at 1").await?;
+    assert_eq!(next.status, 503, "no alert is processed while halted");
+
+    // Every acknowledged alert is in the audit log with its whole story.
+    for id in &acknowledged {
+        let events = host.audit_of(id)?;
+        assert_eq!(events.last().unwrap().action, "alert.processed", "alert {id}");
+    }
+    Ok(())
+}

@@ -1,0 +1,371 @@
+//! One test per plugin in `plugins/`, named after it: `foreach_plugin!`
+//! makes a plugin without a test a compile error. Hostile fixtures prove
+//! containment, that the host keeps serving, and the audited cause.
+
+use std::time::Duration;
+
+use algobanana::audit::query::{AuditRecord, Filter};
+use algobanana_tests::plugins::*;
+use algobanana_tests::{HostBuilder, TestHost};
+use serde_json::json;
+
+macro_rules! assert_test_exists {
+    ($name:ident) => {
+        #[allow(unused_imports)]
+        use self::$name as _;
+    };
+}
+algobanana_tests::foreach_plugin!(assert_test_exists);
+
+/// A host with the default route plus a `hostile` route using `plugin` as
+/// its rule.
+fn with_rule(name: &str, path: &str) -> HostBuilder {
+    HostBuilder::new()
+        .plugin(name, path, "rule")
+        .route("hostile", name, "paper")
+}
+
+fn calls_of(host: &TestHost, plugin: &str) -> Vec<AuditRecord> {
+    host.audit(&Filter {
+        action: Some("plugin.call".into()),
+        ..Filter::default()
+    })
+    .unwrap()
+    .into_iter()
+    .filter(|e| e.payload["plugin"] == plugin)
+    .collect()
+}
+
+async fn assert_still_serving(host: &TestHost) {
+    let ok = host.alert("default", "text/plain", "buy 1 AAPL at 100").await.unwrap();
+    assert_eq!(
+        ok.status,
+        200,
+        "the host keeps serving: {}",
+        String::from_utf8_lossy(&ok.body)
+    );
+    assert_eq!(ok.json()["orders"][0]["outcome"], "filled");
+}
+
+#[tokio::test]
+async fn tradingview() -> anyhow::Result<()> {
+    let host = TestHost::start().await?;
+    let cases = [
+        (
+            r#"{"symbol":"NASDAQ:msft","action":"sell","contracts":2,"orderType":"stop_limit","stopPrice":"399.5","limitPrice":399,"timeInForce":"gtc"}"#,
+            json!({"symbol":"MSFT","side":"sell","quantity":"2","order_type":{"type":"stop_limit","stop":"399.5","limit":"399"},"time_in_force":"gtc","reduce_only":false}),
+        ),
+        (
+            r#"{"ticker":"ETHUSD","action":"sell","quantity":"0.25","sentiment":"flat","price":3000.10}"#,
+            json!({"symbol":"ETHUSD","side":"sell","quantity":"0.25","order_type":{"type":"market"},"reduce_only":true,"reference_price":"3000.1"}),
+        ),
+        (
+            r#"{"ticker":"AAPL","action":"buy","quantity":"1","price":"190","takeProfit":{"limitPrice":"200"},"stopLoss":{"stopPrice":"185"}}"#,
+            json!({"take_profit":"200","stop_loss":"185"}),
+        ),
+        (
+            "buy 5 SPY @ 500 stop gtc",
+            json!({"symbol":"SPY","order_type":{"type":"stop","stop":"500"},"time_in_force":"gtc"}),
+        ),
+    ];
+    for (alert, expected) in cases {
+        let body = host.alert("default", "application/json", alert).await?.json();
+        let intent = &body["orders"][0]["intent"];
+        for (k, v) in expected.as_object().unwrap() {
+            assert_eq!(&intent[k], v, "{alert}: field {k} in {intent}");
+        }
+    }
+    let unsupported = host
+        .alert("default", "application/json", r#"{"ticker":"AAPL","action":"exit"}"#)
+        .await?
+        .json();
+    assert_eq!(unsupported["error"]["kind"], "unsupported");
+    Ok(())
+}
+
+#[tokio::test]
+async fn paper() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .broker_settings(json!({"initial_cash": "10000", "allow_short": false}))
+        .start()
+        .await?;
+    let resting = host.alert("default", "text/plain", "buy 10 AAPL at 95 limit").await?;
+    let body = resting.json();
+    // In the text form the price is both the limit and the reference, so
+    // the order is marketable and fills at it.
+    assert_eq!(body["orders"][0]["outcome"], "filled", "{body}");
+    let json_limit =
+        r#"{"ticker":"AAPL","action":"buy","quantity":"1","orderType":"limit","limitPrice":"90","price":"95"}"#;
+    let resting = host.alert("default", "application/json", json_limit).await?.json();
+    assert_eq!(
+        resting["orders"][0]["outcome"], "accepted",
+        "not marketable at 95: it rests"
+    );
+    let ioc = r#"{"ticker":"AAPL","action":"buy","quantity":"1","orderType":"limit","limitPrice":"90","price":"95","timeInForce":"ioc"}"#;
+    assert_eq!(
+        host.alert("default", "application/json", ioc).await?.json()["orders"][0]["outcome"],
+        "canceled"
+    );
+    let short = host.alert("default", "text/plain", "sell 11 AAPL at 96").await?.json();
+    assert_eq!(short["orders"][0]["outcome"], "rejected");
+    assert!(
+        short["orders"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("shorting is off"),
+        "{short}"
+    );
+    let no_price = host.alert("default", "text/plain", "buy 1 AAPL").await?.json();
+    assert!(
+        no_price["orders"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("reference price"),
+        "{no_price}"
+    );
+    let reduce = r#"{"ticker":"TSLA","action":"sell","quantity":"1","sentiment":"flat","price":"200"}"#;
+    let reduce = host.alert("default", "application/json", reduce).await?.json();
+    assert!(
+        reduce["orders"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("would not reduce"),
+        "{reduce}"
+    );
+    let dup = r#"{"ticker":"AAPL","action":"buy","quantity":"1","price":"95","signalId":"same"}"#;
+    assert_eq!(
+        host.alert("default", "application/json", dup).await?.json()["orders"][0]["outcome"],
+        "filled"
+    );
+    let again = host.alert("default", "application/json", dup).await?.json();
+    assert!(
+        again["orders"][0]["reason"].as_str().unwrap().contains("duplicate"),
+        "a reused signal id never places a second order: {again}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn loop_forever() -> anyhow::Result<()> {
+    let host = with_rule("loop-forever", LOOP_FOREVER)
+        .limit("deadline_ms", 50)
+        .start()
+        .await?;
+    let started = std::time::Instant::now();
+    let reply = host.alert("hostile", "text/plain", "buy 1 AAPL").await?;
+    let elapsed = started.elapsed();
+    assert_eq!(reply.status, 500);
+    let body = reply.json();
+    assert_eq!(body["status"], "plugin_failed");
+    assert_eq!(body["error"]["kind"], "plugin_trap");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("deadline of 50 ms"),
+        "{body}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "stopped near its deadline, took {elapsed:?}"
+    );
+    let calls = calls_of(&host, "loop-forever");
+    assert_eq!(calls[0].outcome, "trap");
+    assert_eq!(calls[0].payload["outcome"], "trap:deadline");
+    assert!(calls[0].payload["duration_us"].as_u64().unwrap() >= 50_000);
+    assert_still_serving(&host).await;
+    // A fresh instance each call: the next call traps the same way, cleanly.
+    assert_eq!(host.alert("hostile", "text/plain", "x").await?.status, 500);
+    assert_eq!(calls_of(&host, "loop-forever").len(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn memory_hog() -> anyhow::Result<()> {
+    let host = with_rule("memory-hog", MEMORY_HOG)
+        .limit("memory_mib", 16)
+        .start()
+        .await?;
+    let reply = host.alert("hostile", "text/plain", "x").await?;
+    assert_eq!(reply.status, 500);
+    let message = reply.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("memory cap of 16777216 bytes"), "{message}");
+    assert!(message.contains("memory_mib"), "says which limit to raise: {message}");
+    let calls = calls_of(&host, "memory-hog");
+    assert_eq!(calls[0].payload["outcome"], "limit:memory");
+    assert!(calls[0].payload["memory_peak_bytes"].as_u64().unwrap() <= 16 << 20);
+    assert_still_serving(&host).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn panics() -> anyhow::Result<()> {
+    let host = with_rule("panics", PANICS).start().await?;
+    let reply = host.alert("hostile", "text/plain", "x").await?;
+    assert_eq!(reply.status, 500);
+    assert!(reply.json()["error"]["message"].as_str().unwrap().contains("crashed"));
+    let calls = calls_of(&host, "panics");
+    assert_eq!(calls[0].outcome, "trap");
+    assert_eq!(calls[0].payload["outcome"], "trap:unreachable");
+    assert_still_serving(&host).await;
+    Ok(())
+}
+
+/// Snoop fixtures return `Ok([])` when they got nothing and a rule error
+/// starting with `LEAK` otherwise.
+async fn assert_got_nothing(host: &TestHost, plugin: &str) -> anyhow::Result<AuditRecord> {
+    let reply = host.alert("hostile", "text/plain", "x").await?;
+    let body = reply.json();
+    assert_eq!(reply.status, 200, "{plugin} must get nothing: {body}");
+    assert_eq!(body["status"], "processed");
+    assert_eq!(body["orders"], json!([]));
+    Ok(calls_of(host, plugin).remove(0))
+}
+
+#[tokio::test]
+async fn fs_snoop() -> anyhow::Result<()> {
+    let host = with_rule("fs-snoop", FS_SNOOP).start().await?;
+    let call = assert_got_nothing(&host, "fs-snoop").await?;
+    let log = call.payload["log"].to_string();
+    assert!(
+        log.contains("read /etc/passwd"),
+        "each attempt was made and failed: {log}"
+    );
+    assert!(!std::path::Path::new("/tmp/algobanana-fs-snoop").exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn env_snoop() -> anyhow::Result<()> {
+    let host = with_rule("env-snoop", ENV_SNOOP).start().await?;
+    let call = assert_got_nothing(&host, "env-snoop").await?;
+    assert_eq!(call.payload["log"][0]["message"], "vars: 0, args: 0, named: 0");
+    Ok(())
+}
+
+#[tokio::test]
+async fn net_snoop() -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let host = with_rule("net-snoop", NET_SNOOP)
+        .rule_config(json!({ "port": port }))
+        .start()
+        .await?;
+    let call = assert_got_nothing(&host, "net-snoop").await?;
+    assert!(
+        call.payload["log"].to_string().contains("tcp:"),
+        "{}",
+        call.payload["log"]
+    );
+    let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+    assert!(accepted.is_err(), "the plugin must not reach the listener");
+    Ok(())
+}
+
+#[tokio::test]
+async fn huge_output() -> anyhow::Result<()> {
+    let host = with_rule("huge-output", HUGE_OUTPUT)
+        .rule_config(json!({"mode": "many"}))
+        .route("big", "huge-output", "paper")
+        .rule_config(json!({"mode": "big"}))
+        .start()
+        .await?;
+    let many = host.alert("hostile", "text/plain", "x").await?.json();
+    assert!(
+        many["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("10000 order intents, above the cap of 32"),
+        "{many}"
+    );
+    let big = host.alert("big", "text/plain", "x").await?.json();
+    assert!(
+        big["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("above its output cap of 65536"),
+        "{big}"
+    );
+    let outcomes: Vec<String> = calls_of(&host, "huge-output")
+        .iter()
+        .map(|c| c.payload["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["limit:max_intents", "limit:max_output_bytes"]);
+    assert!(
+        host.audit(&Filter {
+            action: Some("order.intent".into()),
+            ..Filter::default()
+        })?
+        .is_empty(),
+        "no order was attempted"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn log_flood() -> anyhow::Result<()> {
+    let host = with_rule("log-flood", LOG_FLOOD).start().await?;
+    let call = assert_got_nothing(&host, "log-flood").await?;
+    let lines = call.payload["log"].as_array().unwrap();
+    let kept: usize = lines.iter().map(|l| l["message"].as_str().unwrap().len()).sum();
+    assert!(
+        kept <= 4096 + lines.len() * 16,
+        "kept {kept} bytes in {} lines",
+        lines.len()
+    );
+    assert!(lines[0]["message"].as_str().unwrap().ends_with("[truncated]"));
+    assert!(call.payload["log_dropped"].as_u64().unwrap() >= 9_990);
+    Ok(())
+}
+
+#[tokio::test]
+async fn kv_counter() -> anyhow::Result<()> {
+    let host = with_rule("kv-counter", KV_COUNTER)
+        .route("crash", "kv-counter", "paper")
+        .rule_config(json!({"panic_after_write": true}))
+        .route("fill", "kv-counter", "paper")
+        .rule_config(json!({"fill": 100}))
+        .start()
+        .await?;
+    let count = |body: serde_json::Value| body["orders"][0]["intent"]["quantity"].as_str().map(str::to_owned);
+    assert_eq!(
+        count(host.alert("hostile", "text/plain", "x").await?.json()).as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        count(host.alert("hostile", "text/plain", "x").await?.json()).as_deref(),
+        Some("2")
+    );
+    let crashed = host.alert("crash", "text/plain", "x").await?;
+    assert_eq!(crashed.status, 500);
+    assert_eq!(
+        count(host.alert("hostile", "text/plain", "x").await?.json()).as_deref(),
+        Some("3"),
+        "the write made before the trap was discarded"
+    );
+    let fill = host.alert("fill", "text/plain", "x").await?.json();
+    let message = fill["error"]["message"].as_str().unwrap();
+    assert!(message.contains("kv.max_total_bytes"), "{message}");
+    let calls = calls_of(&host, "kv-counter");
+    let last = calls.last().unwrap();
+    assert!(
+        last.payload["kv"]["refused"][0]
+            .as_str()
+            .unwrap()
+            .contains("kv.max_total_bytes")
+    );
+    assert_eq!(
+        last.payload["kv"]["committed"], false,
+        "an error result discards the writes that passed"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn undeclared_import() -> anyhow::Result<()> {
+    let err = with_rule("undeclared", UNDECLARED_IMPORT)
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("plugin `undeclared` was refused at load"), "{err}");
+    assert!(err.contains("`evil:steal/exfil@1.0.0`"), "names the import: {err}");
+    Ok(())
+}
