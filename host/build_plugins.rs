@@ -59,6 +59,40 @@ pub fn rerun_if_changed(root: &Path) {
     println!("cargo:rerun-if-changed=../rust-toolchain.toml");
 }
 
+/// Makes sure the standard library for [`TARGET`] is installed.
+///
+/// rustup installs the targets `rust-toolchain.toml` lists only when it
+/// installs the toolchain itself; a machine that already had 1.95 gets no
+/// wasm target. So look in the sysroot and, when the target is missing, ask
+/// rustup to add it (one small download from the Rust distribution server).
+fn ensure_target() {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if let Some(sysroot) = &sysroot
+        && sysroot.join("lib/rustlib").join(TARGET).join("lib").is_dir()
+    {
+        return;
+    }
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", TARGET]);
+    if let Some(toolchain) = std::env::var_os("RUSTUP_TOOLCHAIN") {
+        cmd.arg("--toolchain").arg(toolchain);
+    }
+    match cmd.output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => println!(
+            "cargo:warning=`rustup target add {TARGET}` failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => println!("cargo:warning=cannot run rustup to add {TARGET}: {e}"),
+    }
+}
+
 /// Builds `packages` (all workspace members when empty) in release mode and
 /// returns the directory holding the `.wasm` files.
 ///
@@ -70,6 +104,7 @@ pub fn build(root: &Path, packages: &[&str]) -> PathBuf {
         None => root.join("target"),
     }
     .join("wasm-plugins");
+    ensure_target();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root.join("plugins"))

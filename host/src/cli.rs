@@ -9,7 +9,12 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::{App, AppOptions};
+use crate::audit::export::{self, Format as ExportFormat};
+use crate::audit::prune::PruneRequest;
 use crate::audit::query::{self, Filter};
+use crate::audit::verify::{self, Options as VerifyOptions};
+use crate::audit::writer::AuditOptions;
+use crate::audit::{AUDIT_DB, AuditLog};
 use crate::config::DEFAULT_LISTEN;
 use crate::setup;
 
@@ -64,17 +69,50 @@ pub enum Command {
 pub enum AuditCommand {
     /// Search events (oldest first).
     Search(Box<SearchArgs>),
+    /// Check the hash chain, checkpoints, keys and anchors; exit 0 intact,
+    /// 1 tampered or inconsistent, 2 could not verify.
+    Verify(VerifyArgs),
+    /// Append checkpoint notes to a file you keep elsewhere, so a rolled-back
+    /// or rewritten log is detected (`verify --witness FILE`).
+    Witness {
+        /// The data dir.
+        #[arg(long, env = "ALGOBANANA_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// The witness file (created if missing; notes are only appended).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Stream events as JSON lines (verifiable offline) or CSV.
+    Export(Box<ExportArgs>),
+    /// Archive and remove events before a date, at a signed checkpoint (run
+    /// with the server stopped).
+    Prune {
+        /// The data dir.
+        #[arg(long, env = "ALGOBANANA_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Remove events before this time (RFC 3339).
+        #[arg(long)]
+        before: String,
+        /// The archive file to write (must not exist); default
+        /// `DATA_DIR/archive/audit-<time>.jsonl`.
+        #[arg(long)]
+        archive: Option<PathBuf>,
+        /// The retention policy to record in the anchor.
+        #[arg(long, default_value = "manual")]
+        policy: String,
+    },
+    /// Replace the audit signing key; the old key endorses the new one (run
+    /// with the server stopped).
+    RotateKey {
+        /// The data dir.
+        #[arg(long, env = "ALGOBANANA_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
 }
 
-/// Filters for `audit search`.
+/// Filters shared by `search` and `export`.
 #[derive(Debug, Args)]
-pub struct SearchArgs {
-    /// The data dir.
-    #[arg(long, env = "ALGOBANANA_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-    /// One JSON object per line instead of a table.
-    #[arg(long)]
-    pub json: bool,
+pub struct FilterArgs {
     /// Action, e.g. `plugin.call`; a trailing `*` matches a prefix (`order.*`).
     #[arg(long)]
     pub action: Option<String>,
@@ -107,6 +145,57 @@ pub struct SearchArgs {
     pub limit: Option<usize>,
 }
 
+/// `audit search`.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// The data dir.
+    #[arg(long, env = "ALGOBANANA_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Filters.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// `audit export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The data dir.
+    #[arg(long, env = "ALGOBANANA_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// `jsonl` (verifiable with `verify --export`) or `csv`.
+    #[arg(long, default_value = "jsonl")]
+    pub format: String,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Filters.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// `audit verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The data dir.
+    #[arg(long, env = "ALGOBANANA_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// A JSON report instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// A witness file written by `audit witness`.
+    #[arg(long)]
+    pub witness: Option<PathBuf>,
+    /// Verify this JSONL export offline instead of the data dir.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// Pin this key id (fingerprint) instead of trusting the log's first key.
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
 fn parse_time(text: &str, flag: &str) -> anyhow::Result<i64> {
     let ts: jiff::Timestamp = text
         .parse()
@@ -126,9 +215,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Serve { data_dir, listen } => serve(&data_dir, listen, out).await,
-        Command::Audit {
-            command: AuditCommand::Search(args),
-        } => search(*args, out),
+        Command::Audit { command } => audit(command, out).await,
     }
 }
 
@@ -196,20 +283,231 @@ async fn shutdown_signal() {
     }
 }
 
-fn search(args: SearchArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
-    let filter = Filter {
-        since_ns: args.since.as_deref().map(|t| parse_time(t, "--since")).transpose()?,
-        until_ns: args.until.as_deref().map(|t| parse_time(t, "--until")).transpose()?,
-        actor_kind: args.actor_kind,
-        actor_id: args.actor,
-        action: args.action,
-        outcome: args.outcome,
-        correlation_id: args.correlation_id,
-        request_id: args.request_id,
-        text: args.text,
+fn filter(f: FilterArgs) -> anyhow::Result<Filter> {
+    Ok(Filter {
+        since_ns: f.since.as_deref().map(|t| parse_time(t, "--since")).transpose()?,
+        until_ns: f.until.as_deref().map(|t| parse_time(t, "--until")).transpose()?,
+        actor_kind: f.actor_kind,
+        actor_id: f.actor,
+        action: f.action,
+        outcome: f.outcome,
+        correlation_id: f.correlation_id,
+        request_id: f.request_id,
+        text: f.text,
         after_seq: None,
-        limit: args.limit,
+        through_seq: None,
+        limit: f.limit,
+    })
+}
+
+async fn audit(command: AuditCommand, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
+    match command {
+        AuditCommand::Search(args) => search(*args, out),
+        AuditCommand::Verify(args) => Ok(verify(args, out)),
+        AuditCommand::Witness { data_dir, to } => witness(&data_dir, &to, out),
+        AuditCommand::Export(args) => export(*args, out),
+        AuditCommand::Prune {
+            data_dir,
+            before,
+            archive,
+            policy,
+        } => {
+            let before_ns = parse_time(&before, "--before")?;
+            let archive = match archive {
+                Some(a) => a,
+                None => {
+                    let dir = data_dir.join("archive");
+                    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                    dir.join(format!(
+                        "audit-{}.jsonl",
+                        jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
+                    ))
+                }
+            };
+            let log = AuditLog::open(&data_dir.join(AUDIT_DB), AuditOptions::default())?;
+            let actor = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+            let result = log
+                .prune(PruneRequest {
+                    before_ns,
+                    archive,
+                    policy,
+                    actor,
+                })
+                .await;
+            log.close();
+            let r = result?;
+            writeln!(
+                out,
+                "pruned seq {}–{} at checkpoint #{}; archive {} (sha256 {})",
+                r.pruned_from,
+                r.pruned_through,
+                r.checkpoint_id,
+                r.archive.display(),
+                r.archive_sha256
+            )?;
+            Ok(0)
+        }
+        AuditCommand::RotateKey { data_dir } => {
+            let log = AuditLog::open(&data_dir.join(AUDIT_DB), AuditOptions::default())?;
+            let result = log.rotate_key().await;
+            log.close();
+            writeln!(out, "new audit signing key {}, endorsed by the previous key", result?)?;
+            Ok(0)
+        }
+    }
+}
+
+fn verify(args: VerifyArgs, out: &mut (dyn Write + Send)) -> u8 {
+    let options = VerifyOptions {
+        pinned_key: args.key,
+        ..VerifyOptions::default()
     };
+    let witness = match args.witness.as_deref().map(verify::read_witness).transpose() {
+        Ok(w) => w.unwrap_or_default(),
+        Err(e) => {
+            let _ = writeln!(out, "could not verify: {e}");
+            return 2;
+        }
+    };
+    let report = match &args.export {
+        Some(file) => verify::verify_export(file, &witness, &options),
+        None => verify::verify_db(&args.data_dir.join(AUDIT_DB), &witness, &options),
+    };
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            if args.json {
+                let _ = writeln!(out, "{}", serde_json::json!({ "result": "error", "error": e }));
+            } else {
+                let _ = writeln!(out, "could not verify: {e}");
+            }
+            return 2;
+        }
+    };
+    if args.json {
+        let mut v = serde_json::to_value(&report).unwrap_or_default();
+        v["result"] = serde_json::json!(if report.intact() { "intact" } else { "tampered" });
+        let _ = writeln!(out, "{v}");
+    } else {
+        let _ = print_report(&report, out);
+    }
+    if report.intact() { 0 } else { 1 }
+}
+
+fn print_report(r: &verify::Report, out: &mut (dyn Write + Send)) -> std::io::Result<()> {
+    writeln!(out, "Audit log algobanana/{}/audit", r.install_id)?;
+    match r.range {
+        Some((a, b)) => writeln!(out, "Range: seq {a}–{b}; pruned through {}", r.prune_through)?,
+        None => writeln!(out, "Range: no events; pruned through {}", r.prune_through)?,
+    }
+    writeln!(out, "Events: {}/{} hashes valid", r.events_valid, r.events)?;
+    writeln!(
+        out,
+        "Checkpoints: {}/{} signatures valid (pinned key {}{})",
+        r.checkpoints_valid,
+        r.checkpoints,
+        r.pinned_key.as_deref().unwrap_or("none"),
+        if r.endorsed_keys.is_empty() {
+            String::new()
+        } else {
+            format!("; endorsed {}", r.endorsed_keys.join(", "))
+        }
+    )?;
+    writeln!(
+        out,
+        "Heartbeats: largest gap while running {}s",
+        r.largest_running_gap_s
+    )?;
+    writeln!(
+        out,
+        "Unsigned tail: {} events after the last checkpoint",
+        r.unsigned_tail
+    )?;
+    if r.witness_notes > 0 {
+        writeln!(out, "Witness: {} notes checked", r.witness_notes)?;
+    }
+    if let Some(s) = &r.sqlite {
+        writeln!(out, "SQLite: integrity_check {s}")?;
+    }
+    for f in &r.findings {
+        writeln!(out, "{}: {}", f.class, f.message)?;
+    }
+    writeln!(
+        out,
+        "RESULT: {}",
+        if r.intact() {
+            "INTACT"
+        } else {
+            "TAMPERED OR INCONSISTENT"
+        }
+    )
+}
+
+fn witness(data_dir: &Path, to: &Path, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
+    let conn = query::open_read_only(&data_dir.join(AUDIT_DB))?;
+    let material = verify::material_from_db(&conn)?;
+    let existing = if to.exists() {
+        verify::read_witness(to).map_err(anyhow::Error::msg)?
+    } else {
+        Vec::new()
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(to)
+        .with_context(|| format!("cannot open {}", to.display()))?;
+    let mut added = 0;
+    for cp in &material.checkpoints {
+        if !existing.contains(&cp.note) {
+            file.write_all(cp.note.as_bytes())?;
+            added += 1;
+        }
+    }
+    file.sync_all()?;
+    writeln!(
+        out,
+        "appended {added} checkpoint note(s) to {} ({} already there)",
+        to.display(),
+        existing.len()
+    )?;
+    Ok(0)
+}
+
+fn export(args: ExportArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
+    let format = match args.format.as_str() {
+        "jsonl" => ExportFormat::Jsonl,
+        "csv" => ExportFormat::Csv,
+        other => anyhow::bail!("--format `{other}` is not supported; expected jsonl or csv"),
+    };
+    let f = filter(args.filter)?;
+    let conn = query::open_read_only(&args.data_dir.join(AUDIT_DB))?;
+    let summary = match &args.out {
+        Some(path) => {
+            let mut file = std::io::BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(path)
+                    .with_context(|| format!("cannot create {}", path.display()))?,
+            );
+            let s = export::export(&conn, &f, format, &mut file)?;
+            file.flush()?;
+            s
+        }
+        None => export::export(&conn, &f, format, out)?,
+    };
+    if args.out.is_some() {
+        writeln!(
+            out,
+            "exported {} events and {} checkpoints",
+            summary.events, summary.checkpoints
+        )?;
+    }
+    Ok(0)
+}
+
+fn search(args: SearchArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
+    let filter = filter(args.filter)?;
     let records = query::search(&args.data_dir.join(crate::audit::AUDIT_DB), &filter)?;
     if args.json {
         for r in &records {

@@ -114,6 +114,7 @@ async fn a_full_audit_disk_halts_the_host_and_loses_nothing_acknowledged() -> an
     let options = AppOptions {
         audit: AuditOptions {
             max_page_count: Some(60),
+            ..AuditOptions::default()
         },
     };
     let host = HostBuilder::new().options(options).start().await?;

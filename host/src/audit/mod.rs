@@ -8,8 +8,13 @@
 //! does not happen and the host halts new orders (see [`AuditLog::halted`]).
 
 pub mod chain;
+pub mod checkpoint;
+pub mod export;
+pub mod keys;
+pub mod prune;
 pub mod query;
 pub mod schema;
+pub mod verify;
 pub mod writer;
 
 use std::net::IpAddr;
@@ -46,6 +51,10 @@ pub mod action {
     pub const SYSTEM_STOP: &str = "system.stop";
     /// The configuration was created or changed.
     pub const CONFIG_CHANGED: &str = "config.changed";
+    /// Old events were archived and removed at a signed checkpoint.
+    pub const AUDIT_PRUNED: &str = "audit.pruned";
+    /// The audit signing key was rotated.
+    pub const AUDIT_KEY_ROTATED: &str = "audit.key_rotated";
 }
 
 /// Who acted.

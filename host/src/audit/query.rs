@@ -30,6 +30,8 @@ pub struct Filter {
     pub text: Option<String>,
     /// Only events with a sequence number above this.
     pub after_seq: Option<u64>,
+    /// Only events with a sequence number at or below this.
+    pub through_seq: Option<u64>,
     /// At most this many events (oldest first).
     pub limit: Option<usize>,
 }
@@ -123,11 +125,14 @@ pub fn search(path: &Path, filter: &Filter) -> Result<Vec<AuditRecord>, QueryErr
     })
 }
 
-fn search_conn(conn: &Connection, f: &Filter) -> Result<Vec<AuditRecord>, rusqlite::Error> {
-    let mut sql = String::from(
-        "SELECT seq, ts_ns, actor_kind, actor_id, action, resource, outcome, request_id, correlation_id,
-                session_id, source_ip, user_agent, payload, prev_hash, entry_hash FROM audit_event WHERE 1=1",
-    );
+/// The columns every reader selects, in [`row_parts`] order.
+pub const COLUMNS: &str = "seq, ts_ns, actor_kind, actor_id, action, resource, outcome, request_id, correlation_id,
+                session_id, source_ip, user_agent, payload, prev_hash, entry_hash";
+
+/// `SELECT COLUMNS FROM audit_event WHERE <filter> ORDER BY seq [LIMIT]`
+/// and its arguments.
+pub fn select(conn: &Connection, f: &Filter) -> (String, Vec<SqlValue>) {
+    let mut sql = format!("SELECT {COLUMNS} FROM audit_event WHERE 1=1");
     let mut args: Vec<SqlValue> = Vec::new();
     let mut eq = |sql: &mut String, col: &str, v: &Option<String>| {
         if let Some(v) = v {
@@ -165,6 +170,10 @@ fn search_conn(conn: &Connection, f: &Filter) -> Result<Vec<AuditRecord>, rusqli
         sql.push_str(" AND seq > ?");
         args.push(SqlValue::Integer(i64::try_from(s).unwrap_or(i64::MAX)));
     }
+    if let Some(s) = f.through_seq {
+        sql.push_str(" AND seq <= ?");
+        args.push(SqlValue::Integer(i64::try_from(s).unwrap_or(i64::MAX)));
+    }
     if let Some(text) = &f.text {
         // Indexed rows: a quoted FTS5 string, which the trigram tokenizer
         // matches as a case-insensitive substring. Rows the idle indexer has
@@ -195,6 +204,11 @@ fn search_conn(conn: &Connection, f: &Filter) -> Result<Vec<AuditRecord>, rusqli
         sql.push_str(" LIMIT ?");
         args.push(SqlValue::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
     }
+    (sql, args)
+}
+
+fn search_conn(conn: &Connection, f: &Filter) -> Result<Vec<AuditRecord>, rusqlite::Error> {
+    let (sql, args) = select(conn, f);
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
         let payload: String = r.get(12)?;
@@ -219,6 +233,88 @@ fn search_conn(conn: &Connection, f: &Filter) -> Result<Vec<AuditRecord>, rusqli
         })
     })?;
     rows.collect()
+}
+
+/// One stored event exactly as stored: the payload as its canonical text
+/// and the hashes as bytes. Verification and export use this, never the
+/// parsed form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RawRow {
+    /// Sequence number.
+    pub seq: u64,
+    /// UTC nanoseconds.
+    pub ts_ns: i64,
+    /// Actor kind.
+    pub actor_kind: String,
+    /// Actor id.
+    pub actor_id: String,
+    /// Action.
+    pub action: String,
+    /// Resource.
+    pub resource: Option<String>,
+    /// Outcome.
+    pub outcome: String,
+    /// Request id.
+    pub request_id: Option<String>,
+    /// Correlation id.
+    pub correlation_id: Option<String>,
+    /// Session id.
+    pub session_id: Option<String>,
+    /// Source IP.
+    pub source_ip: Option<String>,
+    /// User agent.
+    pub user_agent: Option<String>,
+    /// The canonical JSON payload, as stored and hashed.
+    pub payload: String,
+    /// Hex of the previous event's hash.
+    pub prev_hash: String,
+    /// Hex of this event's hash.
+    pub entry_hash: String,
+}
+
+impl RawRow {
+    /// Reads a row selected with [`COLUMNS`].
+    ///
+    /// # Errors
+    /// SQLite errors (including a column of the wrong type in a damaged file).
+    pub fn from_sql(r: &rusqlite::Row<'_>) -> Result<Self, rusqlite::Error> {
+        Ok(Self {
+            seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(u64::MAX),
+            ts_ns: r.get(1)?,
+            actor_kind: r.get(2)?,
+            actor_id: r.get(3)?,
+            action: r.get(4)?,
+            resource: r.get(5)?,
+            outcome: r.get(6)?,
+            request_id: r.get(7)?,
+            correlation_id: r.get(8)?,
+            session_id: r.get(9)?,
+            source_ip: r.get(10)?,
+            user_agent: r.get(11)?,
+            payload: r.get(12)?,
+            prev_hash: hex::encode(r.get::<_, Vec<u8>>(13)?),
+            entry_hash: hex::encode(r.get::<_, Vec<u8>>(14)?),
+        })
+    }
+
+    /// The chain's view of this row.
+    pub fn chain_row(&self) -> super::chain::Row<'_> {
+        super::chain::Row {
+            seq: self.seq,
+            ts_ns: self.ts_ns,
+            actor_kind: &self.actor_kind,
+            actor_id: &self.actor_id,
+            action: &self.action,
+            resource: self.resource.as_deref(),
+            outcome: &self.outcome,
+            request_id: self.request_id.as_deref(),
+            correlation_id: self.correlation_id.as_deref(),
+            session_id: self.session_id.as_deref(),
+            source_ip: self.source_ip.as_deref(),
+            user_agent: self.user_agent.as_deref(),
+            payload: &self.payload,
+        }
+    }
 }
 
 /// Validates a free-text query (FTS5 trigram needs three characters).

@@ -74,4 +74,52 @@ INSERT OR IGNORE INTO audit_meta(key, value) VALUES ('fts_indexed_through', '-1'
 CREATE TRIGGER IF NOT EXISTS audit_fts_ad AFTER DELETE ON audit_event BEGIN
   INSERT INTO audit_fts(audit_fts, rowid, actor_id, action, resource, payload)
   VALUES ('delete', old.seq, old.actor_id, old.action, old.resource, old.payload); END;
+
+-- Public keys that have signed checkpoints. The first row is the pinned key
+-- (trust on first use); later keys carry the rotation checkpoint signature
+-- by which an older key endorsed them. `verify` re-derives trust from the
+-- checkpoints themselves; this table only records the public halves.
+CREATE TABLE IF NOT EXISTS audit_key(
+  key_id TEXT PRIMARY KEY,
+  public_key BLOB NOT NULL CHECK (length(public_key) = 32),
+  ts_ns INTEGER NOT NULL,
+  endorsed_by TEXT,
+  endorsement BLOB
+) STRICT;
+
+-- Signed checkpoints (see checkpoint.rs for the note layout).
+CREATE TABLE IF NOT EXISTS audit_checkpoint(
+  id INTEGER PRIMARY KEY,
+  upto_seq INTEGER NOT NULL,
+  head_hash BLOB NOT NULL CHECK (length(head_hash) = 32),
+  ts_ns INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  prev_signature BLOB,
+  note TEXT NOT NULL,
+  signature BLOB NOT NULL
+) STRICT;
+CREATE TRIGGER IF NOT EXISTS audit_checkpoint_no_update BEFORE UPDATE ON audit_checkpoint
+  BEGIN SELECT RAISE(ABORT, 'audit_checkpoint is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_checkpoint_no_delete BEFORE DELETE ON audit_checkpoint
+  BEGIN SELECT RAISE(ABORT, 'audit_checkpoint rows are never deleted'); END;
+
+-- One row per prune: the signed record of what was removed and where the
+-- archive went.
+CREATE TABLE IF NOT EXISTS audit_anchor(
+  id INTEGER PRIMARY KEY,
+  pruned_from INTEGER NOT NULL,
+  pruned_through INTEGER NOT NULL,
+  head_hash_at_prune BLOB NOT NULL CHECK (length(head_hash_at_prune) = 32),
+  checkpoint_id INTEGER NOT NULL REFERENCES audit_checkpoint(id),
+  archive_sha256 TEXT NOT NULL,
+  policy TEXT NOT NULL,
+  ts_ns INTEGER NOT NULL,
+  key_id TEXT NOT NULL,
+  signature BLOB NOT NULL
+) STRICT;
+CREATE TRIGGER IF NOT EXISTS audit_anchor_no_update BEFORE UPDATE ON audit_anchor
+  BEGIN SELECT RAISE(ABORT, 'audit_anchor is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_anchor_no_delete BEFORE DELETE ON audit_anchor
+  BEGIN SELECT RAISE(ABORT, 'audit_anchor rows are never deleted'); END;
 ";

@@ -1,17 +1,23 @@
 //! The single audit writer: one OS thread owns the write connection, drains
 //! whatever is queued (up to [`MAX_BATCH`]), chains it, commits it in one
 //! transaction (group commit) and acknowledges each event with its sequence
-//! number. If a commit fails, every waiting event gets the error and the log
-//! is halted: nothing that depends on the audit may proceed until restart.
+//! number. The same thread signs checkpoints (it must see a committed head),
+//! rotates the signing key, prunes, and fills the full-text index when idle.
+//! If a commit fails, every waiting event gets the error and the log is
+//! halted: nothing that depends on the audit may proceed until restart.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{self, Hash, Row};
+use super::checkpoint::{Body, Kind};
+use super::keys::{AuditKey, KEY_FILE};
 use super::{AuditEvent, schema};
 
 /// Most events committed in one transaction. 256 rows commit in about the
@@ -27,7 +33,7 @@ pub const FTS_CHUNK: i64 = 8;
 
 /// The writer indexes only after this long without a new event, so
 /// indexing never sits between an alert and its commit under load.
-pub const FTS_IDLE: std::time::Duration = std::time::Duration::from_millis(20);
+pub const FTS_IDLE: Duration = Duration::from_millis(20);
 
 /// 1 MiB: payloads above this are replaced by a marker with their size and
 /// SHA-256, so one huge event cannot stall the writer.
@@ -59,14 +65,43 @@ pub enum AuditError {
     },
 }
 
-type Reply = oneshot::Sender<Result<u64, AuditError>>;
+type Reply<T> = oneshot::Sender<Result<T, AuditError>>;
 
-/// Options for opening the audit log.
-#[derive(Debug, Clone, Default)]
+/// What the writer thread is asked to do.
+pub(crate) enum Msg {
+    Event(AuditEvent, Reply<u64>),
+    Checkpoint(Reply<i64>),
+    Rotate(Reply<String>),
+    Prune(super::prune::PruneRequest, Reply<super::prune::PruneReport>),
+}
+
+/// Options for opening the audit log. The defaults are the production
+/// values; tests shorten the intervals.
+#[derive(Debug, Clone)]
 pub struct AuditOptions {
     /// Caps the database at this many pages (SQLite `max_page_count`); used
     /// by tests to simulate a full disk.
     pub max_page_count: Option<u64>,
+    /// Sign a checkpoint after this many events (default 1,000).
+    pub checkpoint_events: u64,
+    /// …or this long after the last checkpoint when events are unsigned (60 s).
+    pub checkpoint_interval: Duration,
+    /// Sign a heartbeat after this long without any checkpoint (15 min).
+    pub heartbeat: Duration,
+    /// The signing key file (default `DATA_DIR/keys/audit-signing.key`).
+    pub key_path: Option<PathBuf>,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        Self {
+            max_page_count: None,
+            checkpoint_events: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(15 * 60),
+            key_path: None,
+        }
+    }
 }
 
 /// A handle to the audit log; cheap to clone.
@@ -77,7 +112,7 @@ pub struct AuditLog {
 
 #[derive(Debug)]
 struct Inner {
-    tx: Mutex<Option<mpsc::Sender<(AuditEvent, Reply)>>>,
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
     halted: Arc<Mutex<Option<String>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
@@ -98,7 +133,9 @@ impl Receipt {
     }
 }
 
-fn open_connection(path: &Path, options: &AuditOptions) -> Result<Connection, AuditError> {
+/// Opens a connection to the audit database with the audit pragmas and
+/// schema.
+pub(crate) fn open_connection(path: &Path, max_page_count: Option<u64>) -> Result<Connection, AuditError> {
     let err = |e: rusqlite::Error| AuditError::Open {
         path: path.to_owned(),
         message: e.to_string(),
@@ -108,24 +145,34 @@ fn open_connection(path: &Path, options: &AuditOptions) -> Result<Connection, Au
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
         .map_err(err)?;
     conn.execute_batch(schema::SCHEMA).map_err(err)?;
-    if let Some(pages) = options.max_page_count {
+    if let Some(pages) = max_page_count {
         conn.pragma_update(None, "max_page_count", pages).map_err(err)?;
     }
     Ok(conn)
 }
 
+/// The last checkpoint: what the next one chains to.
+#[derive(Debug, Clone)]
+pub(crate) struct LastCheckpoint {
+    pub(crate) signature: Vec<u8>,
+    pub(crate) at: Instant,
+}
+
 impl AuditLog {
-    /// Opens (creating if needed) the audit database at `path` and starts
-    /// the writer thread.
+    /// Opens (creating if needed) the audit database at `path`, takes the
+    /// data dir's writer lock, loads (or creates) the signing key, signs a
+    /// `start` checkpoint and starts the writer thread.
     ///
     /// # Errors
-    /// [`AuditError::Open`] when the file cannot be opened or its schema created.
+    /// [`AuditError::Open`] naming the file and what to do.
     pub fn open(path: &Path, options: AuditOptions) -> Result<Self, AuditError> {
-        let conn = open_connection(path, &options)?;
-        let err = |e: rusqlite::Error| AuditError::Open {
+        let open_err = |message: String| AuditError::Open {
             path: path.to_owned(),
-            message: e.to_string(),
+            message,
         };
+        let lock = take_lock(path)?;
+        let conn = open_connection(path, options.max_page_count)?;
+        let err = |e: rusqlite::Error| open_err(e.to_string());
         let install_id: String = match conn
             .query_row("SELECT value FROM audit_meta WHERE key = 'install_id'", [], |r| {
                 r.get(0)
@@ -141,6 +188,13 @@ impl AuditLog {
                 id
             }
         };
+        let key_path = options
+            .key_path
+            .clone()
+            .unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).join(KEY_FILE));
+        let key = AuditKey::load_or_create(&key_path).map_err(|e| open_err(e.to_string()))?;
+        register_key(&conn, &key, &key_path).map_err(open_err)?;
+
         let head: Option<(i64, Vec<u8>)> = conn
             .query_row(
                 "SELECT seq, entry_hash FROM audit_event ORDER BY seq DESC LIMIT 1",
@@ -151,17 +205,37 @@ impl AuditLog {
             .map_err(err)?;
         let (next_seq, prev) = match head {
             Some((seq, hash)) => {
-                let hash = Hash::try_from(hash.as_slice()).map_err(|_| AuditError::Open {
-                    path: path.to_owned(),
-                    message: format!("entry_hash of seq {seq} is not 32 bytes"),
-                })?;
+                let hash = Hash::try_from(hash.as_slice())
+                    .map_err(|_| open_err(format!("entry_hash of seq {seq} is not 32 bytes")))?;
                 (u64::try_from(seq).unwrap_or(0) + 1, hash)
             }
-            None => (0, chain::genesis(&install_id)),
+            None => {
+                // After a prune of everything, the head is the anchor's.
+                let anchor: Option<(i64, Vec<u8>)> = conn
+                    .query_row(
+                        "SELECT pruned_through, head_hash_at_prune FROM audit_anchor ORDER BY id DESC LIMIT 1",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(err)?;
+                match anchor {
+                    Some((through, hash)) => (
+                        u64::try_from(through).unwrap_or(0) + 1,
+                        Hash::try_from(hash.as_slice()).map_err(|_| open_err("anchor head is not 32 bytes".into()))?,
+                    ),
+                    None => (0, chain::genesis(&install_id)),
+                }
+            }
         };
-
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let halted = Arc::new(Mutex::new(None));
+        let last_checkpoint: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT signature FROM audit_checkpoint ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
         let indexed_through: i64 = conn
             .query_row(
                 "SELECT CAST(value AS INTEGER) FROM audit_meta WHERE key = 'fts_indexed_through'",
@@ -169,21 +243,34 @@ impl AuditLog {
                 |r| r.get(0),
             )
             .map_err(err)?;
-        let writer = Writer {
+
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let halted = Arc::new(Mutex::new(None));
+        let mut writer = Writer {
             conn,
             rx,
             next_seq,
             prev,
             halted: halted.clone(),
             indexed_through,
+            key,
+            key_path,
+            install_id: install_id.clone(),
+            last_checkpoint: last_checkpoint.map(|signature| LastCheckpoint {
+                signature,
+                at: Instant::now(),
+            }),
+            unsigned: 0,
+            options,
+            _lock: lock,
         };
+        writer
+            .checkpoint(Kind::Start, None)
+            .map_err(|e| open_err(format!("cannot sign the start checkpoint: {e}")))?;
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run())
-            .map_err(|e| AuditError::Open {
-                path: path.to_owned(),
-                message: format!("cannot start writer thread: {e}"),
-            })?;
+            .map_err(|e| open_err(format!("cannot start writer thread: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 tx: Mutex::new(Some(tx)),
@@ -193,6 +280,15 @@ impl AuditLog {
                 install_id,
             }),
         })
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Msg>, AuditError> {
+        self.inner
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(AuditError::Closed)
     }
 
     /// Queues `event`; the returned [`Receipt`] resolves when it is committed.
@@ -205,15 +301,11 @@ impl AuditLog {
         if let Some(reason) = self.halted() {
             return Err(AuditError::Halted(reason));
         }
-        let tx = self
-            .inner
-            .tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or(AuditError::Closed)?;
         let (reply, receipt) = oneshot::channel();
-        tx.send((event, reply)).await.map_err(|_| AuditError::Closed)?;
+        self.sender()?
+            .send(Msg::Event(event, reply))
+            .await
+            .map_err(|_| AuditError::Closed)?;
         Ok(Receipt(receipt))
     }
 
@@ -223,6 +315,38 @@ impl AuditLog {
     /// [`AuditError`] when it could not be committed.
     pub async fn record(&self, event: AuditEvent) -> Result<u64, AuditError> {
         self.append(event).await?.committed().await
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Msg) -> Result<T, AuditError> {
+        let (reply, rx) = oneshot::channel();
+        self.sender()?.send(make(reply)).await.map_err(|_| AuditError::Closed)?;
+        rx.await.unwrap_or(Err(AuditError::Closed))
+    }
+
+    /// Signs a checkpoint over everything committed so far; returns its id.
+    ///
+    /// # Errors
+    /// [`AuditError`].
+    pub async fn checkpoint_now(&self) -> Result<i64, AuditError> {
+        self.ask(Msg::Checkpoint).await
+    }
+
+    /// Replaces the signing key: a rotation checkpoint signed by the old key
+    /// endorses the new one, and the key file is replaced. Returns the new
+    /// key id.
+    ///
+    /// # Errors
+    /// [`AuditError`].
+    pub async fn rotate_key(&self) -> Result<String, AuditError> {
+        self.ask(Msg::Rotate).await
+    }
+
+    /// Prunes events before a time (see [`super::prune`]).
+    ///
+    /// # Errors
+    /// [`AuditError`] when the prune is refused or fails; nothing is removed then.
+    pub async fn prune(&self, request: super::prune::PruneRequest) -> Result<super::prune::PruneReport, AuditError> {
+        self.ask(|r| Msg::Prune(request, r)).await
     }
 
     /// Why the log is halted, if it is.
@@ -240,7 +364,8 @@ impl AuditLog {
         &self.inner.install_id
     }
 
-    /// Stops accepting events, commits what is queued and joins the writer.
+    /// Stops accepting events, commits what is queued, signs a `stop`
+    /// checkpoint and joins the writer.
     pub fn close(&self) {
         drop(self.inner.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(t) = self.inner.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -249,14 +374,67 @@ impl AuditLog {
     }
 }
 
-struct Writer {
-    conn: Connection,
-    rx: mpsc::Receiver<(AuditEvent, Reply)>,
-    next_seq: u64,
-    prev: Hash,
+/// One writer per data dir: a second process would fork the chain.
+fn take_lock(db: &Path) -> Result<File, AuditError> {
+    let lock_path = db.with_extension("lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| AuditError::Open {
+            path: lock_path.clone(),
+            message: e.to_string(),
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(_) => Err(AuditError::Open {
+            path: db.to_owned(),
+            message: "another algobanana process is writing this audit log; stop it first (commands that write the log, such as prune and rotate-key, run with the server stopped)".into(),
+        }),
+    }
+}
+
+fn register_key(conn: &Connection, key: &AuditKey, key_path: &Path) -> Result<(), String> {
+    let known: Vec<String> = conn
+        .prepare("SELECT key_id FROM audit_key ORDER BY ts_ns")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(|e| e.to_string())?;
+    if known.is_empty() {
+        conn.execute(
+            "INSERT INTO audit_key(key_id, public_key, ts_ns) VALUES (?1, ?2, ?3)",
+            params![key.id(), key.public().as_bytes().as_slice(), super::now_ns()],
+        )
+        .map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+    if known.iter().any(|k| k == key.id()) {
+        return Ok(());
+    }
+    Err(format!(
+        "the signing key in {} (id {}) is not a key this log trusts ({}); restore the key file from your backup, or the log's checkpoints cannot be continued",
+        key_path.display(),
+        key.id(),
+        known.join(", ")
+    ))
+}
+
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
+    rx: mpsc::Receiver<Msg>,
+    pub(crate) next_seq: u64,
+    pub(crate) prev: Hash,
     halted: Arc<Mutex<Option<String>>>,
     /// The last sequence number in the full-text index.
-    indexed_through: i64,
+    pub(crate) indexed_through: i64,
+    pub(crate) key: AuditKey,
+    key_path: PathBuf,
+    pub(crate) install_id: String,
+    pub(crate) last_checkpoint: Option<LastCheckpoint>,
+    /// Committed events not yet covered by a checkpoint.
+    unsigned: u64,
+    options: AuditOptions,
+    _lock: File,
 }
 
 impl Drop for Writer {
@@ -276,107 +454,234 @@ struct Prepared {
 }
 
 impl Writer {
+    fn halt(&self, reason: &str) {
+        tracing::error!(error = %reason, "audit write failed; halting");
+        *self.halted.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
+    }
+
+    fn is_halted(&self) -> Option<String> {
+        self.halted.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// How long to wait for the next message before doing timed work.
+    fn next_wake(&self) -> Duration {
+        let since = self.last_checkpoint.as_ref().map_or(Duration::ZERO, |c| c.at.elapsed());
+        let mut wake = self.options.heartbeat.saturating_sub(since);
+        if self.unsigned > 0 {
+            wake = wake.min(self.options.checkpoint_interval.saturating_sub(since));
+        }
+        if self.fts_backlog() {
+            wake = wake.min(FTS_IDLE);
+        }
+        wake
+    }
+
+    fn fts_backlog(&self) -> bool {
+        i64::try_from(self.next_seq).unwrap_or(i64::MAX) - 1 > self.indexed_through
+    }
+
+    /// Timed work: periodic checkpoints, heartbeats, idle indexing.
+    fn on_timer(&mut self) {
+        if self.is_halted().is_some() {
+            return;
+        }
+        let since = self.last_checkpoint.as_ref().map_or(Duration::MAX, |c| c.at.elapsed());
+        let result = if self.unsigned > 0 && since >= self.options.checkpoint_interval {
+            self.checkpoint(Kind::Periodic, None).map(drop)
+        } else if since >= self.options.heartbeat {
+            self.checkpoint(Kind::Heartbeat, None).map(drop)
+        } else {
+            self.index_step();
+            Ok(())
+        };
+        if let Err(e) = result {
+            self.halt(&format!("cannot sign a checkpoint: {e}"));
+        }
+    }
+
     fn run(mut self) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
         // A tiny runtime of its own, only for receiving with a timeout.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().ok();
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                self.halt(&format!("cannot start the audit writer's timer: {e}"));
+                return;
+            }
+        };
+        let mut carried: Option<Msg> = None;
+        let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
-            let backlog = i64::try_from(self.next_seq).unwrap_or(i64::MAX) - 1 > self.indexed_through;
-            let first = match (backlog, &rt) {
-                // Index only after FTS_IDLE without an event.
-                (true, Some(rt)) => match rt.block_on(async { tokio::time::timeout(FTS_IDLE, self.rx.recv()).await }) {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(_idle) => {
-                        self.index_step();
-                        continue;
+            let msg = match carried.take() {
+                Some(m) => m,
+                None => {
+                    let wake = self.next_wake();
+                    match rt.block_on(async { tokio::time::timeout(wake, self.rx.recv()).await }) {
+                        Ok(Some(m)) => m,
+                        Ok(None) => break,
+                        Err(_timer) => {
+                            self.on_timer();
+                            continue;
+                        }
                     }
-                },
-                _ => match self.rx.blocking_recv() {
-                    Some(m) => m,
-                    None => break,
-                },
+                }
             };
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match self.rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
-            let halted = self.halted.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Some(reason) = halted {
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(AuditError::Halted(reason.clone())));
-                }
-                continue;
-            }
-            let (events, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-            match self.commit(events) {
-                Ok(first_seq) => {
-                    for (i, reply) in replies.into_iter().enumerate() {
-                        let _ = reply.send(Ok(first_seq + i as u64));
+            match msg {
+                Msg::Event(event, reply) => {
+                    batch.push((event, reply));
+                    while batch.len() < MAX_BATCH {
+                        match self.rx.try_recv() {
+                            Ok(Msg::Event(e, r)) => batch.push((e, r)),
+                            Ok(other) => {
+                                carried = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
                     }
+                    self.commit_batch(&mut batch);
                 }
-                Err(e) => {
-                    let reason = e.to_string();
-                    tracing::error!(error = %reason, "audit write failed; halting");
-                    *self.halted.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
-                    for reply in replies {
-                        let _ = reply.send(Err(AuditError::Write(reason.clone())));
-                    }
+                Msg::Checkpoint(reply) => {
+                    let r = self.guarded(|w| w.checkpoint(Kind::Periodic, None));
+                    let _ = reply.send(r);
+                }
+                Msg::Rotate(reply) => {
+                    let r = self.guarded(Writer::rotate);
+                    let _ = reply.send(r);
+                }
+                Msg::Prune(request, reply) => {
+                    let r = match self.is_halted() {
+                        Some(reason) => Err(AuditError::Halted(reason)),
+                        None => super::prune::run(&mut self, &request),
+                    };
+                    let _ = reply.send(r);
                 }
             }
         }
-        while self.index_step() {}
+        if self.is_halted().is_none() {
+            if let Err(e) = self.checkpoint(Kind::Stop, None) {
+                tracing::error!(error = %e, "cannot sign the stop checkpoint");
+            }
+            while self.index_step() {}
+        }
         let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);");
     }
 
-    /// Adds up to [`FTS_CHUNK`] committed events to the full-text index.
-    /// Returns true if and only if it indexed anything (so there may be more).
-    fn index_step(&mut self) -> bool {
-        let mut step = || -> Result<Option<i64>, rusqlite::Error> {
-            let tx = self
-                .conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let through: i64 = tx.query_row(
-                "SELECT CAST(value AS INTEGER) FROM audit_meta WHERE key = 'fts_indexed_through'",
-                [],
-                |r| r.get(0),
-            )?;
-            let last: Option<i64> = tx.query_row(
-                "SELECT max(seq) FROM (SELECT seq FROM audit_event WHERE seq > ?1 ORDER BY seq LIMIT ?2)",
-                params![through, FTS_CHUNK],
-                |r| r.get(0),
-            )?;
-            let Some(last) = last else { return Ok(None) };
-            tx.execute(
-                "INSERT INTO audit_fts(rowid, actor_id, action, resource, payload)
-                 SELECT seq, actor_id, action, resource, payload FROM audit_event WHERE seq > ?1 AND seq <= ?2",
-                params![through, last],
-            )?;
-            tx.execute(
-                "UPDATE audit_meta SET value = ?1 WHERE key = 'fts_indexed_through'",
-                [last.to_string()],
-            )?;
-            tx.commit()?;
-            Ok(Some(last))
-        };
-        match step() {
-            Ok(Some(last)) => {
-                self.indexed_through = last;
-                true
+    fn guarded<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, rusqlite::Error>) -> Result<T, AuditError> {
+        if let Some(reason) = self.is_halted() {
+            return Err(AuditError::Halted(reason));
+        }
+        f(self).map_err(|e| {
+            let reason = e.to_string();
+            self.halt(&reason);
+            AuditError::Write(reason)
+        })
+    }
+
+    fn commit_batch(&mut self, batch: &mut Vec<(AuditEvent, Reply<u64>)>) {
+        if let Some(reason) = self.is_halted() {
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err(AuditError::Halted(reason.clone())));
             }
-            Ok(None) => false,
+            return;
+        }
+        let (events, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+        let n = events.len() as u64;
+        match self.commit(events) {
+            Ok(first_seq) => {
+                for (i, reply) in replies.into_iter().enumerate() {
+                    let _ = reply.send(Ok(first_seq + i as u64));
+                }
+                self.unsigned += n;
+                if self.unsigned >= self.options.checkpoint_events
+                    && let Err(e) = self.checkpoint(Kind::Periodic, None)
+                {
+                    self.halt(&format!("cannot sign a checkpoint: {e}"));
+                }
+            }
             Err(e) => {
-                // The index is derived data: a failure here never blocks the
-                // log itself; searches fall back to scanning the tail. Stop
-                // trying until the next start.
-                tracing::warn!(error = %e, "cannot update the audit full-text index");
-                self.indexed_through = i64::MAX;
-                false
+                let reason = e.to_string();
+                self.halt(&reason);
+                for reply in replies {
+                    let _ = reply.send(Err(AuditError::Write(reason.clone())));
+                }
             }
         }
+    }
+
+    /// Signs and stores a checkpoint over the committed head; returns its id.
+    pub(crate) fn checkpoint(&mut self, kind: Kind, rotate: Option<&AuditKey>) -> Result<i64, rusqlite::Error> {
+        let body = Body {
+            install_id: self.install_id.clone(),
+            size: self.next_seq,
+            head: self.prev,
+            ts_ns: super::now_ns(),
+            kind,
+            prev_signature: self.last_checkpoint.as_ref().map(|c| c.signature.clone()),
+            rotate: rotate.map(|k| (k.id().to_owned(), *k.public().as_bytes())),
+        };
+        let text = body.text();
+        let signature = self.key.sign(text.as_bytes()).to_bytes().to_vec();
+        self.conn.execute(
+            "INSERT INTO audit_checkpoint(upto_seq, head_hash, ts_ns, kind, key_id, prev_signature, note, signature)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                i64::try_from(self.next_seq).unwrap_or(i64::MAX) - 1,
+                &body.head[..],
+                body.ts_ns,
+                kind.as_str(),
+                self.key.id(),
+                body.prev_signature,
+                text,
+                signature,
+            ],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        self.last_checkpoint = Some(LastCheckpoint {
+            signature,
+            at: Instant::now(),
+        });
+        self.unsigned = 0;
+        Ok(id)
+    }
+
+    /// A new key, endorsed by a rotation checkpoint signed with the old one.
+    fn rotate(&mut self) -> Result<String, rusqlite::Error> {
+        let new = AuditKey::generate();
+        let tmp = self.key_path.with_extension("key.new");
+        let _ = std::fs::remove_file(&tmp);
+        new.save(&tmp)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        self.checkpoint(Kind::Rotation, Some(&new))?;
+        let endorsement = self.last_checkpoint.as_ref().map(|c| c.signature.clone());
+        self.conn.execute(
+            "INSERT INTO audit_key(key_id, public_key, ts_ns, endorsed_by, endorsement) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                new.id(),
+                new.public().as_bytes().as_slice(),
+                super::now_ns(),
+                self.key.id(),
+                endorsement
+            ],
+        )?;
+        // The old private key is replaced on disk: checkpoints it signed
+        // stay verifiable with its public half, kept in audit_key.
+        std::fs::rename(&tmp, &self.key_path).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let id = new.id().to_owned();
+        let old = self.key.id().to_owned();
+        self.key = new;
+        self.append_internal(
+            AuditEvent::new(
+                super::ActorKind::System,
+                "audit",
+                super::action::AUDIT_KEY_ROTATED,
+                super::Outcome::Success,
+            )
+            .resource("audit")
+            .payload(serde_json::json!({ "old_key": old, "new_key": id })),
+        )?;
+        // The first checkpoint under the new key.
+        self.checkpoint(Kind::Periodic, None)?;
+        Ok(id)
     }
 
     /// Chains and commits `events`; returns the first one's sequence number.
@@ -455,5 +760,55 @@ impl Writer {
         self.next_seq = first + prepared.len() as u64;
         self.prev = prev;
         Ok(first)
+    }
+
+    /// Adds up to [`FTS_CHUNK`] committed events to the full-text index.
+    /// Returns true if and only if it indexed anything (so there may be more).
+    pub(crate) fn index_step(&mut self) -> bool {
+        let through = self.indexed_through;
+        let mut step = || -> Result<Option<i64>, rusqlite::Error> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let last: Option<i64> = tx.query_row(
+                "SELECT max(seq) FROM (SELECT seq FROM audit_event WHERE seq > ?1 ORDER BY seq LIMIT ?2)",
+                params![through, FTS_CHUNK],
+                |r| r.get(0),
+            )?;
+            let Some(last) = last else { return Ok(None) };
+            tx.execute(
+                "INSERT INTO audit_fts(rowid, actor_id, action, resource, payload)
+                 SELECT seq, actor_id, action, resource, payload FROM audit_event WHERE seq > ?1 AND seq <= ?2",
+                params![through, last],
+            )?;
+            tx.execute(
+                "UPDATE audit_meta SET value = ?1 WHERE key = 'fts_indexed_through'",
+                [last.to_string()],
+            )?;
+            tx.commit()?;
+            Ok(Some(last))
+        };
+        match step() {
+            Ok(Some(last)) => {
+                self.indexed_through = last;
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                // The index is derived data: a failure here never blocks the
+                // log itself; searches fall back to scanning the tail. Stop
+                // trying until the next start.
+                tracing::warn!(error = %e, "cannot update the audit full-text index");
+                self.indexed_through = i64::MAX;
+                false
+            }
+        }
+    }
+
+    /// Commits one event from inside the writer thread (prune, rotation).
+    pub(crate) fn append_internal(&mut self, event: AuditEvent) -> Result<u64, rusqlite::Error> {
+        let seq = self.commit(vec![event])?;
+        self.unsigned += 1;
+        Ok(seq)
     }
 }
