@@ -65,6 +65,12 @@ pub struct App {
 }
 
 impl App {
+    /// Why the host refuses new alerts, if it does: the audit log or the
+    /// state database could not be written. Cleared only by a restart.
+    pub fn halted(&self) -> Option<String> {
+        self.audit.halted().or_else(|| self.state.halted())
+    }
+
     /// Opens the data dir: config, audit log, state and every plugin.
     ///
     /// # Errors

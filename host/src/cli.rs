@@ -432,6 +432,9 @@ fn print_report(r: &verify::Report, out: &mut (dyn Write + Send)) -> std::io::Re
     for f in &r.findings {
         writeln!(out, "{}: {}", f.class, f.message)?;
     }
+    if let Some(seq) = r.first_bad_seq {
+        writeln!(out, "First bad sequence number: {seq}")?;
+    }
     writeln!(
         out,
         "RESULT: {}",

@@ -92,3 +92,211 @@ fn a_broken_config_exits_non_zero_naming_the_key() {
     assert!(err.contains("algobanana.toml"), "{err}");
     assert!(err.contains("server.listen: `nope` is not an address"), "{err}");
 }
+
+struct Server {
+    child: std::process::Child,
+    addr: String,
+}
+
+fn start(data: &std::path::Path) -> (Server, Option<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_algobanana"))
+        .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut token, mut addr) = (None, None);
+    while addr.is_none() {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(t) = line.strip_prefix("hook token (shown only now; store it somewhere safe): ") {
+            token = Some(t.to_owned());
+        }
+        if let Some(a) = line.strip_prefix("listening on http://") {
+            addr = Some(a.to_owned());
+        }
+    }
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (
+        Server {
+            child,
+            addr: addr.expect("address printed"),
+        },
+        token,
+    )
+}
+
+fn audit_cli(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_algobanana"))
+        .arg("audit")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// kill -9 while clients stream alerts: after a restart every alert that got
+/// a 2xx has its events, and `audit verify` passes.
+#[test]
+fn kill_9_while_streaming_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, token) = start(&data);
+    let token = token.expect("token printed on first start");
+    let path = format!("/v1/hooks/{token}");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let (addr, path, stop) = (server.addr.clone(), path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let body = format!("buy 1 AAPL at {}.{c}{i}", 100 + i % 50);
+                    let Ok(mut s) = TcpStream::connect(&addr) else { break };
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let req = format!(
+                        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(req.as_bytes()).is_err() {
+                        break;
+                    }
+                    let mut reply = String::new();
+                    let _ = s.read_to_string(&mut reply);
+                    if reply.starts_with("HTTP/1.1 2") {
+                        let json = &reply[reply.find("\r\n\r\n").unwrap() + 4..];
+                        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+                        acked.push(v["alert_id"].as_str().unwrap().to_owned());
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.child.kill().unwrap(); // SIGKILL: no shutdown code runs.
+    server.child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    assert!(
+        acked.len() > 20,
+        "the clients got answers before the kill: {}",
+        acked.len()
+    );
+
+    // Restart (recovers the WAL and signs a start checkpoint), then stop.
+    let (mut server, _) = start(&data);
+    let reply = post(&server.addr, &path, "buy 1 AAPL at 1");
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "serving again after the crash: {reply}"
+    );
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(server.child.wait().unwrap().success());
+
+    let d = data.to_str().unwrap();
+    let (code, text) = audit_cli(&["verify", "--data-dir", d]);
+    assert_eq!(code, 0, "verify passes after kill -9:\n{text}");
+    assert!(text.contains("RESULT: INTACT"), "{text}");
+    let (code, text) = audit_cli(&["search", "--data-dir", d, "--json", "--action", "alert.*"]);
+    assert_eq!(code, 0, "{text}");
+    let mut received = std::collections::HashSet::new();
+    let mut processed = std::collections::HashSet::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let id = v["correlation_id"].as_str().unwrap_or_default().to_owned();
+        match v["action"].as_str().unwrap() {
+            "alert.received" => received.insert(id),
+            "alert.processed" => processed.insert(id),
+            _ => false,
+        };
+    }
+    for id in &acked {
+        assert!(received.contains(id), "acknowledged alert {id} has alert.received");
+        assert!(processed.contains(id), "acknowledged alert {id} has alert.processed");
+    }
+}
+
+/// `audit verify` exit codes: 0 intact, 1 tampered, 2 could not verify;
+/// `--json` gives one machine-readable object.
+#[test]
+fn audit_verify_exit_codes_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, token) = start(&data);
+    let reply = post(
+        &server.addr,
+        &format!("/v1/hooks/{}", token.unwrap()),
+        "buy 2 MSFT at 300",
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(server.child.wait().unwrap().success());
+    let d = data.to_str().unwrap();
+
+    let witness = dir.path().join("witness.txt");
+    let (code, text) = audit_cli(&["witness", "--data-dir", d, "--to", witness.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("appended"), "{text}");
+
+    let (code, text) = audit_cli(&[
+        "verify",
+        "--data-dir",
+        d,
+        "--json",
+        "--witness",
+        witness.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(v["result"], "intact");
+    assert!(v["events"].as_u64().unwrap() >= 5, "{v}");
+
+    let export = dir.path().join("export.jsonl");
+    let (code, text) = audit_cli(&[
+        "export",
+        "--data-dir",
+        d,
+        "--format",
+        "jsonl",
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = audit_cli(&["verify", "--export", export.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+
+    // Change one event's outcome behind the triggers' back.
+    let conn = rusqlite::Connection::open(data.join("audit.db")).unwrap();
+    conn.execute_batch("DROP TRIGGER audit_no_update; UPDATE audit_event SET outcome = 'deny' WHERE seq = 2;")
+        .unwrap();
+    drop(conn);
+    let (code, text) = audit_cli(&["verify", "--data-dir", d]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("TAMPERED seq 2"), "{text}");
+    assert!(text.contains("First bad sequence number: 2"), "{text}");
+    let (code, text) = audit_cli(&["verify", "--data-dir", d, "--json"]);
+    assert_eq!(code, 1, "{text}");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(v["result"], "tampered");
+    assert_eq!(v["first_bad_seq"], 2);
+    assert_eq!(v["findings"][0]["class"], "TAMPERED");
+
+    // Nothing to verify: exit 2 with the reason.
+    let (code, text) = audit_cli(&["verify", "--data-dir", dir.path().join("nope").to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("could not verify"), "{text}");
+}

@@ -153,3 +153,97 @@ async fn a_full_audit_disk_halts_the_host_and_loses_nothing_acknowledged() -> an
     }
     Ok(())
 }
+
+/// Sets or clears the immutable attribute on every file in `dir` and on
+/// `dir` itself. Returns false when the file system or the user cannot
+/// (then the test says so loudly instead of pretending).
+fn set_immutable(dir: &std::path::Path, on: bool) -> bool {
+    let flag = if on { "+i" } else { "-i" };
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        // The WAL index (`-shm`) is a shared memory map, not data: a fault on
+        // it is SIGBUS, not an error SQLite could report.
+        .filter(|p| p.is_file() && !p.to_string_lossy().ends_with("-shm"))
+        .collect();
+    paths.push(dir.to_owned());
+    paths.iter().all(|p| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(p)
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+#[tokio::test]
+async fn a_read_only_data_dir_halts_the_host_and_loses_nothing_acknowledged() -> anyhow::Result<()> {
+    let host = TestHost::start().await?;
+    let mut acknowledged = Vec::new();
+    for i in 0..5 {
+        let reply = host
+            .alert("default", "text/plain", &format!("buy 1 AAPL at {}", 100 + i))
+            .await?;
+        assert_eq!(reply.status, 200);
+        acknowledged.push(reply.json()["alert_id"].as_str().unwrap().to_owned());
+    }
+    // Root ignores permission bits, so make the files immutable instead
+    // (writes through already-open descriptors then fail with EPERM, as on
+    // a disk remounted read-only). Without chattr support, use permissions.
+    let dir = host.path().to_owned();
+    let immutable = set_immutable(&dir, true);
+    if !immutable {
+        set_immutable(&dir, false);
+        eprintln!("chattr +i is not available here; falling back to permission bits (effective only when not root)");
+        use std::os::unix::fs::PermissionsExt;
+        for e in std::fs::read_dir(&dir)? {
+            let p = e?.path();
+            if p.is_file() {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o444))?;
+            }
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555))?;
+    }
+    let refusal = host.alert("default", "text/plain", "buy 1 AAPL at 1").await?;
+    let health = host.request("GET", "/healthz", &[], Vec::new()).await?;
+    let next = host.alert("default", "text/plain", "buy 1 AAPL at 2").await?;
+    if immutable {
+        set_immutable(&dir, false);
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        for e in std::fs::read_dir(&dir)? {
+            let p = e?.path();
+            if p.is_file() {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))?;
+            }
+        }
+    }
+    assert!(
+        refusal.status == 503 || refusal.status == 500,
+        "a write that cannot be made is refused: {} {}",
+        refusal.status,
+        String::from_utf8_lossy(&refusal.body)
+    );
+    let message = refusal.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("read-only"), "names the likely cause: {message}");
+    assert!(message.contains("restart"), "says what to do: {message}");
+    assert_eq!(health.status, 503, "{}", String::from_utf8_lossy(&health.body));
+    assert_eq!(health.json()["status"], "halted");
+    assert!(
+        health.json()["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "health says why: {}",
+        String::from_utf8_lossy(&health.body)
+    );
+    assert_eq!(next.status, 503, "no alert is processed while halted");
+
+    // Everything acknowledged before the failure is there, whole.
+    for id in &acknowledged {
+        let events = host.audit_of(id)?;
+        assert_eq!(events.last().unwrap().action, "alert.processed", "alert {id}");
+    }
+    Ok(())
+}

@@ -12,6 +12,9 @@
 //!   disk halting the host without losing acknowledged alerts.
 //! - `config_ui`: broken configs and plugins give errors that name the
 //!   file, the key and what to do (snapshots in `tests/ui/`).
+//! - `tamper`: the tamper sweep (every edit of the SQLite file found with
+//!   its class and first bad seq), offline export verification, prune,
+//!   key rotation and witness notes.
 //! - `cli`: `init` and `audit search` through the command-line code.
 
 mod alerts;
@@ -19,3 +22,4 @@ mod audit;
 mod cli;
 mod config_ui;
 mod plugins;
+mod tamper;

@@ -47,10 +47,7 @@ pub struct PruneReport {
 }
 
 fn refuse(message: String) -> AuditError {
-    AuditError::Open {
-        path: PathBuf::from("prune"),
-        message,
-    }
+    AuditError::Refused(message)
 }
 
 /// Runs in the writer thread.

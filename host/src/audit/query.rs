@@ -278,22 +278,42 @@ impl RawRow {
     /// # Errors
     /// SQLite errors (including a column of the wrong type in a damaged file).
     pub fn from_sql(r: &rusqlite::Row<'_>) -> Result<Self, rusqlite::Error> {
+        // Text is read as bytes and converted lossily: a byte flipped into
+        // invalid UTF-8 must surface as a hash mismatch on that row, not as
+        // an unreadable log.
+        let opt = |i: usize| -> Result<Option<String>, rusqlite::Error> {
+            match r.get_ref(i)? {
+                rusqlite::types::ValueRef::Null => Ok(None),
+                rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => {
+                    Ok(Some(String::from_utf8_lossy(b).into_owned()))
+                }
+                rusqlite::types::ValueRef::Integer(n) => Ok(Some(n.to_string())),
+                rusqlite::types::ValueRef::Real(_) => Ok(Some("<real>".to_owned())),
+            }
+        };
+        let req = |i: usize| opt(i).map(Option::unwrap_or_default);
+        let blob = |i: usize| -> Result<String, rusqlite::Error> {
+            Ok(match r.get_ref(i)? {
+                rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => hex::encode(b),
+                _ => String::new(),
+            })
+        };
         Ok(Self {
             seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(u64::MAX),
             ts_ns: r.get(1)?,
-            actor_kind: r.get(2)?,
-            actor_id: r.get(3)?,
-            action: r.get(4)?,
-            resource: r.get(5)?,
-            outcome: r.get(6)?,
-            request_id: r.get(7)?,
-            correlation_id: r.get(8)?,
-            session_id: r.get(9)?,
-            source_ip: r.get(10)?,
-            user_agent: r.get(11)?,
-            payload: r.get(12)?,
-            prev_hash: hex::encode(r.get::<_, Vec<u8>>(13)?),
-            entry_hash: hex::encode(r.get::<_, Vec<u8>>(14)?),
+            actor_kind: req(2)?,
+            actor_id: req(3)?,
+            action: req(4)?,
+            resource: opt(5)?,
+            outcome: req(6)?,
+            request_id: opt(7)?,
+            correlation_id: opt(8)?,
+            session_id: opt(9)?,
+            source_ip: opt(10)?,
+            user_agent: opt(11)?,
+            payload: req(12)?,
+            prev_hash: blob(13)?,
+            entry_hash: blob(14)?,
         })
     }
 
@@ -361,16 +381,22 @@ mod tests {
         assert_eq!(find("0% d"), 1, "LIKE wildcards in the query are literal");
         assert_eq!(find("one_"), 1);
         assert_eq!(find("gamma"), 0);
-        log.close(); // indexes everything before exiting
+        // The writer indexes once it has been idle for FTS_IDLE.
         let conn = open_read_only(&path).unwrap();
-        let through: String = conn
-            .query_row(
+        let indexed = || -> String {
+            conn.query_row(
                 "SELECT value FROM audit_meta WHERE key = 'fts_indexed_through'",
                 [],
                 |r| r.get(0),
             )
-            .unwrap();
-        assert_eq!(through, "1");
+            .unwrap()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while indexed() != "1" && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(indexed(), "1", "the idle writer indexed both rows");
+        log.close();
         assert_eq!(find("ALPHA"), 1);
         assert_eq!(find("0% d"), 1);
         assert_eq!(find("beta"), 1);

@@ -151,6 +151,9 @@ pub struct Report {
     pub witness_notes: u64,
     /// `PRAGMA integrity_check` result, for a database.
     pub sqlite: Option<String>,
+    /// The lowest sequence number any finding names: where the log stops
+    /// being trustworthy.
+    pub first_bad_seq: Option<u64>,
     /// Every problem found.
     pub findings: Vec<Finding>,
 }
@@ -162,6 +165,9 @@ impl Report {
     }
 
     fn find(&mut self, class: &'static str, seq: Option<u64>, checkpoint: Option<i64>, message: String) {
+        if let Some(s) = seq {
+            self.first_bad_seq = Some(self.first_bad_seq.map_or(s, |f| f.min(s)));
+        }
         self.findings.push(Finding {
             class,
             seq,
@@ -214,7 +220,7 @@ pub fn verify(
     }
     let mut parsed: Vec<ParsedCp> = Vec::new();
     let mut prev_sig: Option<Vec<u8>> = None;
-    let mut prev_cp: Option<(i64, Kind)> = None;
+    let mut prev_cp: Option<(i64, Kind, u64, bool)> = None;
     for rec in &material.checkpoints {
         report.checkpoints += 1;
         let Some((body_text, key_id, signature)) = parse_signed_note(&rec.note) else {
@@ -282,7 +288,26 @@ pub fn verify(
                 format!("CHECKPOINT CHAIN BREAK at #{}: it does not chain to the checkpoint before it (one was removed or replaced)", rec.id),
             );
         }
-        if let Some((prev_ts, prev_kind)) = prev_cp
+        // Nothing is written between a clean stop and the next start: the
+        // start checkpoint is signed before the writer takes any event. A
+        // start that covers more than the stop did signed rows someone
+        // added to the file while the host was down.
+        if let Some((_, Kind::Stop, prev_size, true)) = prev_cp
+            && signed_ok
+            && body.kind == Kind::Start
+            && body.size != prev_size
+        {
+            report.find(
+                "TAMPERED",
+                Some(prev_size.min(body.size)),
+                Some(rec.id),
+                format!(
+                    "TAMPERED: the log held {prev_size} events at the clean stop but {} at the next start (CHECKPOINT #{}): rows were added or removed while algobanana was not running",
+                    body.size, rec.id
+                ),
+            );
+        }
+        if let Some((prev_ts, prev_kind, _, _)) = prev_cp
             && prev_kind != Kind::Stop
             && body.kind != Kind::Start
         {
@@ -302,7 +327,7 @@ pub fn verify(
                 );
             }
         }
-        prev_cp = Some((body.ts_ns, body.kind));
+        prev_cp = Some((body.ts_ns, body.kind, body.size, signed_ok));
         prev_sig = Some(signature);
         parsed.push(ParsedCp {
             rec: rec.clone(),
@@ -457,11 +482,16 @@ pub fn verify(
     }
     let size = expected_seq;
 
-    // 4. Checkpoint heads against the recomputed chain.
-    for c in &parsed {
-        if !c.trusted {
-            continue;
-        }
+    // 4. Checkpoint heads against the recomputed chain. A rewritten and
+    // rehashed range recomputes cleanly, so only a signed head can expose
+    // it; the first bad sequence number is the first one after the last
+    // checkpoint whose head still matches.
+    let mut by_upto: Vec<&ParsedCp> = parsed.iter().filter(|c| c.trusted).collect();
+    by_upto.sort_by_key(|c| c.rec.upto_seq);
+    let mut last_good = material.prune_through;
+    let event_bad: BTreeSet<u64> = report.findings.iter().filter_map(|f| f.seq).collect();
+    let mut truncated: Option<(u64, i64)> = None;
+    for c in by_upto {
         let at = c.rec.upto_seq;
         if at < 0 {
             if c.body.head != chain::genesis(&material.install_id) {
@@ -476,27 +506,40 @@ pub fn verify(
         }
         let seq = u64::try_from(at).unwrap_or(0);
         match heads.get(&seq) {
-            Some(h) if *h == c.body.head => {}
-            Some(_) => report.find(
-                "CHECKPOINT HEAD",
-                Some(seq),
-                Some(c.rec.id),
-                format!(
-                    "CHECKPOINT #{} head mismatch at seq {seq}: events up to it were rewritten",
-                    c.rec.id
-                ),
-            ),
+            Some(h) if *h == c.body.head => last_good = last_good.max(at),
+            Some(_) => {
+                // A row that fails on its own explains the mismatch and is
+                // the first provably bad one; otherwise the whole range since
+                // the last matching checkpoint is suspect.
+                let since = u64::try_from(last_good + 1).unwrap_or(0);
+                let from = event_bad.range(since..=seq).next().copied().unwrap_or(since);
+                report.find(
+                    "CHECKPOINT HEAD",
+                    Some(from),
+                    Some(c.rec.id),
+                    format!(
+                        "CHECKPOINT #{} head mismatch at seq {seq}: events in seq {since}–{seq} were changed after they were signed",
+                        c.rec.id
+                    ),
+                );
+            }
             None if at <= material.prune_through || !material.complete => {}
-            None => report.find(
-                "CHECKPOINT HEAD",
-                Some(seq),
-                Some(c.rec.id),
-                format!(
-                    "CHECKPOINT #{} covers seq {seq}, which is not in the log (truncated)",
-                    c.rec.id
-                ),
-            ),
+            None => {
+                if truncated.is_none_or(|(s, _)| s < seq) {
+                    truncated = Some((seq, c.rec.id));
+                }
+            }
         }
+    }
+    if let Some((seq, id)) = truncated {
+        report.find(
+            "GAP",
+            Some(size),
+            Some(id),
+            format!(
+                "GAP seq {size}–{seq} missing: CHECKPOINT #{id} signed them but the log ends before them (truncated)"
+            ),
+        );
     }
     if let Some(last) = parsed.iter().rev().find(|c| c.trusted) {
         report.unsigned_tail = size.saturating_sub(last.body.size);

@@ -52,6 +52,9 @@ pub enum AuditError {
         "cannot write the audit log: {0}; the host is now halted; fix the cause (for example free disk space) and restart algobanana"
     )]
     Write(String),
+    /// The request was refused; nothing was changed.
+    #[error("{0}")]
+    Refused(String),
     /// The writer has shut down.
     #[error("the audit writer has shut down")]
     Closed,
@@ -557,11 +560,13 @@ impl Writer {
                 }
             }
         }
-        if self.is_halted().is_none() {
-            if let Err(e) = self.checkpoint(Kind::Stop, None) {
-                tracing::error!(error = %e, "cannot sign the stop checkpoint");
-            }
-            while self.index_step() {}
+        // The full-text index is not finished here: after a burst that could
+        // hold shutdown for many seconds. The next start resumes from
+        // `fts_indexed_through`, and searches scan the tail.
+        if self.is_halted().is_none()
+            && let Err(e) = self.checkpoint(Kind::Stop, None)
+        {
+            tracing::error!(error = %e, "cannot sign the stop checkpoint");
         }
         let _ = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);");
     }

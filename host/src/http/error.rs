@@ -53,7 +53,7 @@ impl From<PipelineError> for ApiError {
             PipelineError::Store(s) => Self {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 kind: "state_unavailable",
-                message: format!("{s}; the alert was not processed: check disk space and the data dir, then resend"),
+                message: format!("{s}; the alert was not processed: resend it once algobanana is healthy again"),
             },
             PipelineError::MissingPlugin(..) => Self {
                 status: StatusCode::INTERNAL_SERVER_ERROR,

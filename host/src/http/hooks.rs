@@ -95,6 +95,13 @@ async fn receive_inner(
             ),
         });
     }
+    if let Some(reason) = app.state.halted() {
+        return Err(ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "state_unavailable",
+            message: format!("alerts are refused because {reason}"),
+        });
+    }
     let Some((route_name, route)) = app.route_for_token(token) else {
         // The presented token is never recorded: it may be a near-miss of a real one.
         reject(app, ctx, None, "unknown hook token", 404).await;
@@ -154,7 +161,7 @@ async fn receive_inner(
 
 /// `GET /healthz`: 200 when serving, 503 with the reason when halted.
 pub async fn health(State(app): State<Arc<App>>) -> Response {
-    match app.audit.halted() {
+    match app.halted() {
         None => (
             StatusCode::OK,
             Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") })),

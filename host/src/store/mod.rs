@@ -62,6 +62,25 @@ pub struct StoreError {
 pub struct StateDb {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// Set on the first storage-level failure (I/O, full, read-only,
+    /// corrupt): the host stops taking alerts until restarted, as it does
+    /// when the audit log cannot be written.
+    halted: Arc<Mutex<Option<String>>>,
+}
+
+/// Whether `e` means the storage itself failed (rather than a constraint or
+/// a bug), and a hint for the operator.
+fn storage_failure(e: &rusqlite::Error) -> Option<&'static str> {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code()? {
+        C::DiskFull => Some("the disk is full: free space"),
+        C::ReadOnly | C::PermissionDenied => Some("the data dir is read-only: make it writable"),
+        C::SystemIoFailure | C::CannotOpen => {
+            Some("the disk failed, is full, or the data dir became read-only: check the disk and the data dir")
+        }
+        C::DatabaseCorrupt | C::NotADatabase => Some("the file is damaged: restore it from a backup"),
+        _ => None,
+    }
 }
 
 /// Usage of one plugin's kv namespace.
@@ -88,6 +107,7 @@ impl StateDb {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
+            halted: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -96,10 +116,27 @@ impl StateDb {
     }
 
     fn err(&self, e: rusqlite::Error) -> StoreError {
+        let message = match storage_failure(&e) {
+            Some(hint) => {
+                let message = format!("{e} ({hint}, then restart algobanana)");
+                let mut halted = self.halted.lock().unwrap_or_else(|p| p.into_inner());
+                if halted.is_none() {
+                    tracing::error!(path = %self.path.display(), error = %message, "state database failed; refusing new alerts");
+                    *halted = Some(format!("state database {}: {message}", self.path.display()));
+                }
+                message
+            }
+            None => e.to_string(),
+        };
         StoreError {
             path: self.path.clone(),
-            message: e.to_string(),
+            message,
         }
+    }
+
+    /// Why the state database stopped taking writes, if it did.
+    pub fn halted(&self) -> Option<String> {
+        self.halted.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Records a received alert.
