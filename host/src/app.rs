@@ -46,6 +46,9 @@ pub enum StartError {
 pub struct AppOptions {
     /// Audit log options (e.g. a page cap that simulates a full disk).
     pub audit: AuditOptions,
+    /// The resolver for plugins' outbound HTTP (tests map names to local
+    /// addresses); the system resolver when `None`.
+    pub resolver: Option<std::sync::Arc<dyn crate::capabilities::http::Resolver>>,
 }
 
 /// Everything a request needs.
@@ -79,7 +82,12 @@ impl App {
         let config = config::load(&data_dir.join(config::CONFIG_FILE))?;
         let audit = AuditLog::open(&data_dir.join(crate::audit::AUDIT_DB), options.audit)?;
         let state = StateDb::open(&data_dir.join(STATE_DB))?;
-        let registry = match Registry::load(&config, state.clone(), &data_dir.join("cache")) {
+        let registry = match Registry::load_with(
+            &config,
+            state.clone(),
+            &data_dir.join("cache"),
+            options.resolver.clone(),
+        ) {
             Ok(r) => r,
             Err(e) => {
                 // A refused plugin is audited too, then the host exits with

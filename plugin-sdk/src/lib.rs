@@ -86,6 +86,41 @@ pub mod broker {
 pub use broker::export_broker;
 pub use rule::export_rule;
 
+/// Secrets granted to the plugin, as opaque handles: put into outbound
+/// headers by the host ([`http`]) or used by the host to sign bytes. The
+/// plugin never sees a secret's value. Broker world only.
+pub mod secrets {
+    pub use crate::broker::algobanana::plugin::secrets::{SecretHandle, SignAlgorithm, open, sign};
+}
+
+/// Outbound HTTP, made by the host within the operator's grant. Broker world
+/// only.
+pub mod http {
+    pub use crate::broker::algobanana::plugin::http::{
+        Header, HeaderValue, Method, Request, Response, SecretValue, send,
+    };
+
+    /// A literal header.
+    pub fn header(name: &str, value: &str) -> Header {
+        Header {
+            name: name.to_owned(),
+            value: HeaderValue::Text(value.to_owned()),
+        }
+    }
+
+    /// A header the host fills from `secret`: `template` with its
+    /// `{secret}` slot replaced, after the request passed every check.
+    pub fn secret_header(name: &str, secret: crate::secrets::SecretHandle, template: &str) -> Header {
+        Header {
+            name: name.to_owned(),
+            value: HeaderValue::Secret(SecretValue {
+                secret,
+                template: template.to_owned(),
+            }),
+        }
+    }
+}
+
 /// The data types of the contract (`algobanana:plugin/types`), shared by
 /// every world.
 pub mod types {

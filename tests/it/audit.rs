@@ -116,6 +116,7 @@ async fn a_full_audit_disk_halts_the_host_and_loses_nothing_acknowledged() -> an
             max_page_count: Some(60),
             ..AuditOptions::default()
         },
+        ..AppOptions::default()
     };
     let host = HostBuilder::new().options(options).start().await?;
     let mut acknowledged = Vec::new();

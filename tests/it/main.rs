@@ -8,6 +8,9 @@
 //!   `foreach_plugin!`): first-party behaviour and hostile fixtures
 //!   (deadline, memory, panic, filesystem, environment, network, output and
 //!   log floods, kv atomicity and quotas, undeclared imports).
+//! - `capabilities`: grants at link time and per call, outbound HTTP
+//!   (allowlist, resolved-address check, quotas), secrets as handles (the
+//!   secret thief), and their audit rows.
 //! - `audit`: the hash chain, append-only triggers, search, and a full
 //!   disk halting the host without losing acknowledged alerts.
 //! - `config_ui`: broken configs and plugins give errors that name the
@@ -19,6 +22,7 @@
 
 mod alerts;
 mod audit;
+mod capabilities;
 mod cli;
 mod config_ui;
 mod plugins;

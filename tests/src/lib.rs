@@ -27,6 +27,7 @@ pub struct PluginSpec {
     source: String,
     world: &'static str,
     limits: Vec<(String, i64)>,
+    grant: String,
 }
 
 /// A route to configure.
@@ -76,6 +77,7 @@ impl HostBuilder {
             source: format!("builtin:{name}"),
             world,
             limits: Vec::new(),
+            grant: String::new(),
         });
         self
     }
@@ -87,6 +89,7 @@ impl HostBuilder {
             source: path.into(),
             world,
             limits: Vec::new(),
+            grant: String::new(),
         });
         self
     }
@@ -98,6 +101,13 @@ impl HostBuilder {
             .expect("add a plugin first")
             .limits
             .push((key.into(), value));
+        self
+    }
+
+    /// Sets the grant of the last added plugin: TOML lines for its
+    /// `[plugins.NAME.grant]` table.
+    pub fn grant(mut self, toml_lines: &str) -> Self {
+        self.plugins.last_mut().expect("add a plugin first").grant = toml_lines.into();
         self
     }
 
@@ -155,6 +165,9 @@ impl HostBuilder {
                 for (k, v) in &p.limits {
                     text.push_str(&format!("{k} = {v}\n"));
                 }
+            }
+            if !p.grant.is_empty() {
+                text.push_str(&format!("[plugins.{}.grant]\n{}\n", p.name, p.grant));
             }
             text.push('\n');
         }
@@ -392,4 +405,126 @@ pub async fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) 
 /// The path of a file in the repository.
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// One request an [`Upstream`] received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// A local HTTP server on `127.0.0.1:0` that records every request and
+/// answers 200 with a JSON echo of the request's headers (a server that
+/// reflects credentials, the worst case for secret hygiene).
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Everything it received.
+    pub received: Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl Upstream {
+    /// Starts it.
+    ///
+    /// # Panics
+    /// When it cannot bind.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
+        let rec = received.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let rec = rec.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let rec = rec.clone();
+                        async move {
+                            let method = req.method().to_string();
+                            let uri = req.uri().to_string();
+                            let headers: Vec<(String, String)> = req
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                                .collect();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes().to_vec())
+                                .unwrap_or_default();
+                            let echo = serde_json::json!({ "headers": headers.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>() });
+                            rec.lock().unwrap().push(Received {
+                                method,
+                                uri,
+                                headers,
+                                body,
+                            });
+                            let mut resp = hyper::Response::new(Full::new(Bytes::from(echo.to_string())));
+                            for (k, v) in echo["headers"].as_array().unwrap().iter().enumerate() {
+                                if let Ok(v) = hyper::header::HeaderValue::from_str(v.as_str().unwrap_or_default()) {
+                                    resp.headers_mut().insert(
+                                        hyper::header::HeaderName::from_bytes(format!("x-echo-{k}").as_bytes())
+                                            .unwrap(),
+                                        v,
+                                    );
+                                }
+                            }
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, received }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A copy of what it received.
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// A resolver that answers from a fixed table (the DNS-rebinding test maps
+/// a public-looking name to 127.0.0.1).
+#[derive(Debug, Clone, Default)]
+pub struct MapResolver(pub HashMap<String, Vec<std::net::IpAddr>>);
+
+impl algobanana::capabilities::http::Resolver for MapResolver {
+    fn resolve(
+        &self,
+        host: String,
+        port: u16,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Vec<SocketAddr>>> + Send>> {
+        let found = self.0.get(&host).cloned();
+        Box::pin(async move {
+            found
+                .map(|ips| ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect())
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("{host}: not in the test resolver"),
+                    )
+                })
+        })
+    }
 }

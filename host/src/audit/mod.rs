@@ -43,6 +43,12 @@ pub mod action {
     pub const CAPABILITY_KV: &str = "capability.kv";
     /// A plugin was refused a capability.
     pub const CAPABILITY_DENIED: &str = "capability.denied";
+    /// An outbound HTTP request made for a plugin (method, URL, status,
+    /// bytes, duration).
+    pub const CAPABILITY_HTTP: &str = "capability.http";
+    /// A secret was used for a plugin (name and purpose, never the value);
+    /// committed before the use.
+    pub const SECRET_USED: &str = "secret.used";
     /// An order intent about to go to a broker (audit before act).
     pub const ORDER_INTENT: &str = "order.intent";
     /// The host started.

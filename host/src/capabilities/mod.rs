@@ -6,8 +6,10 @@
 //! [`CapabilityError`] and the host records the event.
 
 pub mod clock;
+pub mod http;
 pub mod kv;
 pub mod log;
+pub mod secrets;
 
 use crate::plugins::bindings::types;
 
@@ -43,4 +45,22 @@ impl types::Host for crate::plugins::state::PluginState {
             CapabilityError::Trap(e) => return Err(e),
         })
     }
+}
+
+/// Lowers a host result for the broker-world imports (`http`, `secrets`),
+/// whose bindings share the `types` interface with the rule world and so
+/// take the WIT error type directly: a guest error stays a value, a host
+/// bug becomes a trap.
+///
+/// # Errors
+/// The trap.
+pub fn lower<T>(r: Result<T, CapabilityError>) -> wasmtime::Result<Result<T, types::CapabilityError>> {
+    Ok(match r {
+        Ok(v) => Ok(v),
+        Err(CapabilityError::Denied(m)) => Err(types::CapabilityError::Denied(m)),
+        Err(CapabilityError::QuotaExceeded(m)) => Err(types::CapabilityError::QuotaExceeded(m)),
+        Err(CapabilityError::InvalidArgument(m)) => Err(types::CapabilityError::InvalidArgument(m)),
+        Err(CapabilityError::Unavailable(m)) => Err(types::CapabilityError::Unavailable(m)),
+        Err(CapabilityError::Trap(e)) => return Err(e),
+    })
 }

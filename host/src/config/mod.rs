@@ -36,6 +36,160 @@ pub struct Config {
     pub plugins: IndexMap<PluginName, PluginConfig>,
     /// Routes by name, in file order.
     pub routes: IndexMap<RouteName, RouteConfig>,
+    /// Secret sources by name, with the hosts each may be sent to (`None`:
+    /// any host in the using plugin's `http` grant).
+    pub secrets: IndexMap<String, (SecretSource, Option<Vec<String>>)>,
+}
+
+/// Where a secret's value comes from.
+#[derive(Clone)]
+pub enum SecretSource {
+    /// An environment variable.
+    Env(String),
+    /// The value from the config file.
+    Value(secrecy::SecretString),
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Env(v) => write!(f, "Env({v})"),
+            Self::Value(_) => f.write_str("Value(REDACTED)"),
+        }
+    }
+}
+
+/// One `http` grant entry: `scheme://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Lower-case host name or IP literal; `*.example.com` matches
+    /// subdomains (not the apex).
+    pub host: String,
+    /// The port (the scheme's default when not written).
+    pub port: u16,
+}
+
+impl Origin {
+    /// Parses `scheme://host[:port]`; paths, queries, user info and bare
+    /// wildcards are refused.
+    ///
+    /// # Errors
+    /// What is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| format!("`{text}` has no scheme; expected https://host or http://host:port"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "https" => 443,
+            "http" => 80,
+            _ => return Err(format!("`{text}`: the scheme must be http or https")),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+            return Err(format!(
+                "`{text}`: expected only scheme://host[:port], without a path, query or user"
+            ));
+        }
+        let bad_port = |p: &str| format!("`{text}`: `{p}` is not a port (1–65535)");
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("`{text}`: unterminated IPv6 literal"))?;
+            match after.strip_prefix(':') {
+                Some(p) => (h, p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad_port(p))?),
+                None if after.is_empty() => (h, default_port),
+                None => return Err(format!("`{text}`: unexpected `{after}` after the address")),
+            }
+        } else {
+            match rest.split_once(':') {
+                Some((h, p)) => (h, p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad_port(p))?),
+                None => (rest, default_port),
+            }
+        };
+        let host = host.to_ascii_lowercase();
+        let bare = host.strip_prefix("*.").unwrap_or(&host);
+        if bare.is_empty() || bare.contains('*') {
+            return Err(format!(
+                "`{text}`: the only wildcard is a `*.` prefix on the host, as in https://*.example.com"
+            ));
+        }
+        Ok(Self { scheme, host, port })
+    }
+
+    /// Returns true if and only if `scheme`, `host` and `port` are allowed by this entry.
+    pub fn matches(&self, scheme: &str, host: &str, port: u16) -> bool {
+        if self.scheme != scheme || self.port != port {
+            return false;
+        }
+        match self.host.strip_prefix("*.") {
+            Some(suffix) => {
+                host.len() > suffix.len() + 1
+                    && host.ends_with(suffix)
+                    && host[..host.len() - suffix.len()].ends_with('.')
+            }
+            None => self.host == host,
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        write!(f, "{}://{}:{}", self.scheme, host, self.port)
+    }
+}
+
+/// What a plugin may use beyond `log` and `clock`. Deny by default: no
+/// `http` entries means no outbound HTTP, no `secrets` means no secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The digest the operator approved (`sha256:…`), when pinned.
+    pub digest: Option<String>,
+    /// The private key-value store.
+    pub kv: bool,
+    /// Reachable origins.
+    pub http: Vec<Origin>,
+    /// Loopback addresses allowed.
+    pub allow_loopback: bool,
+    /// Private, CGNAT and link-local addresses allowed.
+    pub allow_private: bool,
+    /// Secret names.
+    pub secrets: Vec<String>,
+    /// Outbound requests per call.
+    pub max_requests_per_call: u32,
+    /// Request body cap.
+    pub max_request_bytes: usize,
+    /// Response body cap.
+    pub max_response_bytes: usize,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Time to the response.
+    pub response_timeout: Duration,
+}
+
+impl Default for Grant {
+    fn default() -> Self {
+        Self {
+            digest: None,
+            kv: true,
+            http: Vec::new(),
+            allow_loopback: false,
+            allow_private: false,
+            secrets: Vec::new(),
+            max_requests_per_call: 8,
+            max_request_bytes: 256 * 1024,
+            max_response_bytes: 1 << 20,
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// HTTP server settings.
@@ -86,6 +240,8 @@ pub struct PluginConfig {
     pub version: String,
     /// Per-call limits.
     pub limits: Limits,
+    /// Capabilities granted.
+    pub grant: Grant,
 }
 
 /// Per-call limits of a plugin. Every hit is a trap or typed error, audited

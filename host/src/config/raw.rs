@@ -22,6 +22,56 @@ pub struct RawConfig {
     /// `[[routes]]`.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// Secrets plugins may be granted, by name: where each value comes
+    /// from. Until the vault lands (issue 5) this is the operator's config
+    /// or environment.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, RawSecret>,
+}
+
+/// Where a secret's value comes from: exactly one of the two.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecret {
+    /// An environment variable of the host process.
+    pub env: Option<String>,
+    /// The value itself (stored in plain text in this file; prefer `env`).
+    pub value: Option<String>,
+    /// Hosts the secret may be sent to in a header (default: every host in
+    /// the using plugin's `http` grant).
+    pub hosts: Option<Vec<String>>,
+}
+
+/// What the operator grants one plugin beyond `log` and `clock`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrant {
+    /// The component digest (`sha256:…`) this grant was approved for.
+    pub digest: Option<String>,
+    /// The private key-value store (default true).
+    pub kv: Option<bool>,
+    /// Origins (`scheme://host[:port]`, `*.` prefix allowed on the host).
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// Allow loopback addresses (tests, local gateways).
+    #[serde(default)]
+    pub allow_loopback: bool,
+    /// Allow private, CGNAT and link-local addresses.
+    #[serde(default)]
+    pub allow_private: bool,
+    /// Secret names (keys of `[secrets]`).
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Outbound requests per call (default 8).
+    pub max_requests_per_call: Option<u32>,
+    /// Request body cap in bytes (default 256 KiB).
+    pub max_request_bytes: Option<u64>,
+    /// Response body cap in bytes (default 1 MiB).
+    pub max_response_bytes: Option<u64>,
+    /// Connect timeout in ms (default 2,000).
+    pub connect_timeout_ms: Option<u64>,
+    /// Time to the response in ms (default 5,000; never past the call deadline).
+    pub response_timeout_ms: Option<u64>,
 }
 
 /// `[server]`.
@@ -67,6 +117,9 @@ pub struct RawPlugin {
     /// Overrides of `[limits]`.
     #[serde(default)]
     pub limits: RawLimits,
+    /// Capabilities granted beyond `log` and `clock`.
+    #[serde(default)]
+    pub grant: Option<RawGrant>,
 }
 
 /// `[[routes]]`.

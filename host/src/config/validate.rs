@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 
-use super::raw::{RawConfig, RawLimits, RawPlugin};
+use super::raw::{RawConfig, RawGrant, RawLimits, RawPlugin};
 use super::{
-    Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Limits, PluginConfig, PluginSource, RouteConfig, ServerConfig,
-    World,
+    Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Grant, Limits, Origin, PluginConfig, PluginSource, RouteConfig,
+    SecretSource, ServerConfig, World,
 };
 use crate::domain::ids::{PluginName, RouteName};
 use crate::plugins::builtin;
@@ -177,6 +177,48 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
     }
 
+    let mut secrets = IndexMap::new();
+    for (name, rs) in &raw.secrets {
+        let key = format!("secrets.{name}");
+        if !valid_secret_name(name) {
+            p.push(format!(
+                "{key}: secret names are 1–64 lowercase letters, digits, '-', '_' or '.'"
+            ));
+            continue;
+        }
+        let hosts: Option<Vec<String>> = rs
+            .hosts
+            .as_ref()
+            .map(|h| h.iter().map(|h| h.to_ascii_lowercase()).collect());
+        if let Some(h) = &hosts
+            && (h.is_empty() || h.iter().any(|h| h.is_empty() || h.contains(['/', ':', '*', ' '])))
+        {
+            p.push(format!(
+                "{key}.hosts: expected host names such as \"paper-api.alpaca.markets\" (no scheme, port or wildcard)"
+            ));
+        }
+        match (&rs.env, &rs.value) {
+            (Some(var), None) if !var.is_empty() => {
+                secrets.insert(name.clone(), (SecretSource::Env(var.clone()), hosts));
+            }
+            (None, Some(value)) if !value.is_empty() => {
+                secrets.insert(name.clone(), (SecretSource::Value(value.clone().into()), hosts));
+            }
+            _ => p.push(format!(
+                "{key}: set exactly one of `env = \"VARIABLE\"` (preferred) or `value = \"…\"`"
+            )),
+        }
+    }
+    for (name, pc) in &plugins {
+        for s in &pc.grant.secrets {
+            if !raw.secrets.contains_key(s) {
+                p.push(format!(
+                    "plugins.{name}.grant.secrets: `{s}` is not defined; add [secrets.{s}] with `env = \"VARIABLE\"`"
+                ));
+            }
+        }
+    }
+
     if !p.is_empty() {
         return Err(ConfigError::Invalid {
             path: path.to_owned(),
@@ -188,6 +230,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         server: ServerConfig { listen, max_body_bytes },
         plugins,
         routes,
+        secrets,
     })
 }
 
@@ -242,13 +285,101 @@ fn plugin(rp: &RawPlugin, key: &str, base: &Path, defaults: Limits, p: &mut Vec<
             "{key}.version: expected a version such as 1.2.0 (no spaces, at most 64 characters)"
         ));
     }
-    let limits = limits(&rp.limits, defaults, &format!("{key}.limits"), p);
+    let mut limits = limits(&rp.limits, defaults, &format!("{key}.limits"), p);
+    let grant = rp
+        .grant
+        .as_ref()
+        .map(|g| grant(g, &format!("{key}.grant"), p))
+        .unwrap_or_default();
+    // A broker that talks to an API over the network needs more than the
+    // 100 ms a pure computation gets; 10 s unless the operator set one.
+    if !grant.http.is_empty() && rp.limits.deadline_ms.is_none() {
+        limits.deadline = limits.deadline.max(Duration::from_secs(10));
+    }
+    if world == Some(World::Rule) && (!grant.http.is_empty() || !grant.secrets.is_empty()) {
+        p.push(format!(
+            "{key}.grant: rules cannot use `http` or `secrets` (only broker plugins can); remove them"
+        ));
+    }
     Some(PluginConfig {
         source: source?,
         world: world?,
         version,
         limits,
+        grant,
     })
+}
+
+fn valid_secret_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+}
+
+fn grant(raw: &RawGrant, key: &str, p: &mut Vec<String>) -> Grant {
+    let d = Grant::default();
+    let mut http = Vec::new();
+    for (i, o) in raw.http.iter().enumerate() {
+        match Origin::parse(o) {
+            Ok(origin) => http.push(origin),
+            Err(e) => p.push(format!("{key}.http[{i}]: {e}")),
+        }
+    }
+    if let Some(digest) = &raw.digest
+        && !(digest.len() == 71 && digest.starts_with("sha256:") && digest[7..].chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        p.push(format!("{key}.digest: expected sha256: and 64 hex digits"));
+    }
+    let mut bounded = |name: &str, v: Option<u64>, max: u64, default: u64| -> u64 {
+        match v {
+            None => default,
+            Some(n) if (1..=max).contains(&n) => n,
+            Some(n) => {
+                p.push(format!("{key}.{name}: {n} is out of range; expected 1 to {max}"));
+                default
+            }
+        }
+    };
+    let max_requests_per_call = bounded(
+        "max_requests_per_call",
+        raw.max_requests_per_call.map(u64::from),
+        64,
+        u64::from(d.max_requests_per_call),
+    );
+    let max_request_bytes = bounded(
+        "max_request_bytes",
+        raw.max_request_bytes,
+        16 << 20,
+        d.max_request_bytes as u64,
+    );
+    let max_response_bytes = bounded(
+        "max_response_bytes",
+        raw.max_response_bytes,
+        64 << 20,
+        d.max_response_bytes as u64,
+    );
+    let connect = bounded("connect_timeout_ms", raw.connect_timeout_ms, MAX_DEADLINE_MS, 2_000);
+    let response = bounded("response_timeout_ms", raw.response_timeout_ms, MAX_DEADLINE_MS, 5_000);
+    let mut secrets: Vec<String> = Vec::new();
+    for s in &raw.secrets {
+        if !secrets.contains(s) {
+            secrets.push(s.clone());
+        }
+    }
+    Grant {
+        digest: raw.digest.clone(),
+        kv: raw.kv.unwrap_or(true),
+        http,
+        allow_loopback: raw.allow_loopback,
+        allow_private: raw.allow_private,
+        secrets,
+        max_requests_per_call: u32::try_from(max_requests_per_call).unwrap_or(8),
+        max_request_bytes: usize::try_from(max_request_bytes).unwrap_or(d.max_request_bytes),
+        max_response_bytes: usize::try_from(max_response_bytes).unwrap_or(d.max_response_bytes),
+        connect_timeout: Duration::from_millis(connect),
+        response_timeout: Duration::from_millis(response),
+    }
 }
 
 fn limits(raw: &RawLimits, base: Limits, key: &str, p: &mut Vec<String>) -> Limits {

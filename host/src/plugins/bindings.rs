@@ -23,7 +23,13 @@ pub mod broker {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "algobanana:plugin/broker",
-        imports: { default: trappable },
+        // These two wait for the audit commit (and the network) before
+        // they act.
+        imports: {
+            "algobanana:plugin/http.send": async | trappable,
+            "algobanana:plugin/secrets.sign": async | trappable,
+            default: trappable,
+        },
         exports: { default: async },
         with: {
             "algobanana:plugin/types": super::rule::algobanana::plugin::types,
@@ -34,4 +40,5 @@ pub mod broker {
     });
 }
 
+pub use broker::algobanana::plugin::{http, secrets};
 pub use rule::algobanana::plugin::{clock, kv, log, types};

@@ -15,10 +15,12 @@ use super::bindings::types as wit;
 use super::convert;
 use super::limiter::TotalLimiter;
 use super::registry::{LoadedPlugin, Pre, Registry};
-use super::state::PluginState;
+use super::state::{CallAudit, PluginState};
 use crate::audit::{ActorKind, AuditError, AuditEvent, AuditLog, Context, Outcome, Receipt, action};
+use crate::capabilities::http::HttpState;
 use crate::capabilities::kv::{KvQuotas, KvState, KvSummary};
 use crate::capabilities::log::{LogLine, LogState};
+use crate::capabilities::secrets::SecretsState;
 
 /// Extra wall-clock time past the deadline before the host abandons a call
 /// stuck in a host function (epochs do not interrupt host code).
@@ -160,6 +162,10 @@ pub struct CallStats {
     pub output_bytes: usize,
     /// What the call did with its kv namespace.
     pub kv: KvSummary,
+    /// Capability uses and denials (each also its own audit row).
+    pub capabilities: Vec<Value>,
+    /// Outbound requests made.
+    pub http_requests: u32,
 }
 
 /// A call run in the sandbox but not audited (see [`Registry::execute_rule`]).
@@ -331,7 +337,9 @@ impl Registry {
             return Err(CallError::WrongWorld(plugin.name.to_string(), "rule"));
         };
         let call = rule_call(pre, alert, config, portfolio);
-        Ok(self.execute(plugin, call, rule_output(plugin.limits.max_intents)).await)
+        Ok(self
+            .execute(plugin, call, rule_output(plugin.limits.max_intents), None)
+            .await)
     }
 
     /// Calls a broker export and audits the call.
@@ -413,6 +421,7 @@ impl Registry {
         plugin: &LoadedPlugin,
         call: impl FnOnce(Store<PluginState>) -> CallFuture<Result<T, E>>,
         output: impl FnOnce(&Result<T, E>) -> Result<Value, TrapCause>,
+        audit: Option<CallAudit>,
     ) -> Execution<T, E> {
         let _permit = self.calls.acquire().await.ok();
         let _serial = match &plugin.serial {
@@ -425,6 +434,13 @@ impl Registry {
             TotalLimiter::new(limits.memory_bytes),
             LogState::new(name.clone(), limits.log_bytes_per_call, limits.log_line_bytes),
             KvState::new(name.clone(), self.db.clone(), KvQuotas::default()),
+            SecretsState::new(plugin.secret_names.clone(), self.secrets.clone()),
+            HttpState::new(
+                plugin.grant.clone(),
+                self.resolver.clone(),
+                Instant::now() + limits.deadline,
+            ),
+            audit,
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -468,6 +484,8 @@ impl Registry {
                 stats.log = std::mem::take(&mut data.log.lines);
                 stats.log_dropped = data.log.dropped;
                 stats.kv = data.kv.summary.clone();
+                stats.capabilities = std::mem::take(&mut data.capability_events);
+                stats.http_requests = data.http.requests();
                 returned = match result {
                     Err(e) => Returned::Trap(classify(&e, data, budget, limits.fuel)),
                     Ok(r) => match output(&r) {
@@ -523,14 +541,27 @@ impl Registry {
         ctx: &Context,
         output: impl FnOnce(&Result<T, E>) -> Result<Value, TrapCause>,
     ) -> Result<Called<T, E>, CallError> {
+        let call_id = uuid::Uuid::now_v7().to_string();
         let Execution {
             returned,
             stats,
             output,
-        } = self.execute(plugin, call, output).await;
+        } = self
+            .execute(
+                plugin,
+                call,
+                output,
+                Some(CallAudit {
+                    log: audit.clone(),
+                    ctx: ctx.clone(),
+                    actor: plugin.actor_id(),
+                    digest: plugin.digest.clone(),
+                    call_id: call_id.clone(),
+                }),
+            )
+            .await;
         let limits = plugin.limits;
         let name = plugin.name.to_string();
-        let call_id = uuid::Uuid::now_v7().to_string();
         let (outcome, detail, error) = match &returned {
             Returned::Ok(_) => (Outcome::Success, "ok", None),
             Returned::GuestError(_) => (Outcome::Failure, "guest_error", None),
@@ -563,6 +594,8 @@ impl Registry {
                 },
                 "log": stats.log,
                 "log_dropped": stats.log_dropped,
+                "capabilities": stats.capabilities,
+                "http_requests": stats.http_requests,
                 "kv": { "reads": stats.kv.reads, "writes": stats.kv.writes, "keys_changed": stats.kv.keys_changed,
                         "refused": stats.kv.refused, "committed": kv_committed },
             }));

@@ -16,7 +16,9 @@ use super::bindings::{broker::BrokerPre, rule::RulePre};
 use super::engine::{self, EngineSettings};
 use super::state::PluginState;
 use super::{bindings, builtin};
-use crate::config::{Config, Limits, PluginConfig, PluginSource, World};
+use crate::capabilities::http::{Resolver, SystemResolver};
+use crate::capabilities::secrets::{ConfigSecrets, SecretStore};
+use crate::config::{Config, Grant, Limits, PluginConfig, PluginSource, World};
 use crate::domain::ids::PluginName;
 use crate::store::StateDb;
 
@@ -24,14 +26,38 @@ use crate::store::StateDb;
 /// wide margin; a bigger file is refused before it is read into memory.
 pub const MAX_COMPONENT_BYTES: u64 = 256 << 20;
 
-/// Host interfaces a plugin may import, by name without version. The
+/// Host interfaces every plugin may import, by name without version. The
 /// version must be semver-compatible with [`super::WIT_VERSION`] (0.1.x).
-const HOST_INTERFACES: &[&str] = &[
+const BASE_INTERFACES: &[&str] = &[
     "algobanana:plugin/log",
     "algobanana:plugin/clock",
-    "algobanana:plugin/kv",
     "algobanana:plugin/types",
 ];
+
+/// The interfaces `grant` adds to the base set.
+fn granted_interfaces(grant: &Grant) -> Vec<&'static str> {
+    let mut v = BASE_INTERFACES.to_vec();
+    if grant.kv {
+        v.push("algobanana:plugin/kv");
+    }
+    if !grant.secrets.is_empty() {
+        v.push("algobanana:plugin/secrets");
+    }
+    if !grant.http.is_empty() {
+        v.push("algobanana:plugin/http");
+    }
+    v
+}
+
+/// What to add to the grant for `interface`, for the refusal message.
+fn grant_hint(interface: &str) -> Option<&'static str> {
+    Some(match interface {
+        "algobanana:plugin/kv" => "kv = true",
+        "algobanana:plugin/http" => "http = [\"https://host\"]",
+        "algobanana:plugin/secrets" => "secrets = [\"name\"] (with [secrets.name])",
+        _ => return None,
+    })
+}
 
 /// Baseline WASI packages, linked against a deny-all context.
 const WASI_PACKAGES: &[&str] = &[
@@ -67,12 +93,34 @@ pub enum PluginError {
         message: String,
     },
     /// The component imports something the host does not provide.
-    #[error("plugin `{plugin}` was refused at load: it imports {}, which algobanana does not provide; plugins may import only algobanana:plugin/{{log,clock,kv}}@0.1 and baseline WASI (io, clocks, random, cli, filesystem, sockets — all empty)", .imports.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", "))]
+    #[error("plugin `{plugin}` was refused at load: it imports {}, which algobanana does not provide; plugins may import only algobanana:plugin/{{log,clock,kv,secrets,http}}@0.1 and baseline WASI (io, clocks, random, cli, filesystem, sockets — all empty)", .imports.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", "))]
     Imports {
         /// The plugin.
         plugin: String,
         /// Every offending import.
         imports: Vec<String>,
+    },
+    /// The component imports a host interface its grant does not include.
+    #[error("plugin `{plugin}` was refused at load: it imports {}, which its grant does not include; review the plugin, then add {} to [plugins.{plugin}.grant]", .imports.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", "), .hints.join(" and "))]
+    NotGranted {
+        /// The plugin.
+        plugin: String,
+        /// Every import not granted.
+        imports: Vec<String>,
+        /// What to add to the grant.
+        hints: Vec<String>,
+    },
+    /// The grant was approved for another digest and this one needs more.
+    #[error(
+        "plugin `{plugin}` changed: its digest is {actual}, but its grant was approved for {approved}; review the new component, then set digest = \"{actual}\" in [plugins.{plugin}.grant]"
+    )]
+    DigestChanged {
+        /// The plugin.
+        plugin: String,
+        /// The digest in the grant.
+        approved: String,
+        /// The component's digest.
+        actual: String,
     },
     /// The component does not implement the configured world.
     #[error(
@@ -137,6 +185,10 @@ pub struct LoadedPlugin {
     pub uses_kv: bool,
     /// Serialises calls of a kv-using plugin.
     pub(crate) serial: Option<tokio::sync::Mutex<()>>,
+    /// What the operator granted.
+    pub grant: Arc<Grant>,
+    /// The granted secret names.
+    pub(crate) secret_names: Arc<[String]>,
     /// The pre-instantiated component.
     pub(crate) pre: Pre,
 }
@@ -155,6 +207,8 @@ pub struct Registry {
     pub(crate) db: StateDb,
     pub(crate) fuel: bool,
     pub(crate) calls: Arc<tokio::sync::Semaphore>,
+    pub(crate) secrets: Arc<dyn SecretStore>,
+    pub(crate) resolver: Arc<dyn Resolver>,
     plugins: HashMap<PluginName, Arc<LoadedPlugin>>,
 }
 
@@ -165,12 +219,26 @@ impl Registry {
     /// # Errors
     /// The first [`PluginError`].
     pub fn load(config: &Config, db: StateDb, cache_dir: &Path) -> Result<Self, PluginError> {
+        Self::load_with(config, db, cache_dir, None)
+    }
+
+    /// [`Registry::load`] with another resolver for outbound HTTP (tests map
+    /// names to local addresses with it).
+    ///
+    /// # Errors
+    /// The first [`PluginError`].
+    pub fn load_with(
+        config: &Config,
+        db: StateDb,
+        cache_dir: &Path,
+        resolver: Option<Arc<dyn Resolver>>,
+    ) -> Result<Self, PluginError> {
         let settings = engine_settings(config.plugins.values());
         let engine = engine::build(settings).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
-        let linker = linker(&engine).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let cache = Cache::open(cache_dir, &engine)?;
         let mut plugins = HashMap::new();
         for (name, pc) in &config.plugins {
+            let linker = linker(&engine, &pc.grant).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
             let loaded = load_one(&engine, &linker, &cache, &db, name, pc)?;
             plugins.insert(name.clone(), Arc::new(loaded));
         }
@@ -179,6 +247,8 @@ impl Registry {
             db,
             fuel: settings.fuel,
             calls: Arc::new(tokio::sync::Semaphore::new(engine::MAX_CONCURRENT_CALLS)),
+            secrets: Arc::new(ConfigSecrets::new(config.secrets.clone())),
+            resolver: resolver.unwrap_or_else(|| Arc::new(SystemResolver)),
             plugins,
         })
     }
@@ -206,14 +276,24 @@ fn engine_settings<'a>(plugins: impl Iterator<Item = &'a PluginConfig>) -> Engin
     s
 }
 
-/// The linker template: deny-all baseline WASI and the host interfaces.
-fn linker(engine: &Engine) -> wasmtime::Result<Linker<PluginState>> {
+/// One plugin's linker: deny-all baseline WASI, the base host interfaces,
+/// and only the capabilities its grant includes. An import of anything
+/// else has nothing to link against (and is refused earlier, by name).
+fn linker(engine: &Engine, grant: &Grant) -> wasmtime::Result<Linker<PluginState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     bindings::log::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
     bindings::clock::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
-    bindings::kv::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
     bindings::types::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+    if grant.kv {
+        bindings::kv::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+    }
+    if !grant.secrets.is_empty() {
+        bindings::secrets::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+    }
+    if !grant.http.is_empty() {
+        bindings::http::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+    }
     Ok(linker)
 }
 
@@ -253,29 +333,59 @@ fn compatible(version: &str) -> bool {
         .is_some_and(|patch| !patch.is_empty() && patch.chars().all(|c| c.is_ascii_digit()))
 }
 
-/// Checks every import; returns whether `kv` is imported.
-fn check_imports(engine: &Engine, component: &Component, plugin: &PluginName) -> Result<bool, PluginError> {
-    let mut refused = Vec::new();
+/// Every algobanana host interface, granted or not.
+const ALL_INTERFACES: &[&str] = &[
+    "algobanana:plugin/log",
+    "algobanana:plugin/clock",
+    "algobanana:plugin/types",
+    "algobanana:plugin/kv",
+    "algobanana:plugin/secrets",
+    "algobanana:plugin/http",
+];
+
+/// Checks every import against what exists and what `grant` includes;
+/// returns whether `kv` is imported.
+fn check_imports(
+    engine: &Engine,
+    component: &Component,
+    plugin: &PluginName,
+    grant: &Grant,
+) -> Result<bool, PluginError> {
+    let granted = granted_interfaces(grant);
+    let mut unknown = Vec::new();
+    let mut not_granted = Vec::new();
+    let mut hints = Vec::new();
     let mut uses_kv = false;
     for (name, _) in component.component_type().imports(engine) {
         if WASI_PACKAGES.iter().any(|p| name.starts_with(p)) {
             continue;
         }
         match name.split_once('@') {
-            Some((base, version)) if HOST_INTERFACES.contains(&base) && compatible(version) => {
-                uses_kv |= base == "algobanana:plugin/kv";
+            Some((base, version)) if ALL_INTERFACES.contains(&base) && compatible(version) => {
+                if granted.contains(&base) {
+                    uses_kv |= base == "algobanana:plugin/kv";
+                } else {
+                    not_granted.push(name.to_owned());
+                    hints.extend(grant_hint(base).map(|h| format!("`{h}`")));
+                }
             }
-            _ => refused.push(name.to_owned()),
+            _ => unknown.push(name.to_owned()),
         }
     }
-    if refused.is_empty() {
-        Ok(uses_kv)
-    } else {
-        Err(PluginError::Imports {
+    if !unknown.is_empty() {
+        return Err(PluginError::Imports {
             plugin: plugin.to_string(),
-            imports: refused,
-        })
+            imports: unknown,
+        });
     }
+    if !not_granted.is_empty() {
+        return Err(PluginError::NotGranted {
+            plugin: plugin.to_string(),
+            imports: not_granted,
+            hints,
+        });
+    }
+    Ok(uses_kv)
 }
 
 fn load_one(
@@ -288,8 +398,17 @@ fn load_one(
 ) -> Result<LoadedPlugin, PluginError> {
     let bytes = read_source(name, pc)?;
     let digest = hex::encode(Sha256::digest(&bytes));
+    if let Some(approved) = &pc.grant.digest
+        && *approved != format!("sha256:{digest}")
+    {
+        return Err(PluginError::DigestChanged {
+            plugin: name.to_string(),
+            approved: approved.clone(),
+            actual: format!("sha256:{digest}"),
+        });
+    }
     let component = cache.component(engine, db, name, &digest, &bytes)?;
-    let uses_kv = check_imports(engine, &component, name)?;
+    let uses_kv = check_imports(engine, &component, name, &pc.grant)?;
     let world_err = |e: wasmtime::Error| PluginError::World {
         plugin: name.to_string(),
         world: pc.world.as_str(),
@@ -308,6 +427,8 @@ fn load_one(
         limits: pc.limits,
         uses_kv,
         serial: uses_kv.then(|| tokio::sync::Mutex::new(())),
+        grant: Arc::new(pc.grant.clone()),
+        secret_names: pc.grant.secrets.clone().into(),
         pre,
     })
 }

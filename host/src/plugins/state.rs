@@ -6,8 +6,28 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::limiter::TotalLimiter;
+use crate::audit::{ActorKind, AuditEvent, AuditLog, Context, Outcome, action};
+use crate::capabilities::CapabilityError;
+use crate::capabilities::http::HttpState;
 use crate::capabilities::kv::KvState;
 use crate::capabilities::log::LogState;
+use crate::capabilities::secrets::SecretsState;
+
+/// The audit context of one call: capability events are child rows of the
+/// call's `plugin.call` row, linked by `call_id`.
+#[derive(Debug, Clone)]
+pub struct CallAudit {
+    /// The log.
+    pub log: AuditLog,
+    /// The request context.
+    pub ctx: Context,
+    /// `name@version`.
+    pub actor: String,
+    /// `sha256:…` of the component.
+    pub digest: String,
+    /// The id the `plugin.call` row will carry.
+    pub call_id: String,
+}
 
 /// Store data for one plugin call.
 #[allow(missing_debug_implementations)]
@@ -20,18 +40,107 @@ pub struct PluginState {
     pub log: LogState,
     /// `kv` capability state.
     pub kv: KvState,
+    /// `secrets` capability state.
+    pub secrets: SecretsState,
+    /// `http` capability state.
+    pub http: HttpState,
+    /// Where capability events go; `None` for unaudited runs (`plugin
+    /// test`, benchmarks), in which capabilities that act on the world
+    /// (`http`, `secrets`) are refused.
+    pub audit: Option<CallAudit>,
+    /// Capability events of this call (denials included), for the
+    /// `plugin.call` row's summary.
+    pub capability_events: Vec<serde_json::Value>,
 }
 
 impl PluginState {
     /// Fresh state for one call.
-    pub fn new(limiter: TotalLimiter, log: LogState, kv: KvState) -> Self {
+    pub fn new(
+        limiter: TotalLimiter,
+        log: LogState,
+        kv: KvState,
+        secrets: SecretsState,
+        http: HttpState,
+        audit: Option<CallAudit>,
+    ) -> Self {
         Self {
             wasi: deny_all_wasi(),
             table: ResourceTable::new(),
             limiter,
             log,
             kv,
+            secrets,
+            http,
+            audit,
+            capability_events: Vec::new(),
         }
+    }
+
+    /// The audit actor id (`name@version`).
+    pub fn actor(&self) -> String {
+        self.audit
+            .as_ref()
+            .map_or_else(|| self.log.plugin.clone(), |a| a.actor.clone())
+    }
+
+    /// Appends a capability event (with `call_id`, plugin digest and the
+    /// request context) and waits for its commit: the caller acts only
+    /// after this returns `Ok`.
+    ///
+    /// # Errors
+    /// `unavailable` when the call is unaudited or the audit log refused
+    /// the event (the action must then not happen).
+    pub async fn record(&mut self, event: AuditEvent) -> Result<(), CapabilityError> {
+        let Some(audit) = &self.audit else {
+            return Err(CapabilityError::Unavailable(
+                "this capability acts on the world and is available only in audited calls".into(),
+            ));
+        };
+        let mut event = event.context(&audit.ctx);
+        if let serde_json::Value::Object(m) = &mut event.payload {
+            m.insert("call_id".into(), audit.call_id.clone().into());
+            m.insert("digest".into(), audit.digest.clone().into());
+        }
+        self.capability_events.push(serde_json::json!({
+            "action": event.action, "outcome": event.outcome.as_str(), "resource": event.resource,
+        }));
+        audit
+            .log
+            .record(event)
+            .await
+            .map(drop)
+            .map_err(|e| CapabilityError::Unavailable(format!("the audit log refused the event: {e}")))
+    }
+
+    /// Records a denial (`capability.denied`) without waiting for its
+    /// commit: a refusal acts on nothing.
+    pub fn deny(&mut self, operation: &str, reason: &str, detail: serde_json::Value) {
+        self.capability_events.push(serde_json::json!({
+            "action": action::CAPABILITY_DENIED, "operation": operation, "reason": reason,
+        }));
+        let Some(audit) = &self.audit else { return };
+        let mut payload = serde_json::json!({
+            "operation": operation, "reason": reason, "call_id": audit.call_id, "digest": audit.digest,
+        });
+        if let (serde_json::Value::Object(m), serde_json::Value::Object(d)) = (&mut payload, detail) {
+            m.extend(d);
+        }
+        let event = AuditEvent::new(
+            ActorKind::Plugin,
+            audit.actor.clone(),
+            action::CAPABILITY_DENIED,
+            Outcome::Deny,
+        )
+        .resource(format!("capability:{operation}"))
+        .context(&audit.ctx)
+        .payload(payload);
+        let log = audit.log.clone();
+        // Queued in order with every later event of the call.
+        tokio::spawn(async move {
+            if let Err(e) = log.record(event).await {
+                tracing::error!(error = %e, "cannot audit a capability denial");
+            }
+        });
     }
 }
 
