@@ -132,7 +132,17 @@ impl App {
             .plugins
             .keys()
             .filter_map(|n| self.registry.get(n))
-            .map(|p| json!({ "name": p.name, "version": p.version, "digest": p.digest, "world": p.world.as_str(), "uses_kv": p.uses_kv }))
+            .map(|p| {
+                json!({
+                    "name": p.name, "version": p.version, "digest": p.digest, "world": p.world.as_str(),
+                    "uses_kv": p.uses_kv, "manifest": p.manifest, "grant_carried_from": p.grant_carried_from,
+                    "grant": {
+                        "kv": p.grant.kv, "http": p.grant.http.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "secrets": p.grant.secrets, "allow_loopback": p.grant.allow_loopback,
+                        "allow_private": p.grant.allow_private,
+                    },
+                })
+            })
             .collect();
         self.audit
             .record(

@@ -83,6 +83,57 @@ pub mod broker {
     });
 }
 
+/// Embeds the plugin's manifest in the component, in a custom section named
+/// `algobanana-manifest` that the host reads at load (it is covered by the
+/// component's digest, so what a plugin requests cannot change without the
+/// digest changing). The argument is TOML:
+///
+/// ```toml
+/// name = "alpaca"
+/// version = "0.1.0"
+/// world = "broker"            # rule | broker
+/// wit = "0.1.0"               # the algobanana:plugin version it targets
+/// description = "Alpaca Trading API v2"
+///
+/// [requests]                  # what the operator is asked to grant
+/// kv = true
+/// http = ["https://paper-api.alpaca.markets"]
+/// secrets = ["alpaca_key_id", "alpaca_secret_key"]
+/// ```
+///
+/// ```ignore
+/// algobanana_plugin_sdk::manifest!(r#"
+/// name = "buy-one"
+/// version = "0.1.0"
+/// world = "rule"
+/// wit = "0.1.0"
+/// description = "Buys one share of whatever the alert names"
+/// "#);
+/// ```
+#[macro_export]
+macro_rules! manifest {
+    ($toml:expr) => {
+        const _: () = {
+            const TEXT: &str = $toml;
+            #[used]
+            #[unsafe(link_section = "algobanana-manifest")]
+            static MANIFEST: [u8; TEXT.len()] = $crate::__manifest_bytes::<{ TEXT.len() }>(TEXT);
+        };
+    };
+}
+
+#[doc(hidden)]
+pub const fn __manifest_bytes<const N: usize>(text: &str) -> [u8; N] {
+    let bytes = text.as_bytes();
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out
+}
+
 pub use broker::export_broker;
 pub use rule::export_rule;
 

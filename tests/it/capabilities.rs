@@ -313,43 +313,81 @@ async fn a_plugin_importing_an_ungranted_capability_is_refused_at_load() -> anyh
 }
 
 #[tokio::test]
-async fn a_grant_pinned_to_another_digest_refuses_the_new_component() -> anyhow::Result<()> {
+async fn a_changed_component_keeps_its_grant_only_if_it_requests_nothing_more() -> anyhow::Result<()> {
     let upstream = Upstream::start().await;
-    let wrong = format!("sha256:{}", "ab".repeat(32));
+    let old = format!("sha256:{}", "ab".repeat(32));
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(HTTP_PROBE)?))
+    );
+    let secrets =
+        "[secrets.api_key]\nvalue = \"a\"\n[secrets.hmac_key]\nvalue = \"b\"\n[secrets.pinned]\nvalue = \"c\"\n";
+    // Approved for another digest, and the new manifest asks for secrets the
+    // grant does not have: refused, naming what more it wants.
     let err = HostBuilder::new()
         .plugin("probe", HTTP_PROBE, "broker")
         .grant(&format!(
-            "digest = {wrong:?}\nhttp = [{:?}]\nallow_loopback = true\nsecrets = [\"k\"]\n",
+            "digest = {old:?}\nhttp = [{:?}]\nallow_loopback = true\nsecrets = [\"api_key\"]\n",
             upstream.origin()
         ))
         .route("probe", "tradingview", "probe")
-        .toml("[secrets.k]\nvalue = \"v\"\n")
+        .toml(secrets)
         .start()
         .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("plugin `probe` changed"), "{err}");
-    assert!(err.contains(&wrong), "{err}");
-    let digest = format!(
-        "sha256:{}",
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(HTTP_PROBE)?))
+    assert!(err.contains(&old), "{err}");
+    assert!(
+        err.contains("it requests more: secret hmac_key, secret pinned"),
+        "{err}"
     );
     assert!(
         err.contains(&format!("set digest = \"{digest}\"")),
         "says exactly what to approve: {err}"
     );
 
-    // The right digest loads.
-    HostBuilder::new()
+    // The same change when the grant already covers every request: carried
+    // over, and the start event records it with the manifest.
+    let host = HostBuilder::new()
         .plugin("probe", HTTP_PROBE, "broker")
         .grant(&format!(
-            "digest = {digest:?}\nhttp = [{:?}]\nallow_loopback = true\nsecrets = [\"k\"]\n",
+            "digest = {old:?}\nhttp = [{:?}]\nallow_loopback = true\nsecrets = [\"api_key\", \"hmac_key\", \"pinned\"]\n",
             upstream.origin()
         ))
         .route("probe", "tradingview", "probe")
         .broker_settings(json!({ "steps": [] }))
-        .toml("[secrets.k]\nvalue = \"v\"\n")
+        .toml(secrets)
         .start()
         .await?;
+    let start = audit(&host, "system.start");
+    let probe = start[0].payload["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "probe")
+        .unwrap()
+        .clone();
+    assert_eq!(probe["grant_carried_from"], old);
+    assert_eq!(probe["digest"], digest);
+    assert_eq!(probe["manifest"]["name"], "http-probe");
+    assert_eq!(
+        probe["manifest"]["requests"]["secrets"],
+        json!(["api_key", "hmac_key", "pinned"])
+    );
+    assert_eq!(
+        probe["grant"]["http"],
+        json!([format!("http://127.0.0.1:{}", upstream.addr.port())])
+    );
+
+    // A manifest that contradicts the config's world is refused.
+    let err = HostBuilder::new()
+        .plugin("probe", HTTP_PROBE, "rule")
+        .route("probe", "probe", "paper")
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("its manifest says world `broker`"), "{err}");
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use algobanana_tests::plugins::TRADINGVIEW;
+use algobanana_tests::plugins::{PANICS, TRADINGVIEW};
 use algobanana_tests::{HostBuilder, repo_path};
 
 #[test]
@@ -67,8 +67,20 @@ async fn a_corrupt_plugin_file_is_refused_at_start_with_a_clear_error() -> anyho
 
 #[tokio::test]
 async fn a_plugin_of_the_wrong_world_is_refused_naming_the_world() -> anyhow::Result<()> {
+    // A plugin with a manifest: the manifest names its world.
     let err = HostBuilder::new()
         .plugin("not-a-broker", TRADINGVIEW, "broker")
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("plugin `not-a-broker`: its manifest says world `rule` but [plugins.not-a-broker] says `broker`; set world = \"rule\""),
+        "{err}"
+    );
+    // Without a manifest, the component's exports decide.
+    let err = HostBuilder::new()
+        .plugin("not-a-broker", PANICS, "broker")
         .start()
         .await
         .unwrap_err()

@@ -324,6 +324,10 @@ async fn kv_counter() -> anyhow::Result<()> {
         .rule_config(json!({"panic_after_write": true}))
         .route("fill", "kv-counter", "paper")
         .rule_config(json!({"fill": 100}))
+        .plugin("tight", KV_COUNTER, "rule")
+        .grant("kv_max_keys = 5")
+        .route("tight", "tight", "paper")
+        .rule_config(json!({"fill": 100}))
         .start()
         .await?;
     let count = |body: serde_json::Value| body["orders"][0]["intent"]["quantity"].as_str().map(str::to_owned);
@@ -341,6 +345,12 @@ async fn kv_counter() -> anyhow::Result<()> {
         count(host.alert("hostile", "text/plain", "x").await?.json()).as_deref(),
         Some("3"),
         "the write made before the trap was discarded"
+    );
+    let tight = host.alert("tight", "text/plain", "x").await?.json();
+    let message = tight["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the cap is 5 (kv.max_keys"),
+        "the grant's quota applies: {message}"
     );
     let fill = host.alert("fill", "text/plain", "x").await?.json();
     let message = fill["error"]["message"].as_str().unwrap();

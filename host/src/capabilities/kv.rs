@@ -210,14 +210,14 @@ impl KvState {
         let (keys, bytes) = self.projected(key, Some(value.len() as u64))?;
         if keys > self.quotas.max_keys {
             let e = CapabilityError::QuotaExceeded(format!(
-                "kv namespace would hold {keys} keys; the cap is {} (kv.max_keys)",
+                "kv namespace would hold {keys} keys; the cap is {} (kv.max_keys; the operator sets kv_max_keys in the plugin's grant)",
                 self.quotas.max_keys
             ));
             return Err(self.refuse(e));
         }
         if bytes > self.quotas.max_total_bytes {
             let e = CapabilityError::QuotaExceeded(format!(
-                "kv namespace would hold {bytes} bytes; the cap is {} (kv.max_total_bytes)",
+                "kv namespace would hold {bytes} bytes; the cap is {} (kv.max_total_bytes; the operator sets kv_max_bytes in the plugin's grant)",
                 self.quotas.max_total_bytes
             ));
             return Err(self.refuse(e));

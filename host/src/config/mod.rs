@@ -154,6 +154,10 @@ pub struct Grant {
     pub digest: Option<String>,
     /// The private key-value store.
     pub kv: bool,
+    /// Most keys in the kv namespace.
+    pub kv_max_keys: u64,
+    /// Most bytes in the kv namespace.
+    pub kv_max_bytes: u64,
     /// Reachable origins.
     pub http: Vec<Origin>,
     /// Loopback addresses allowed.
@@ -179,6 +183,8 @@ impl Default for Grant {
         Self {
             digest: None,
             kv: true,
+            kv_max_keys: 1000,
+            kv_max_bytes: 4 << 20,
             http: Vec::new(),
             allow_loopback: false,
             allow_private: false,

@@ -62,6 +62,10 @@ pub struct RawGrant {
     /// Secret names (keys of `[secrets]`).
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Most keys in the plugin's kv namespace (default 1,000).
+    pub kv_max_keys: Option<u64>,
+    /// Most bytes (keys plus values) in the namespace (default 4 MiB).
+    pub kv_max_bytes: Option<u64>,
     /// Outbound requests per call (default 8).
     pub max_requests_per_call: Option<u32>,
     /// Request body cap in bytes (default 256 KiB).

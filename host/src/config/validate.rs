@@ -359,6 +359,8 @@ fn grant(raw: &RawGrant, key: &str, p: &mut Vec<String>) -> Grant {
         64 << 20,
         d.max_response_bytes as u64,
     );
+    let kv_max_keys = bounded("kv_max_keys", raw.kv_max_keys, 1_000_000, d.kv_max_keys);
+    let kv_max_bytes = bounded("kv_max_bytes", raw.kv_max_bytes, 1 << 30, d.kv_max_bytes);
     let connect = bounded("connect_timeout_ms", raw.connect_timeout_ms, MAX_DEADLINE_MS, 2_000);
     let response = bounded("response_timeout_ms", raw.response_timeout_ms, MAX_DEADLINE_MS, 5_000);
     let mut secrets: Vec<String> = Vec::new();
@@ -370,6 +372,8 @@ fn grant(raw: &RawGrant, key: &str, p: &mut Vec<String>) -> Grant {
     Grant {
         digest: raw.digest.clone(),
         kv: raw.kv.unwrap_or(true),
+        kv_max_keys,
+        kv_max_bytes,
         http,
         allow_loopback: raw.allow_loopback,
         allow_private: raw.allow_private,

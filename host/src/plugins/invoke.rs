@@ -433,7 +433,15 @@ impl Registry {
         let state = PluginState::new(
             TotalLimiter::new(limits.memory_bytes),
             LogState::new(name.clone(), limits.log_bytes_per_call, limits.log_line_bytes),
-            KvState::new(name.clone(), self.db.clone(), KvQuotas::default()),
+            KvState::new(
+                name.clone(),
+                self.db.clone(),
+                KvQuotas {
+                    max_keys: plugin.grant.kv_max_keys,
+                    max_total_bytes: plugin.grant.kv_max_bytes,
+                    ..KvQuotas::default()
+                },
+            ),
             SecretsState::new(plugin.secret_names.clone(), self.secrets.clone()),
             HttpState::new(
                 plugin.grant.clone(),

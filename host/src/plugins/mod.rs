@@ -17,6 +17,7 @@ pub mod convert;
 pub mod engine;
 pub mod invoke;
 pub mod limiter;
+pub mod manifest;
 pub mod registry;
 pub mod state;
 

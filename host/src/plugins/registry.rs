@@ -112,7 +112,7 @@ pub enum PluginError {
     },
     /// The grant was approved for another digest and this one needs more.
     #[error(
-        "plugin `{plugin}` changed: its digest is {actual}, but its grant was approved for {approved}; review the new component, then set digest = \"{actual}\" in [plugins.{plugin}.grant]"
+        "plugin `{plugin}` changed: its digest is {actual}, but its grant was approved for {approved}, and {why}; review the new component, then set digest = \"{actual}\" in [plugins.{plugin}.grant]"
     )]
     DigestChanged {
         /// The plugin.
@@ -121,6 +121,16 @@ pub enum PluginError {
         approved: String,
         /// The component's digest.
         actual: String,
+        /// What the new component requests beyond the grant.
+        why: String,
+    },
+    /// The embedded manifest is malformed or contradicts the config.
+    #[error("plugin `{plugin}`: {message}")]
+    Manifest {
+        /// The plugin.
+        plugin: String,
+        /// What is wrong and what to do.
+        message: String,
     },
     /// The component does not implement the configured world.
     #[error(
@@ -189,6 +199,11 @@ pub struct LoadedPlugin {
     pub grant: Arc<Grant>,
     /// The granted secret names.
     pub(crate) secret_names: Arc<[String]>,
+    /// The embedded manifest, when the component has one.
+    pub manifest: Option<super::manifest::Manifest>,
+    /// The digest the grant was approved for, when it was carried over to
+    /// this (different) component because it requests nothing more.
+    pub grant_carried_from: Option<String>,
     /// The pre-instantiated component.
     pub(crate) pre: Pre,
 }
@@ -398,14 +413,55 @@ fn load_one(
 ) -> Result<LoadedPlugin, PluginError> {
     let bytes = read_source(name, pc)?;
     let digest = hex::encode(Sha256::digest(&bytes));
+    let manifest = super::manifest::read(&bytes).map_err(|message| PluginError::Manifest {
+        plugin: name.to_string(),
+        message: format!("{message}; fix the component's `algobanana-manifest` section (the SDK's manifest! macro)"),
+    })?;
+    if let Some(m) = &manifest {
+        if m.world != pc.world.as_str() {
+            return Err(PluginError::Manifest {
+                plugin: name.to_string(),
+                message: format!(
+                    "its manifest says world `{}` but [plugins.{name}] says `{}`; set world = \"{}\"",
+                    m.world,
+                    pc.world.as_str(),
+                    m.world
+                ),
+            });
+        }
+        if !compatible(&m.wit) {
+            return Err(PluginError::Manifest {
+                plugin: name.to_string(),
+                message: format!(
+                    "it targets algobanana:plugin@{}, and this host provides {}; rebuild it against the host's WIT",
+                    m.wit,
+                    super::WIT_VERSION
+                ),
+            });
+        }
+    }
+    let actual = format!("sha256:{digest}");
+    let mut grant_carried_from = None;
     if let Some(approved) = &pc.grant.digest
-        && *approved != format!("sha256:{digest}")
+        && *approved != actual
     {
-        return Err(PluginError::DigestChanged {
-            plugin: name.to_string(),
-            approved: approved.clone(),
-            actual: format!("sha256:{digest}"),
-        });
+        let why = match &manifest {
+            None => Some("it has no manifest saying what it requests".to_owned()),
+            Some(m) => {
+                let more = m.requests.beyond(&pc.grant);
+                (!more.is_empty()).then(|| format!("it requests more: {}", more.join(", ")))
+            }
+        };
+        if let Some(why) = why {
+            return Err(PluginError::DigestChanged {
+                plugin: name.to_string(),
+                approved: approved.clone(),
+                actual,
+                why,
+            });
+        }
+        tracing::warn!(plugin = %name, approved = %approved, actual = %actual, "plugin changed; it requests nothing beyond its grant, which is carried over");
+        grant_carried_from = Some(approved.clone());
     }
     let component = cache.component(engine, db, name, &digest, &bytes)?;
     let uses_kv = check_imports(engine, &component, name, &pc.grant)?;
@@ -429,6 +485,8 @@ fn load_one(
         serial: uses_kv.then(|| tokio::sync::Mutex::new(())),
         grant: Arc::new(pc.grant.clone()),
         secret_names: pc.grant.secrets.clone().into(),
+        manifest,
+        grant_carried_from,
         pre,
     })
 }

@@ -412,3 +412,16 @@ impl Guest for Paper {
 }
 
 export_broker!(Paper);
+
+algobanana_plugin_sdk::manifest!(
+    r#"
+name = "paper"
+version = "0.1.0"
+world = "broker"
+wit = "0.1.0"
+description = "Paper trading: fills market orders at the reference price; keeps its book in kv"
+
+[requests]
+kv = true
+"#
+);

@@ -17,3 +17,16 @@ impl Guest for TradingView {
 }
 
 export_rule!(TradingView);
+
+algobanana_plugin_sdk::manifest!(
+    r#"
+name = "tradingview"
+version = "0.1.0"
+world = "rule"
+wit = "0.1.0"
+description = "TradingView and TradersPost alerts (JSON or plain text) to order intents"
+
+[requests]
+kv = false
+"#
+);
