@@ -64,6 +64,11 @@ pub struct App {
     pub state: StateDb,
     /// Loaded plugins.
     pub registry: Registry,
+    /// Orders and their states.
+    pub orders: crate::trading::orders::Orders,
+    /// Serialises the order path (risk snapshot, record, broker call, state)
+    /// so concurrent alerts cannot together exceed a rail.
+    pub order_lock: tokio::sync::Mutex<()>,
     routes_by_token: HashMap<[u8; 32], RouteName>,
 }
 
@@ -108,10 +113,24 @@ impl App {
             config,
             data_dir: data_dir.to_owned(),
             audit,
+            orders: crate::trading::orders::Orders::new(state.clone()),
+            order_lock: tokio::sync::Mutex::new(()),
             state,
             registry,
             routes_by_token,
         }))
+    }
+
+    /// The kill switch (persisted in `state.db`).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn kill_switch(&self) -> Result<crate::trading::risk::KillSwitch, StoreError> {
+        Ok(self
+            .state
+            .control(crate::trading::KILL_SWITCH)?
+            .and_then(|(v, _, _)| crate::trading::risk::KillSwitch::parse(&v))
+            .unwrap_or(crate::trading::risk::KillSwitch::Off))
     }
 
     /// The route whose hook token is `token`. The lookup is by SHA-256 of the

@@ -18,5 +18,6 @@ pub mod pipeline;
 pub mod plugins;
 pub mod setup;
 pub mod store;
+pub mod trading;
 
 pub use app::{App, RunningServer};

@@ -14,6 +14,8 @@ use crate::domain::order::{OrderAck, OrderIntent, OrderStatus};
 use crate::plugins::bindings::types as wit;
 use crate::plugins::invoke::{BrokerCall, BrokerReply, Returned};
 use crate::plugins::{CallError, convert};
+use crate::trading::orders::{NewOrder, OrderState};
+use crate::trading::risk::{self, KillSwitch, Rail, Snapshot};
 
 /// How the pipeline ended for an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,8 +43,11 @@ pub enum OrderOutcome {
     Canceled,
     /// Refused by the host's checks or by the broker.
     Rejected,
-    /// Failed: the broker plugin trapped, or its answer was ambiguous.
+    /// Failed: the broker plugin trapped, or its answer was ambiguous and
+    /// the broker could not say what became of the order.
     Error,
+    /// The same signal was already placed: no second order.
+    Duplicate,
 }
 
 /// One order's result in the response.
@@ -183,6 +188,14 @@ pub async fn process(app: &App, route: &RouteConfig, incoming: IncomingAlert) ->
         .get(&route.broker)
         .ok_or_else(|| PipelineError::MissingPlugin(route_name.to_string(), route.broker.to_string()))?;
 
+    let body_hash = {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(route_name.as_str().as_bytes());
+        h.update([0]);
+        h.update(&incoming.body);
+        hex::encode(h.finalize())
+    };
     let alert = wit::Alert {
         id: alert_id.to_string(),
         received_at: u64::try_from(received_at).unwrap_or(0),
@@ -223,9 +236,15 @@ pub async fn process(app: &App, route: &RouteConfig, incoming: IncomingAlert) ->
         }
         Returned::Ok(intents) => {
             let settings = route.broker_settings.to_string();
+            let a = AlertCtx {
+                route: &route_name,
+                alert_id: &alert_id,
+                body_hash: &body_hash,
+                settings: &settings,
+                ctx: &ctx,
+            };
             for (index, raw) in intents.iter().enumerate() {
-                let (result, receipt) =
-                    place(app, &route_name, &alert_id, index, raw, &broker, &settings, &ctx).await?;
+                let (result, receipt) = place(app, &a, index, raw, &broker).await?;
                 last = receipt;
                 report.orders.push(result);
             }
@@ -257,18 +276,75 @@ pub async fn process(app: &App, route: &RouteConfig, incoming: IncomingAlert) ->
     Ok(report)
 }
 
-/// Validates one intent, audits it, and places it with the broker.
-#[allow(clippy::too_many_arguments)]
+/// What `process` hands to each intent's placement.
+struct AlertCtx<'a> {
+    route: &'a RouteName,
+    alert_id: &'a AlertId,
+    /// SHA-256 of route and body: with the index, what makes two alerts
+    /// "the same signal" for the dedupe window.
+    body_hash: &'a str,
+    settings: &'a str,
+    ctx: &'a Context,
+}
+
+fn order_outcome(status: OrderStatus) -> (OrderOutcome, OrderState) {
+    match status {
+        OrderStatus::Filled => (OrderOutcome::Filled, OrderState::Filled),
+        OrderStatus::PartiallyFilled => (OrderOutcome::PartiallyFilled, OrderState::PartiallyFilled),
+        OrderStatus::Pending => (OrderOutcome::Accepted, OrderState::Submitted),
+        OrderStatus::Accepted => (OrderOutcome::Accepted, OrderState::Accepted),
+        OrderStatus::Canceled | OrderStatus::Expired => (OrderOutcome::Canceled, OrderState::Canceled),
+        OrderStatus::Rejected => (OrderOutcome::Rejected, OrderState::Rejected),
+    }
+}
+
+/// The broker's signed position in `symbol` (`None`: the broker could not say).
+async fn position_of(
+    app: &App,
+    broker: &crate::plugins::LoadedPlugin,
+    settings: &str,
+    symbol: &str,
+    ctx: &Context,
+) -> Result<Option<rust_decimal::Decimal>, PipelineError> {
+    let called = app
+        .registry
+        .call_broker(
+            broker,
+            BrokerCall::Positions {
+                settings: settings.to_owned(),
+            },
+            &app.audit,
+            ctx,
+        )
+        .await?;
+    Ok(match called.returned {
+        Returned::Ok(BrokerReply::Positions(ps)) => {
+            let mut total = Some(rust_decimal::Decimal::ZERO);
+            for p in ps.iter().filter(|p| p.symbol.eq_ignore_ascii_case(symbol)) {
+                total = match (
+                    total,
+                    crate::domain::money::decimal_from_parts(p.quantity.mantissa, p.quantity.scale, "quantity"),
+                ) {
+                    (Some(t), Ok(q)) => t.checked_add(q),
+                    _ => None,
+                };
+            }
+            total
+        }
+        _ => None,
+    })
+}
+
+/// Validates one intent, checks the rails, records it and places it with
+/// the broker, exactly once.
 async fn place(
     app: &App,
-    route: &RouteName,
-    alert_id: &AlertId,
+    a: &AlertCtx<'_>,
     index: usize,
     raw: &wit::OrderIntent,
     broker: &crate::plugins::LoadedPlugin,
-    settings: &str,
-    ctx: &Context,
 ) -> Result<(OrderResult, Receipt), PipelineError> {
+    let (route, alert_id, ctx) = (a.route, a.alert_id, a.ctx);
     let intent = match convert::intent(raw) {
         Ok(i) => i,
         Err(e) => {
@@ -297,8 +373,114 @@ async fn place(
         .requested_client_order_id
         .clone()
         .unwrap_or_else(|| ClientOrderId::derive(route, alert_id, index));
+    let fingerprint = format!("{}:{index}", a.body_hash);
+    let intent_json = serde_json::to_string(&intent).unwrap_or_default();
+    let mut result = OrderResult {
+        index,
+        client_order_id: Some(coid.clone()),
+        intent: Some(intent.clone()),
+        outcome: OrderOutcome::Error,
+        reason: None,
+        ack: None,
+    };
 
-    // Audit before act: the intent is durably recorded before any broker call.
+    // One order at a time from here to the broker's answer: the rails see
+    // every earlier order.
+    let _serial = app.order_lock.lock().await;
+
+    // Exactly once: the same signal id, or the same alert again within the
+    // dedupe window, places no second order.
+    let window = i64::try_from(app.config.trading.dedupe_window.as_nanos()).unwrap_or(i64::MAX);
+    if let Some(existing) = app.orders.duplicate_of(
+        coid.as_str(),
+        &fingerprint,
+        crate::audit::now_ns().saturating_sub(window),
+    )? {
+        let reason = format!(
+            "duplicate of order {} from alert {} (state {}); no second order was sent",
+            existing.client_order_id,
+            existing.alert_id,
+            existing.state.as_str()
+        );
+        let receipt = app
+            .audit
+            .append(
+                AuditEvent::new(ActorKind::System, "pipeline", action::ORDER_DUPLICATE, Outcome::Deny)
+                    .resource(format!("order:{}", existing.client_order_id))
+                    .context(ctx)
+                    .payload(json!({ "index": index, "client_order_id": existing.client_order_id,
+                                     "original_alert": existing.alert_id, "state": existing.state })),
+            )
+            .await?;
+        result.client_order_id = ClientOrderId::new(existing.client_order_id).ok();
+        result.outcome = OrderOutcome::Duplicate;
+        result.reason = Some(reason);
+        return Ok((result, receipt));
+    }
+
+    // The rails, on a snapshot of the world.
+    let kill = app.kill_switch()?;
+    let needs_position = app.config.risk.max_position.is_some() || intent.reduce_only || kill != KillSwitch::Off;
+    let position = if needs_position && kill != KillSwitch::On {
+        position_of(app, broker, a.settings, intent.symbol.as_str(), ctx).await?
+    } else {
+        None
+    };
+    let now = crate::audit::now_ns();
+    let minute_ago = now.saturating_sub(60_000_000_000);
+    let midnight = now - now.rem_euclid(86_400_000_000_000);
+    let snapshot = Snapshot {
+        kill,
+        position,
+        orders_last_minute: app.orders.sent_since(minute_ago)?,
+        orders_today: app.orders.sent_since(midnight)?,
+    };
+    let decision = risk::check(&app.config.risk, &intent, &snapshot);
+    app.audit
+        .record(
+            AuditEvent::new(
+                ActorKind::System,
+                "risk",
+                action::RISK_DECISION,
+                if decision.allowed { Outcome::Allow } else { Outcome::Deny },
+            )
+            .resource(format!("order:{coid}"))
+            .context(ctx)
+            .payload(json!({
+                "index": index, "client_order_id": coid, "allowed": decision.allowed,
+                "rail": decision.rail.map(Rail::key), "reason": decision.reason, "bypassed": decision.bypassed.iter().map(|r| r.key()).collect::<Vec<_>>(),
+                "position": snapshot.position.map(|p| p.to_string()), "kill_switch": kill,
+                "orders_last_minute": snapshot.orders_last_minute, "orders_today": snapshot.orders_today,
+            })),
+        )
+        .await?;
+    let new = NewOrder {
+        client_order_id: coid.as_str(),
+        fingerprint: &fingerprint,
+        alert_id: &alert_id.to_string(),
+        route: route.as_str(),
+        broker: broker.name.as_str(),
+        intent: &intent_json,
+    };
+    if !decision.allowed {
+        let reason = decision.reason.unwrap_or_default();
+        app.orders.insert(&new, Some(&reason))?;
+        result.outcome = OrderOutcome::Rejected;
+        result.reason = Some(reason);
+        let receipt = app
+            .audit
+            .append(
+                AuditEvent::new(ActorKind::System, "pipeline", action::ORDER_REJECTED, Outcome::Deny)
+                    .resource(format!("order:{coid}"))
+                    .context(ctx)
+                    .payload(json!({ "index": index, "client_order_id": coid, "rail": decision.rail.map(Rail::key), "reason": result.reason })),
+            )
+            .await?;
+        return Ok((result, receipt));
+    }
+
+    // Audit before act, and record before act: after a crash from here on,
+    // the host asks the broker about this id instead of sending it again.
     app.audit
         .record(
             AuditEvent::new(ActorKind::System, "pipeline", action::ORDER_INTENT, Outcome::Allow)
@@ -307,52 +489,170 @@ async fn place(
                 .payload(json!({ "index": index, "client_order_id": coid, "intent": intent, "broker": broker.name })),
         )
         .await?;
+    let order_id = app.orders.insert(&new, None)?;
 
     // Infallible for an intent that came from WIT and passed validation.
     let order = convert::intent_to_wit(&intent, &coid).unwrap_or_else(|_| raw.clone());
     let op = BrokerCall::PlaceOrder {
-        settings: settings.to_owned(),
+        settings: a.settings.to_owned(),
         client_order_id: coid.to_string(),
         order,
     };
     let called = app.registry.call_broker(broker, op, &app.audit, ctx).await?;
-    let mut result = OrderResult {
-        index,
-        client_order_id: Some(coid),
-        intent: Some(intent),
-        outcome: OrderOutcome::Error,
-        reason: None,
-        ack: None,
-    };
+    let mut receipt = called.receipt;
+    let mut ambiguous = None;
     match called.returned {
-        Returned::Ok(BrokerReply::Ack(a)) => match convert::ack(&a) {
+        Returned::Ok(BrokerReply::Ack(ack)) => match convert::ack(&ack) {
             Ok(ack) => {
-                result.outcome = match ack.status {
-                    OrderStatus::Filled => OrderOutcome::Filled,
-                    OrderStatus::PartiallyFilled => OrderOutcome::PartiallyFilled,
-                    OrderStatus::Pending | OrderStatus::Accepted => OrderOutcome::Accepted,
-                    OrderStatus::Canceled | OrderStatus::Expired => OrderOutcome::Canceled,
-                    OrderStatus::Rejected => OrderOutcome::Rejected,
-                };
-                result.reason = ack.message.clone().filter(|_| result.outcome == OrderOutcome::Rejected);
+                let (outcome, state) = order_outcome(ack.status);
+                result.outcome = outcome;
+                result.reason = ack.message.clone().filter(|_| outcome == OrderOutcome::Rejected);
+                app.orders
+                    .transition(order_id, state, Some(&ack.broker_order_id), result.reason.as_deref())?;
                 result.ack = Some(ack);
             }
-            Err(e) => result.reason = Some(format!("broker `{}` answered with an invalid number: {e}", broker.name)),
+            Err(e) => ambiguous = Some(format!("broker `{}` answered with an invalid number: {e}", broker.name)),
         },
         Returned::Ok(other) => {
-            result.reason = Some(format!("broker `{}` answered place-order with {other:?}", broker.name))
+            ambiguous = Some(format!("broker `{}` answered place-order with {other:?}", broker.name));
         }
         Returned::GuestError(e) => {
             let (kind, message) = convert::broker_error(&e);
-            result.outcome = match e {
-                wit::BrokerError::Ambiguous(_) | wit::BrokerError::Internal(_) | wit::BrokerError::InvalidConfig(_) => {
-                    OrderOutcome::Error
+            let reason = format!("broker `{}` {kind}: {message}", broker.name);
+            match e {
+                // The broker may or may not have the order: ask, never resend.
+                wit::BrokerError::Ambiguous(_)
+                | wit::BrokerError::Unavailable(_)
+                | wit::BrokerError::Internal(_)
+                | wit::BrokerError::Duplicate(_) => ambiguous = Some(reason),
+                _ => {
+                    result.outcome = OrderOutcome::Rejected;
+                    app.orders
+                        .transition(order_id, OrderState::Rejected, None, Some(&reason))?;
+                    result.reason = Some(reason);
                 }
-                _ => OrderOutcome::Rejected,
-            };
-            result.reason = Some(format!("broker `{}` {kind}: {message}", broker.name));
+            }
         }
-        Returned::Trap(cause) => result.reason = Some(cause.describe(broker.name.as_str())),
+        Returned::Trap(cause) => ambiguous = Some(cause.describe(broker.name.as_str())),
     }
-    Ok((result, called.receipt))
+    if let Some(why) = ambiguous {
+        app.orders.transition(order_id, OrderState::Unknown, None, Some(&why))?;
+        let (state, detail, r) = reconcile_one(app, broker, a.settings, order_id, coid.as_str(), ctx).await?;
+        receipt = r;
+        result.reason = Some(format!("{why}; {detail}"));
+        result.outcome = match state {
+            OrderState::Filled => OrderOutcome::Filled,
+            OrderState::PartiallyFilled => OrderOutcome::PartiallyFilled,
+            OrderState::Accepted | OrderState::Submitted => OrderOutcome::Accepted,
+            OrderState::Canceled => OrderOutcome::Canceled,
+            OrderState::Rejected => OrderOutcome::Rejected,
+            OrderState::Intent | OrderState::Unknown => OrderOutcome::Error,
+        };
+    }
+    Ok((result, receipt))
+}
+
+/// Asks the broker about one order by client order id and records what it
+/// says. Never places anything.
+///
+/// # Errors
+/// [`PipelineError`] when the audit or the store fails.
+pub async fn reconcile_one(
+    app: &App,
+    broker: &crate::plugins::LoadedPlugin,
+    settings: &str,
+    order_id: i64,
+    coid: &str,
+    ctx: &Context,
+) -> Result<(OrderState, String, Receipt), PipelineError> {
+    let called = app
+        .registry
+        .call_broker(
+            broker,
+            BrokerCall::GetOrder {
+                settings: settings.to_owned(),
+                client_order_id: coid.to_owned(),
+            },
+            &app.audit,
+            ctx,
+        )
+        .await?;
+    let (state, detail) = match called.returned {
+        Returned::Ok(BrokerReply::Ack(ack)) => match convert::ack(&ack) {
+            Ok(ack) => {
+                let (_, state) = order_outcome(ack.status);
+                app.orders.transition(order_id, state, Some(&ack.broker_order_id), None)?;
+                (state, format!("the broker reports the order as {}", state.as_str()))
+            }
+            Err(_) => (OrderState::Unknown, "the broker's answer could not be read; the state stays unknown".to_owned()),
+        },
+        Returned::GuestError(wit::BrokerError::NotFound(_)) => {
+            let why = "the broker has no order with this id, so it was never placed; it was not resent";
+            app.orders.transition(order_id, OrderState::Rejected, None, Some(why))?;
+            (OrderState::Rejected, why.to_owned())
+        }
+        _ => (
+            OrderState::Unknown,
+            "the broker could not say whether it has the order; the state stays unknown and reconciliation will ask again".to_owned(),
+        ),
+    };
+    let receipt = app
+        .audit
+        .append(
+            AuditEvent::new(
+                ActorKind::System,
+                "reconcile",
+                action::ORDER_RECONCILED,
+                Outcome::Success,
+            )
+            .resource(format!("order:{coid}"))
+            .context(ctx)
+            .payload(json!({ "client_order_id": coid, "state": state, "detail": detail })),
+        )
+        .await?;
+    Ok((state, detail, receipt))
+}
+
+/// At start: every order that may have reached a broker without a known
+/// outcome (the host stopped between recording it and hearing back) is
+/// looked up by client order id. Nothing is resent.
+///
+/// # Errors
+/// [`PipelineError`] when the audit or the store fails.
+pub async fn reconcile_unresolved(app: &App) -> Result<usize, PipelineError> {
+    let mut n = 0;
+    for o in app.orders.unresolved()? {
+        let Some((route, broker)) = app
+            .config
+            .routes
+            .iter()
+            .find(|(name, _)| name.as_str() == o.route)
+            .and_then(|(_, r)| app.registry.get(&r.broker).map(|b| (r, b)))
+        else {
+            continue;
+        };
+        let ctx = Context {
+            correlation_id: Some(o.alert_id.clone()),
+            ..Context::default()
+        };
+        if o.state == OrderState::Intent {
+            app.orders.transition(
+                o.id,
+                OrderState::Unknown,
+                None,
+                Some("the host stopped before the broker answered"),
+            )?;
+        }
+        reconcile_one(
+            app,
+            &broker,
+            &route.broker_settings.to_string(),
+            o.id,
+            &o.client_order_id,
+            &ctx,
+        )
+        .await?;
+        n += 1;
+    }
+    Ok(n)
 }

@@ -55,6 +55,8 @@ async fn json_alert_fills_on_paper_and_every_step_is_audited() -> anyhow::Result
         [
             "alert.received",
             "plugin.call",
+            "plugin.call",
+            "risk.decision",
             "order.intent",
             "plugin.call",
             "alert.processed"
@@ -97,21 +99,38 @@ async fn json_alert_fills_on_paper_and_every_step_is_audited() -> anyhow::Result
     assert!(p["memory_peak_bytes"].as_u64().unwrap() > 0);
     assert_eq!(p["limits"]["deadline_ms"], 100);
 
-    let intent = &events[2];
+    let positions = &events[2];
+    assert_eq!(
+        positions.payload["export"], "positions",
+        "the rails ask the broker first"
+    );
+    let risk = &events[3];
+    assert_eq!(risk.outcome, "allow");
+    assert_eq!(risk.payload["allowed"], true);
+    assert_eq!(risk.payload["position"], "0");
+    assert_eq!(risk.payload["kill_switch"], "off");
+
+    let intent = &events[4];
     assert_eq!(intent.outcome, "allow");
     assert_eq!(intent.resource.as_deref(), Some("order:sig-001"));
     assert_eq!(intent.payload["intent"]["quantity"], "10");
 
-    let broker = &events[3];
+    let broker = &events[5];
     assert_eq!(broker.actor_id, "paper@0.1.0");
     assert_eq!(broker.payload["export"], "place-order");
     assert_eq!(broker.payload["input"]["client_order_id"], "sig-001");
     assert_eq!(broker.payload["output"]["status"], "filled");
     assert_eq!(broker.payload["kv"]["committed"], true);
 
-    let done = &events[4];
+    let done = &events[6];
     assert_eq!(done.outcome, "success");
     assert_eq!(done.payload["orders"][0]["outcome"], "filled");
+    // The order row and its one transition.
+    let orders = host.app.orders.of_alert(&alert_id)?;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].client_order_id, "sig-001");
+    assert_eq!(orders[0].state, algobanana::trading::orders::OrderState::Filled);
+    assert!(orders[0].sent);
     Ok(())
 }
 
@@ -284,7 +303,12 @@ async fn paper_account_state_persists_across_alerts_and_restarts() -> anyhow::Re
 
     let (dir, tokens) = host.stop().await;
     let host = TestHost::start_in(dir, tokens, Default::default()).await?;
-    let again = host.alert("default", "text/plain", "buy 1 AAPL at 100").await?.json();
+    let same = host.alert("default", "text/plain", "buy 1 AAPL at 100").await?.json();
+    assert_eq!(
+        same["orders"][0]["outcome"], "duplicate",
+        "the same alert within the dedupe window, across a restart: {same}"
+    );
+    let again = host.alert("default", "text/plain", "buy 1 AAPL at 100.5").await?.json();
     assert_eq!(
         again["orders"][0]["outcome"], "rejected",
         "cash was persisted in kv across the restart"

@@ -81,7 +81,11 @@ async fn search_filters_by_action_prefix_outcome_and_free_text() -> anyhow::Resu
         action: Some("plugin.*".into()),
         ..Filter::default()
     })?;
-    assert_eq!(plugin_events.len(), 3, "rule, broker, rule");
+    assert_eq!(
+        plugin_events.len(),
+        4,
+        "rule, broker positions, broker place-order, rule"
+    );
     let failures = host.audit(&Filter {
         outcome: Some("failure".into()),
         action: Some("plugin.call".into()),

@@ -39,7 +39,11 @@ async fn audit_search_prints_json_lines_and_a_table() -> anyhow::Result<()> {
     let data = host.path().to_str().unwrap().to_owned();
     let (_, out) = cli(&["audit", "search", "--data-dir", &data, "--json", "--alert", alert]).await?;
     let lines: Vec<serde_json::Value> = out.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
-    assert_eq!(lines.len(), 5);
+    assert_eq!(
+        lines.len(),
+        7,
+        "received, rule, positions, risk, intent, place-order, processed"
+    );
     assert_eq!(lines[1]["action"], "plugin.call");
     assert_eq!(lines[1]["payload"]["output"][0]["symbol"], "AMD");
     let (_, table) = cli(&["audit", "search", "--data-dir", &data, "--action", "order.*"]).await?;

@@ -131,8 +131,8 @@ async fn paper() -> anyhow::Result<()> {
         reduce["orders"][0]["reason"]
             .as_str()
             .unwrap()
-            .contains("would not reduce"),
-        "{reduce}"
+            .contains("a reduce-only order must reduce the open position (0 TSLA)"),
+        "the host's rail refuses it before the broker: {reduce}"
     );
     let dup = r#"{"ticker":"AAPL","action":"buy","quantity":"1","price":"95","signalId":"same"}"#;
     assert_eq!(

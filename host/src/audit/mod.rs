@@ -51,6 +51,14 @@ pub mod action {
     pub const SECRET_USED: &str = "secret.used";
     /// An order intent about to go to a broker (audit before act).
     pub const ORDER_INTENT: &str = "order.intent";
+    /// A repeated signal: no second order.
+    pub const ORDER_DUPLICATE: &str = "order.duplicate";
+    /// An intent the risk rails refused.
+    pub const ORDER_REJECTED: &str = "order.rejected";
+    /// The broker was asked about an order by client order id.
+    pub const ORDER_RECONCILED: &str = "order.reconciled";
+    /// The risk rails' decision on one intent, naming the rail.
+    pub const RISK_DECISION: &str = "risk.decision";
     /// The host started.
     pub const SYSTEM_START: &str = "system.start";
     /// The host stopped cleanly.

@@ -1,6 +1,7 @@
 //! `algobanana:plugin/http`: outbound HTTP made by the host for a plugin.
 //!
-//! Two layers, both on every request (design: `docs/capabilities.md`):
+//! Two layers, both on every request (operator view: README, "Granting
+//! capabilities"; design: `../shared/docs/plugin-sandbox.md` §3):
 //! 1. the origin (`scheme://host:port`) must be in the plugin's grant;
 //! 2. the host resolves the name itself, drops loopback, private, CGNAT,
 //!    link-local (cloud metadata), multicast, unspecified and documentation

@@ -39,6 +39,31 @@ pub struct Config {
     /// Secret sources by name, with the hosts each may be sent to (`None`:
     /// any host in the using plugin's `http` grant).
     pub secrets: IndexMap<String, (SecretSource, Option<Vec<String>>)>,
+    /// The risk rails.
+    pub risk: crate::trading::risk::RiskLimits,
+    /// Intake and order semantics.
+    pub trading: TradingConfig,
+}
+
+/// `[trading]`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TradingConfig {
+    /// The dedupe window for repeated identical alerts.
+    pub dedupe_window: Duration,
+    /// The oldest payload timestamp accepted (`None`: not checked).
+    pub max_signal_age: Option<Duration>,
+    /// How long a webhook waits for the result before answering 202.
+    pub response_budget: Duration,
+}
+
+impl Default for TradingConfig {
+    fn default() -> Self {
+        Self {
+            dedupe_window: Duration::from_secs(60),
+            max_signal_age: Some(Duration::from_secs(300)),
+            response_budget: Duration::from_millis(2500),
+        }
+    }
 }
 
 /// Where a secret's value comes from.

@@ -27,6 +27,46 @@ pub struct RawConfig {
     /// or environment.
     #[serde(default)]
     pub secrets: BTreeMap<String, RawSecret>,
+    /// The host's risk rails (on by default; see `trading::risk`).
+    #[serde(default)]
+    pub risk: RawRisk,
+    /// Intake and order semantics.
+    #[serde(default)]
+    pub trading: RawTrading,
+}
+
+/// `[risk]`: each limit as an integer or a decimal string; `0` disables it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRisk {
+    /// Symbols that may be traded; absent allows any.
+    pub symbols: Option<Vec<String>>,
+    /// Largest order quantity.
+    pub max_order_quantity: Option<toml::Value>,
+    /// Largest order notional.
+    pub max_order_notional: Option<toml::Value>,
+    /// Largest absolute position per symbol.
+    pub max_position: Option<toml::Value>,
+    /// Orders per minute.
+    pub max_orders_per_minute: Option<u32>,
+    /// Orders per UTC day.
+    pub max_orders_per_day: Option<u32>,
+    /// Price band around the reference price, percent.
+    pub price_band_pct: Option<toml::Value>,
+}
+
+/// `[trading]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrading {
+    /// A repeated identical alert within this many seconds places no second order (default 60).
+    pub dedupe_window_s: Option<u64>,
+    /// Alerts whose payload timestamp is older than this are refused (default 300; 0 disables).
+    pub max_signal_age_s: Option<u64>,
+    /// Answer with the full result when the pipeline finishes within this
+    /// many ms, else 202 while it continues (default 2,500: under
+    /// TradingView's 3 s timeout).
+    pub response_budget_ms: Option<u64>,
 }
 
 /// Where a secret's value comes from: exactly one of the two.

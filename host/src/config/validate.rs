@@ -8,13 +8,17 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 
-use super::raw::{RawConfig, RawGrant, RawLimits, RawPlugin};
+use rust_decimal::Decimal;
+
+use super::TradingConfig;
+use super::raw::{RawConfig, RawGrant, RawLimits, RawPlugin, RawRisk};
 use super::{
     Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Grant, Limits, Origin, PluginConfig, PluginSource, RouteConfig,
     SecretSource, ServerConfig, World,
 };
 use crate::domain::ids::{PluginName, RouteName};
 use crate::plugins::builtin;
+use crate::trading::risk::RiskLimits;
 
 /// 16 MiB: far above any alert; a larger cap only risks memory.
 const MAX_BODY_CAP: u64 = 16 << 20;
@@ -219,6 +223,36 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
     }
 
+    let risk = risk(&raw.risk, &mut p);
+    let d = TradingConfig::default();
+    let trading = TradingConfig {
+        dedupe_window: match raw.trading.dedupe_window_s {
+            None => d.dedupe_window,
+            Some(n) if n <= 86_400 => Duration::from_secs(n),
+            Some(n) => {
+                p.push(format!(
+                    "trading.dedupe_window_s: {n} is out of range; expected 0 to 86400"
+                ));
+                d.dedupe_window
+            }
+        },
+        max_signal_age: match raw.trading.max_signal_age_s {
+            None => d.max_signal_age,
+            Some(0) => None,
+            Some(n) => Some(Duration::from_secs(n)),
+        },
+        response_budget: match raw.trading.response_budget_ms {
+            None => d.response_budget,
+            Some(n) if (10..=60_000).contains(&n) => Duration::from_millis(n),
+            Some(n) => {
+                p.push(format!(
+                    "trading.response_budget_ms: {n} is out of range; expected 10 to 60000"
+                ));
+                d.response_budget
+            }
+        },
+    };
+
     if !p.is_empty() {
         return Err(ConfigError::Invalid {
             path: path.to_owned(),
@@ -226,6 +260,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         });
     }
     Ok(Config {
+        risk,
+        trading,
         path: path.to_owned(),
         server: ServerConfig { listen, max_body_bytes },
         plugins,
@@ -308,6 +344,63 @@ fn plugin(rp: &RawPlugin, key: &str, base: &Path, defaults: Limits, p: &mut Vec<
         limits,
         grant,
     })
+}
+
+/// A `[risk]` limit: an integer or a decimal string, `0` to disable.
+fn limit(v: Option<&toml::Value>, default: Option<Decimal>, key: &str, p: &mut Vec<String>) -> Option<Decimal> {
+    let parsed = match v {
+        None => return default,
+        Some(toml::Value::Integer(n)) => Some(Decimal::from(*n)),
+        Some(toml::Value::String(s)) => s.trim().parse::<Decimal>().ok(),
+        Some(toml::Value::Float(_)) => {
+            p.push(format!(
+                "risk.{key}: write decimals as strings (\"0.5\"), so they stay exact"
+            ));
+            return default;
+        }
+        Some(_) => None,
+    };
+    match parsed {
+        Some(d) if d.is_zero() => None,
+        Some(d) if d.is_sign_positive() => Some(d),
+        _ => {
+            p.push(format!("risk.{key}: expected a positive number (or 0 to disable)"));
+            default
+        }
+    }
+}
+
+fn risk(raw: &RawRisk, p: &mut Vec<String>) -> RiskLimits {
+    let d = RiskLimits::default();
+    let count = |v: Option<u32>, default: Option<u32>| match v {
+        None => default,
+        Some(0) => None,
+        Some(n) => Some(n),
+    };
+    if let Some(symbols) = &raw.symbols
+        && symbols.iter().any(|s| s.trim().is_empty())
+    {
+        p.push("risk.symbols: empty symbol".into());
+    }
+    RiskLimits {
+        symbols: raw.symbols.clone(),
+        max_order_quantity: limit(
+            raw.max_order_quantity.as_ref(),
+            d.max_order_quantity,
+            "max_order_quantity",
+            p,
+        ),
+        max_order_notional: limit(
+            raw.max_order_notional.as_ref(),
+            d.max_order_notional,
+            "max_order_notional",
+            p,
+        ),
+        max_position: limit(raw.max_position.as_ref(), d.max_position, "max_position", p),
+        max_orders_per_minute: count(raw.max_orders_per_minute, d.max_orders_per_minute),
+        max_orders_per_day: count(raw.max_orders_per_day, d.max_orders_per_day),
+        price_band_pct: limit(raw.price_band_pct.as_ref(), d.price_band_pct, "price_band_pct", p),
+    }
 }
 
 fn valid_secret_name(name: &str) -> bool {

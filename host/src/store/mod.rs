@@ -32,6 +32,42 @@ CREATE TABLE IF NOT EXISTS alert(
   result TEXT
 ) STRICT;
 
+CREATE TABLE IF NOT EXISTS orders(
+  id INTEGER PRIMARY KEY,
+  client_order_id TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  alert_id TEXT NOT NULL,
+  route TEXT NOT NULL,
+  broker TEXT NOT NULL,
+  intent TEXT NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('intent', 'submitted', 'accepted', 'partially_filled', 'filled', 'canceled', 'rejected', 'unknown')),
+  sent INTEGER NOT NULL CHECK (sent IN (0, 1)),
+  broker_order_id TEXT,
+  reason TEXT,
+  created_at_ns INTEGER NOT NULL,
+  updated_at_ns INTEGER NOT NULL
+) STRICT;
+-- Exactly once: one order handed to a broker per client order id.
+CREATE UNIQUE INDEX IF NOT EXISTS orders_sent_coid ON orders(client_order_id) WHERE sent = 1;
+CREATE INDEX IF NOT EXISTS orders_fingerprint ON orders(fingerprint, created_at_ns);
+CREATE INDEX IF NOT EXISTS orders_created ON orders(created_at_ns);
+
+CREATE TABLE IF NOT EXISTS order_transition(
+  order_id INTEGER NOT NULL REFERENCES orders(id),
+  from_state TEXT NOT NULL,
+  to_state TEXT NOT NULL,
+  at_ns INTEGER NOT NULL,
+  reason TEXT
+) STRICT;
+
+-- Host controls that survive a restart (the kill switch).
+CREATE TABLE IF NOT EXISTS control(
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  updated_at_ns INTEGER NOT NULL
+) STRICT;
+
 CREATE TABLE IF NOT EXISTS plugin_kv(
   plugin TEXT NOT NULL,
   key TEXT NOT NULL,
@@ -108,6 +144,63 @@ impl StateDb {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
             halted: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Runs `f` on the connection; a storage failure halts new alerts.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let r = f(&self.conn());
+        r.map_err(|e| self.err(e))
+    }
+
+    /// Runs `f` in one transaction (committed when `f` returns `Ok`).
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is applied then.
+    pub fn with_tx<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn();
+        let r = conn.transaction().and_then(|tx| {
+            let v = f(&tx)?;
+            tx.commit()?;
+            Ok(v)
+        });
+        drop(conn);
+        r.map_err(|e| self.err(e))
+    }
+
+    /// A control value (the kill switch) and who set it.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn control(&self, key: &str) -> Result<Option<(String, String, i64)>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT value, actor, updated_at_ns FROM control WHERE key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+        })
+    }
+
+    /// Sets a control value.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn set_control(&self, key: &str, value: &str, actor: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO control(key, value, actor, updated_at_ns) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, actor = excluded.actor, updated_at_ns = excluded.updated_at_ns",
+                params![key, value, actor, crate::audit::now_ns()],
+            )
+            .map(drop)
         })
     }
 

@@ -1,0 +1,10 @@
+//! Trading semantics on the host side: orders and their states
+//! ([`orders`]), the risk rails ([`risk`]) and the kill switch.
+
+pub mod orders;
+pub mod risk;
+
+pub mod kill;
+
+/// The `control` key of the kill switch.
+pub const KILL_SWITCH: &str = "kill_switch";

@@ -1,0 +1,343 @@
+//! Orders in `state.db`: one row per intent that passed the rule, with its
+//! state, and one transition table that every state change goes through
+//! ([`allowed`]). An intent is recorded (state `intent`, `sent = 1`) before
+//! the broker is called, so after a crash the host knows which orders may
+//! have reached the broker and asks it by client order id instead of
+//! sending them again.
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use crate::store::{StateDb, StoreError};
+
+/// The states of an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    /// Recorded; the broker call is about to happen (or happened and its
+    /// answer was lost).
+    Intent,
+    /// The broker took it and has not said more.
+    Submitted,
+    /// Working at the broker.
+    Accepted,
+    /// Partly filled.
+    PartiallyFilled,
+    /// Completely filled.
+    Filled,
+    /// Canceled or expired.
+    Canceled,
+    /// Refused, by the host's rails or by the broker.
+    Rejected,
+    /// The broker call failed ambiguously and the broker could not say.
+    Unknown,
+}
+
+impl OrderState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Intent => "intent",
+            Self::Submitted => "submitted",
+            Self::Accepted => "accepted",
+            Self::PartiallyFilled => "partially_filled",
+            Self::Filled => "filled",
+            Self::Canceled => "canceled",
+            Self::Rejected => "rejected",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "intent" => Self::Intent,
+            "submitted" => Self::Submitted,
+            "accepted" => Self::Accepted,
+            "partially_filled" => Self::PartiallyFilled,
+            "filled" => Self::Filled,
+            "canceled" => Self::Canceled,
+            "rejected" => Self::Rejected,
+            "unknown" => Self::Unknown,
+            _ => return None,
+        })
+    }
+
+    /// Returns true if and only if nothing more can happen to the order.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Filled | Self::Canceled | Self::Rejected)
+    }
+}
+
+/// The one transition table.
+pub fn allowed(from: OrderState, to: OrderState) -> bool {
+    use OrderState::*;
+    match from {
+        Intent | Unknown => to != Intent,
+        Submitted => !matches!(to, Intent | Submitted),
+        Accepted => matches!(to, Accepted | PartiallyFilled | Filled | Canceled | Rejected | Unknown),
+        PartiallyFilled => matches!(to, PartiallyFilled | Filled | Canceled | Unknown),
+        Filled | Canceled | Rejected => false,
+    }
+}
+
+/// One stored order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderRow {
+    /// Row id.
+    pub id: i64,
+    /// The client order id.
+    pub client_order_id: String,
+    /// The alert that produced it.
+    pub alert_id: String,
+    /// The route.
+    pub route: String,
+    /// The broker plugin.
+    pub broker: String,
+    /// The state.
+    pub state: OrderState,
+    /// Returns true if and only if the order was handed to the broker.
+    pub sent: bool,
+    /// The intent as JSON.
+    pub intent: String,
+    /// The broker's order id.
+    pub broker_order_id: Option<String>,
+    /// Why (rejections, unknown).
+    pub reason: Option<String>,
+}
+
+/// A new order row.
+#[derive(Debug, Clone)]
+pub struct NewOrder<'a> {
+    /// The client order id.
+    pub client_order_id: &'a str,
+    /// Same route, body and position in the rule's output.
+    pub fingerprint: &'a str,
+    /// The alert.
+    pub alert_id: &'a str,
+    /// The route.
+    pub route: &'a str,
+    /// The broker plugin.
+    pub broker: &'a str,
+    /// The intent as JSON.
+    pub intent: &'a str,
+}
+
+/// Orders in `state.db`.
+#[derive(Debug, Clone)]
+pub struct Orders {
+    db: StateDb,
+}
+
+const COLUMNS: &str = "id, client_order_id, alert_id, route, broker, state, sent, intent, broker_order_id, reason";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderRow> {
+    Ok(OrderRow {
+        id: r.get(0)?,
+        client_order_id: r.get(1)?,
+        alert_id: r.get(2)?,
+        route: r.get(3)?,
+        broker: r.get(4)?,
+        state: OrderState::parse(&r.get::<_, String>(5)?).unwrap_or(OrderState::Unknown),
+        sent: r.get(6)?,
+        intent: r.get(7)?,
+        broker_order_id: r.get(8)?,
+        reason: r.get(9)?,
+    })
+}
+
+impl Orders {
+    /// Orders stored in `db`.
+    pub fn new(db: StateDb) -> Self {
+        Self { db }
+    }
+
+    /// An order already sent with this client order id, or with the same
+    /// fingerprint since `since_ns` (the dedupe window).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn duplicate_of(&self, coid: &str, fingerprint: &str, since_ns: i64) -> Result<Option<OrderRow>, StoreError> {
+        self.db.with(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM orders WHERE sent = 1 AND (client_order_id = ?1 OR (fingerprint = ?2 AND created_at_ns >= ?3))
+                     ORDER BY id LIMIT 1"
+                ),
+                params![coid, fingerprint, since_ns],
+                row,
+            )
+            .optional()
+        })
+    }
+
+    /// Records an intent about to be sent (`sent = 1`, state `intent`), or
+    /// one the rails refused (`sent = 0`, state `rejected`). Returns the id.
+    ///
+    /// # Errors
+    /// [`StoreError`] (a second sent order with the same client order id is
+    /// refused by a unique index).
+    pub fn insert(&self, o: &NewOrder<'_>, refused: Option<&str>) -> Result<i64, StoreError> {
+        let now = crate::audit::now_ns();
+        let (state, sent) = match refused {
+            None => (OrderState::Intent, true),
+            Some(_) => (OrderState::Rejected, false),
+        };
+        self.db.with(|c| {
+            c.execute(
+                "INSERT INTO orders(client_order_id, fingerprint, alert_id, route, broker, intent, state, sent, reason, created_at_ns, updated_at_ns)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+                params![o.client_order_id, o.fingerprint, o.alert_id, o.route, o.broker, o.intent, state.as_str(), sent, refused, now],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Moves order `id` to `to` through the transition table.
+    ///
+    /// # Errors
+    /// [`StoreError`], including a transition the table does not allow.
+    pub fn transition(
+        &self,
+        id: i64,
+        to: OrderState,
+        broker_order_id: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<OrderState, StoreError> {
+        self.db.with_tx(|tx| {
+            let from: String = tx.query_row("SELECT state FROM orders WHERE id = ?1", [id], |r| r.get(0))?;
+            let from = OrderState::parse(&from).unwrap_or(OrderState::Unknown);
+            if from == to && !matches!(to, OrderState::PartiallyFilled) {
+                return Ok(from);
+            }
+            if !allowed(from, to) {
+                return Err(rusqlite::Error::InvalidParameterName(format!(
+                    "order {id}: {} → {} is not an allowed transition",
+                    from.as_str(),
+                    to.as_str()
+                )));
+            }
+            let now = crate::audit::now_ns();
+            tx.execute(
+                "UPDATE orders SET state = ?1, broker_order_id = coalesce(?2, broker_order_id), reason = coalesce(?3, reason), updated_at_ns = ?4 WHERE id = ?5",
+                params![to.as_str(), broker_order_id, reason, now, id],
+            )?;
+            tx.execute(
+                "INSERT INTO order_transition(order_id, from_state, to_state, at_ns, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, from.as_str(), to.as_str(), now, reason],
+            )?;
+            Ok(from)
+        })
+    }
+
+    /// Orders sent since `since_ns`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn sent_since(&self, since_ns: i64) -> Result<u32, StoreError> {
+        self.db.with(|c| {
+            c.query_row(
+                "SELECT count(*) FROM orders WHERE sent = 1 AND created_at_ns >= ?1",
+                [since_ns],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Orders that may have reached a broker without a known outcome
+    /// (`intent` or `unknown`): what reconciliation asks about.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn unresolved(&self) -> Result<Vec<OrderRow>, StoreError> {
+        self.db.with(|c| {
+            let mut s = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM orders WHERE sent = 1 AND state IN ('intent', 'unknown') ORDER BY id"
+            ))?;
+            s.query_map([], row)?.collect()
+        })
+    }
+
+    /// Every order of `alert_id`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn of_alert(&self, alert_id: &str) -> Result<Vec<OrderRow>, StoreError> {
+        self.db.with(|c| {
+            let mut s = c.prepare(&format!("SELECT {COLUMNS} FROM orders WHERE alert_id = ?1 ORDER BY id"))?;
+            s.query_map([alert_id], row)?.collect()
+        })
+    }
+
+    /// Every order, oldest first (at most `limit`).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn all(&self, limit: usize) -> Result<Vec<OrderRow>, StoreError> {
+        self.db.with(|c| {
+            let mut s = c.prepare(&format!("SELECT {COLUMNS} FROM orders ORDER BY id LIMIT ?1"))?;
+            s.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], row)?.collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use OrderState::*;
+
+    const ALL: [OrderState; 8] = [
+        Intent,
+        Submitted,
+        Accepted,
+        PartiallyFilled,
+        Filled,
+        Canceled,
+        Rejected,
+        Unknown,
+    ];
+
+    #[test]
+    fn final_states_have_no_way_out_and_nothing_returns_to_intent() {
+        for from in ALL {
+            for to in ALL {
+                if from.is_final() {
+                    assert!(!allowed(from, to), "{from:?} → {to:?}");
+                }
+                if to == Intent {
+                    assert!(!allowed(from, to), "{from:?} → {to:?}");
+                }
+            }
+        }
+        assert!(allowed(Intent, Filled));
+        assert!(allowed(Unknown, Filled));
+        assert!(allowed(PartiallyFilled, PartiallyFilled));
+        assert!(!allowed(Accepted, Submitted));
+    }
+
+    #[test]
+    fn one_sent_order_per_client_order_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let orders = Orders::new(StateDb::open(&dir.path().join("state.db")).unwrap());
+        let o = NewOrder {
+            client_order_id: "sig-1",
+            fingerprint: "f",
+            alert_id: "a",
+            route: "r",
+            broker: "b",
+            intent: "{}",
+        };
+        let id = orders.insert(&o, None).unwrap();
+        assert!(orders.insert(&o, None).is_err(), "the unique index refuses a second");
+        orders.insert(&o, Some("risk")).unwrap();
+        assert_eq!(orders.duplicate_of("sig-1", "x", 0).unwrap().unwrap().id, id);
+        assert_eq!(orders.transition(id, Filled, Some("b-1"), None).unwrap(), Intent);
+        let err = orders.transition(id, Canceled, None, None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("filled → canceled is not an allowed transition"),
+            "{err}"
+        );
+        assert_eq!(orders.sent_since(0).unwrap(), 1);
+    }
+}

@@ -1,0 +1,325 @@
+//! The host's risk rails. Every order intent passes [`check`] before any
+//! broker call, whatever the rule plugin says: a plugin cannot loosen them.
+//! They are on by default ([`RiskLimits::default`]) and loosened only by an
+//! explicit `[risk]` table in the config. Pure functions over a snapshot, so
+//! they are property-tested.
+//!
+//! Exits (`reduce_only` intents that really reduce the position) pass the
+//! size, notional, price-band and rate rails, each bypass recorded; nothing
+//! passes the kill switch except reduce-only orders in `reduce_only` mode.
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::domain::order::{OrderIntent, OrderType, Side};
+
+/// The kill switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KillSwitch {
+    /// Orders flow.
+    Off,
+    /// No order reaches a broker.
+    On,
+    /// Only orders that reduce a position reach a broker.
+    ReduceOnly,
+}
+
+impl KillSwitch {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::On => "on",
+            Self::ReduceOnly => "reduce_only",
+        }
+    }
+
+    /// Parses a stored or typed name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "off" => Self::Off,
+            "on" => Self::On,
+            "reduce_only" | "reduce-only" => Self::ReduceOnly,
+            _ => return None,
+        })
+    }
+}
+
+/// The rails; `None` disables one (only by explicit config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RiskLimits {
+    /// Symbols that may be traded (upper-case); `None` allows any.
+    pub symbols: Option<Vec<String>>,
+    /// Largest quantity of one order.
+    pub max_order_quantity: Option<Decimal>,
+    /// Largest quantity × price of one order. Needs a price: an order with
+    /// no limit, stop or reference price fails closed.
+    pub max_order_notional: Option<Decimal>,
+    /// Largest absolute position per symbol after the order. Needs the
+    /// broker's positions: when they are unknown the order fails closed.
+    pub max_position: Option<Decimal>,
+    /// Orders sent to brokers in the last 60 s.
+    pub max_orders_per_minute: Option<u32>,
+    /// Orders sent to brokers since 00:00 UTC.
+    pub max_orders_per_day: Option<u32>,
+    /// Limit and stop prices within this many percent of the reference price.
+    pub price_band_pct: Option<Decimal>,
+}
+
+impl Default for RiskLimits {
+    /// Conservative defaults for a single trader's account; see the README.
+    fn default() -> Self {
+        Self {
+            symbols: None,
+            max_order_quantity: Some(Decimal::from(1_000)),
+            max_order_notional: Some(Decimal::from(100_000)),
+            max_position: Some(Decimal::from(10_000)),
+            max_orders_per_minute: Some(30),
+            max_orders_per_day: Some(500),
+            price_band_pct: Some(Decimal::from(10)),
+        }
+    }
+}
+
+/// A rail (for audit rows and messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rail {
+    /// The kill switch.
+    KillSwitch,
+    /// A reduce-only order that would not reduce.
+    ReduceOnly,
+    /// `risk.symbols`.
+    SymbolAllowlist,
+    /// `risk.max_order_quantity`.
+    MaxOrderQuantity,
+    /// `risk.max_order_notional`.
+    MaxOrderNotional,
+    /// `risk.price_band_pct`.
+    PriceBand,
+    /// `risk.max_position`.
+    MaxPosition,
+    /// `risk.max_orders_per_minute`.
+    OrdersPerMinute,
+    /// `risk.max_orders_per_day`.
+    OrdersPerDay,
+}
+
+impl Rail {
+    /// The config key (or name) of the rail.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::KillSwitch => "kill switch",
+            Self::ReduceOnly => "reduce_only",
+            Self::SymbolAllowlist => "risk.symbols",
+            Self::MaxOrderQuantity => "risk.max_order_quantity",
+            Self::MaxOrderNotional => "risk.max_order_notional",
+            Self::PriceBand => "risk.price_band_pct",
+            Self::MaxPosition => "risk.max_position",
+            Self::OrdersPerMinute => "risk.max_orders_per_minute",
+            Self::OrdersPerDay => "risk.max_orders_per_day",
+        }
+    }
+}
+
+/// What the rails see of the world when they decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The kill switch.
+    pub kill: KillSwitch,
+    /// The signed position in the intent's symbol (`None`: unknown).
+    pub position: Option<Decimal>,
+    /// Orders sent in the last 60 s.
+    pub orders_last_minute: u32,
+    /// Orders sent since 00:00 UTC.
+    pub orders_today: u32,
+}
+
+/// The decision for one intent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Returns true if and only if the order may go to the broker.
+    pub allowed: bool,
+    /// The rail that refused it.
+    pub rail: Option<Rail>,
+    /// Why, in words that say what to change.
+    pub reason: Option<String>,
+    /// Rails an exit passed without being checked.
+    pub bypassed: Vec<Rail>,
+}
+
+impl Decision {
+    fn deny(rail: Rail, reason: String) -> Self {
+        Self {
+            allowed: false,
+            rail: Some(rail),
+            reason: Some(reason),
+            bypassed: Vec::new(),
+        }
+    }
+}
+
+fn signed(intent: &OrderIntent) -> Decimal {
+    match intent.side {
+        Side::Buy => intent.quantity.get(),
+        Side::Sell => -intent.quantity.get(),
+    }
+}
+
+/// The price an order's notional is measured at: its limit, else its stop,
+/// else the alert's reference price.
+pub fn order_price(intent: &OrderIntent) -> Option<Decimal> {
+    match intent.order_type {
+        OrderType::Limit { limit } | OrderType::StopLimit { limit, .. } => Some(limit.get()),
+        OrderType::Stop { stop } => Some(stop.get()),
+        OrderType::Market => intent.reference_price.map(|p| p.get()),
+    }
+}
+
+/// Decides whether `intent` may go to the broker.
+pub fn check(limits: &RiskLimits, intent: &OrderIntent, s: &Snapshot) -> Decision {
+    let qty = intent.quantity.get();
+    // Does it reduce the position? Only known positions can say yes.
+    let reduces = s
+        .position
+        .is_some_and(|p| !p.is_zero() && (p.is_sign_positive() != signed(intent).is_sign_positive()) && qty <= p.abs());
+    let exit = intent.reduce_only;
+
+    match s.kill {
+        KillSwitch::On => {
+            return Decision::deny(
+                Rail::KillSwitch,
+                "the kill switch is on: no order reaches a broker (turn it off with `algobanana kill-switch off`)"
+                    .into(),
+            );
+        }
+        KillSwitch::ReduceOnly if !(exit && reduces) => {
+            return Decision::deny(
+                Rail::KillSwitch,
+                "the kill switch is in reduce-only mode: only orders that reduce an open position pass".into(),
+            );
+        }
+        _ => {}
+    }
+    if exit && s.position.is_some() && !reduces {
+        return Decision::deny(
+            Rail::ReduceOnly,
+            format!(
+                "a reduce-only order must reduce the open position ({} {}), and this one would not",
+                s.position.unwrap_or_default(),
+                intent.symbol.as_str()
+            ),
+        );
+    }
+    if let Some(allowed) = &limits.symbols
+        && !allowed.iter().any(|a| a.eq_ignore_ascii_case(intent.symbol.as_str()))
+    {
+        return Decision::deny(
+            Rail::SymbolAllowlist,
+            format!("{} is not in risk.symbols; add it to trade it", intent.symbol.as_str()),
+        );
+    }
+
+    let mut bypassed = Vec::new();
+    let mut gate = |rail: Rail, violated: Option<String>| -> Option<Decision> {
+        let reason = violated?;
+        if exit {
+            bypassed.push(rail);
+            None
+        } else {
+            Some(Decision::deny(rail, reason))
+        }
+    };
+
+    if let Some(max) = limits.max_order_quantity
+        && let Some(d) = gate(
+            Rail::MaxOrderQuantity,
+            (qty > max).then(|| format!("quantity {qty} is over risk.max_order_quantity = {max}")),
+        )
+    {
+        return d;
+    }
+    if let Some(max) = limits.max_order_notional {
+        let violated = match order_price(intent) {
+            None => Some(
+                "a market order without a reference price cannot be checked against risk.max_order_notional; send the price in the alert (or set the limit to 0 to disable it)".to_owned(),
+            ),
+            Some(p) => {
+                let notional = qty.checked_mul(p);
+                match notional {
+                    Some(n) if n <= max => None,
+                    Some(n) => Some(format!("notional {n} is over risk.max_order_notional = {max}")),
+                    None => Some("the notional overflows".to_owned()),
+                }
+            }
+        };
+        if let Some(d) = gate(Rail::MaxOrderNotional, violated) {
+            return d;
+        }
+    }
+    if let (Some(band), Some(reference)) = (limits.price_band_pct, intent.reference_price.map(|p| p.get())) {
+        let prices: Vec<Decimal> = match intent.order_type {
+            OrderType::Market => Vec::new(),
+            OrderType::Limit { limit } => vec![limit.get()],
+            OrderType::Stop { stop } => vec![stop.get()],
+            OrderType::StopLimit { stop, limit } => vec![stop.get(), limit.get()],
+        };
+        let hundred = Decimal::from(100);
+        let violated = prices.into_iter().find_map(|p| {
+            let off = ((p - reference).abs() * hundred).checked_div(reference)?;
+            (off > band).then(|| {
+                format!(
+                    "price {p} is {}% from the reference price {reference}; risk.price_band_pct = {band}",
+                    off.round_dp(2)
+                )
+            })
+        });
+        if let Some(d) = gate(Rail::PriceBand, violated) {
+            return d;
+        }
+    }
+    if let Some(max) = limits.max_orders_per_minute
+        && let Some(d) = gate(
+            Rail::OrdersPerMinute,
+            (s.orders_last_minute >= max)
+                .then(|| format!("{max} orders were sent in the last minute (risk.max_orders_per_minute)")),
+        )
+    {
+        return d;
+    }
+    if let Some(max) = limits.max_orders_per_day
+        && let Some(d) = gate(
+            Rail::OrdersPerDay,
+            (s.orders_today >= max).then(|| format!("{max} orders were sent today, UTC (risk.max_orders_per_day)")),
+        )
+    {
+        return d;
+    }
+    if let Some(max) = limits.max_position {
+        let violated = match s.position {
+            None => Some(
+                "the broker's position is unknown, so risk.max_position cannot be checked; the order is refused (fail closed)".to_owned(),
+            ),
+            Some(p) => {
+                let projected = p + signed(intent);
+                (projected.abs() > max && projected.abs() > p.abs()).then(|| {
+                    format!(
+                        "the position in {} would be {projected}, over risk.max_position = {max}",
+                        intent.symbol.as_str()
+                    )
+                })
+            }
+        };
+        // An exit never needs this rail: it reduces.
+        if let Some(d) = gate(Rail::MaxPosition, violated) {
+            return d;
+        }
+    }
+    Decision {
+        allowed: true,
+        rail: None,
+        reason: None,
+        bypassed,
+    }
+}
