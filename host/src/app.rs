@@ -191,6 +191,19 @@ impl App {
             .local_addr()
             .map_err(|source| StartError::Bind { addr: listen, source })?;
         self.record_start(addr).await?;
+        // Before the first new alert: orders whose outcome the host never
+        // heard are looked up by client order id (never resent), then alerts
+        // accepted but unfinished run again.
+        match crate::pipeline::reconcile_unresolved(self).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(orders = n, "reconciled orders left without a known outcome"),
+            Err(e) => tracing::error!(error = %e, "reconciliation at start failed; the orders stay unknown"),
+        }
+        match crate::pipeline::resume_unfinished(self).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(alerts = n, "resumed unfinished alerts"),
+            Err(e) => tracing::error!(error = %e, "resuming unfinished alerts failed"),
+        }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = crate::http::router(self.clone());
         let app = self.clone();

@@ -56,6 +56,20 @@ pub enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Throw, release or show the kill switch. Takes effect at once, also
+    /// while the server runs; every change is audited.
+    KillSwitch {
+        /// `on` (no orders), `reduce-only` (only orders that reduce a
+        /// position), `off`, or `status`.
+        #[arg(value_parser = ["on", "off", "reduce-only", "status"])]
+        to: String,
+        /// The data dir.
+        #[arg(long, env = "ALGOBANANA_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Why (recorded in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Read the audit log.
     Audit {
         /// The audit subcommand.
@@ -216,6 +230,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
         }
         Command::Serve { data_dir, listen } => serve(&data_dir, listen, out).await,
         Command::Audit { command } => audit(command, out).await,
+        Command::KillSwitch { to, data_dir, reason } => kill_switch(&data_dir, &to, &reason, out).await,
     }
 }
 
@@ -355,6 +370,61 @@ async fn audit(command: AuditCommand, out: &mut (dyn Write + Send)) -> anyhow::R
             Ok(0)
         }
     }
+}
+
+async fn kill_switch(data_dir: &Path, to: &str, reason: &str, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
+    use crate::trading::risk::KillSwitch;
+    let state_path = data_dir.join(crate::store::STATE_DB);
+    if !data_dir.join(crate::config::CONFIG_FILE).exists() {
+        anyhow::bail!(
+            "{} is not an algobanana data dir (no {}); pass --data-dir",
+            data_dir.display(),
+            crate::config::CONFIG_FILE
+        );
+    }
+    let state = crate::store::StateDb::open(&state_path)?;
+    if to == "status" {
+        match state.control(crate::trading::KILL_SWITCH)? {
+            None => writeln!(out, "kill switch: off (never set)")?,
+            Some((v, actor, at)) => writeln!(
+                out,
+                "kill switch: {v} (set by {actor} at {})",
+                crate::audit::format_ts(at)
+            )?,
+        }
+        return Ok(0);
+    }
+    let target = KillSwitch::parse(to).ok_or_else(|| anyhow::anyhow!("`{to}`: expected on, off or reduce-only"))?;
+    let actor = std::env::var("USER").map_or_else(|_| "cli".to_owned(), |u| format!("cli:{u}"));
+    match AuditLog::open(&data_dir.join(AUDIT_DB), AuditOptions::default()) {
+        Ok(log) => {
+            let result = crate::trading::kill::set(
+                &state,
+                &log,
+                target,
+                crate::audit::ActorKind::User,
+                &actor,
+                &crate::audit::Context::default(),
+                reason,
+            )
+            .await;
+            log.close();
+            let from = result?;
+            writeln!(out, "kill switch: {} → {} (audited)", from.as_str(), target.as_str())?;
+        }
+        Err(_) => {
+            // The server holds the audit log: the switch still takes effect
+            // now, and the server records it before its next order decision.
+            let from = crate::trading::kill::request(&state, target, &actor, reason)?;
+            writeln!(
+                out,
+                "kill switch: {} → {} (in effect now; the running server records it in the audit log before its next order)",
+                from.as_str(),
+                target.as_str()
+            )?;
+        }
+    }
+    Ok(0)
 }
 
 fn verify(args: VerifyArgs, out: &mut (dyn Write + Send)) -> u8 {

@@ -139,19 +139,29 @@ fn body_json(body: &[u8]) -> Value {
     }
 }
 
-/// Runs the route for one alert.
+/// An alert durably recorded: in `state.db` and, committed, in the audit
+/// log. From here it is never lost: an unfinished one resumes on restart.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// Its id.
+    pub alert_id: AlertId,
+    /// When it arrived (UTC ns).
+    pub received_at: i64,
+    /// The request context, with the alert id as correlation id.
+    pub ctx: Context,
+}
+
+/// Records an alert before anything else happens to it.
 ///
 /// # Errors
-/// [`PipelineError`] when the alert could not be recorded or processed at
-/// all; plugin failures are part of the report, not errors.
-pub async fn process(app: &App, route: &RouteConfig, incoming: IncomingAlert) -> Result<AlertReport, PipelineError> {
+/// [`PipelineError`] when it cannot be recorded (nothing was acknowledged).
+pub async fn accept(app: &App, incoming: &IncomingAlert) -> Result<Accepted, PipelineError> {
     let alert_id = AlertId::generate();
     let received_at = crate::audit::now_ns();
     let mut ctx = incoming.context.clone();
     ctx.correlation_id = Some(alert_id.to_string());
     let request_id = ctx.request_id.clone().unwrap_or_default();
-    let route_name = incoming.route.clone();
-
+    let route_name = &incoming.route;
     app.state.insert_alert(
         &alert_id.to_string(),
         route_name.as_str(),
@@ -161,7 +171,7 @@ pub async fn process(app: &App, route: &RouteConfig, incoming: IncomingAlert) ->
         &incoming.body,
     )?;
     app.audit
-        .append(
+        .record(
             AuditEvent::new(
                 ActorKind::WebhookSource,
                 route_name.as_str(),
@@ -178,6 +188,86 @@ pub async fn process(app: &App, route: &RouteConfig, incoming: IncomingAlert) ->
             })),
         )
         .await?;
+    Ok(Accepted {
+        alert_id,
+        received_at,
+        ctx,
+    })
+}
+
+/// Accepts and runs one alert.
+///
+/// # Errors
+/// [`PipelineError`] when the alert could not be recorded or processed at
+/// all; plugin failures are part of the report, not errors.
+pub async fn process(app: &App, route: &RouteConfig, incoming: IncomingAlert) -> Result<AlertReport, PipelineError> {
+    let accepted = accept(app, &incoming).await?;
+    run(app, route, accepted, incoming).await
+}
+
+/// The payload's own timestamp, when it has one: TradingView's `{{time}}`
+/// or `{{timenow}}` (RFC 3339), or epoch seconds or milliseconds, under
+/// `time`, `timenow` or `timestamp`.
+fn payload_time_ns(body: &[u8]) -> Option<i64> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let t = ["timestamp", "timenow", "time"].iter().find_map(|k| v.get(*k))?;
+    match t {
+        Value::String(s) => s
+            .parse::<jiff::Timestamp>()
+            .ok()
+            .map(|t| i64::try_from(t.as_nanosecond()).unwrap_or(0)),
+        Value::Number(n) => {
+            let n = n.as_i64()?;
+            // Milliseconds after 2001-09-09, else seconds.
+            Some(if n > 1_000_000_000_000 {
+                n.saturating_mul(1_000_000)
+            } else {
+                n.saturating_mul(1_000_000_000)
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Runs the route for an accepted alert.
+///
+/// # Errors
+/// [`PipelineError`] when the alert could not be processed at all.
+pub async fn run(
+    app: &App,
+    route: &RouteConfig,
+    accepted: Accepted,
+    incoming: IncomingAlert,
+) -> Result<AlertReport, PipelineError> {
+    let Accepted {
+        alert_id,
+        received_at,
+        ctx,
+    } = accepted;
+    let request_id = ctx.request_id.clone().unwrap_or_default();
+    let route_name = incoming.route.clone();
+
+    if let (Some(max), Some(sent)) = (app.config.trading.max_signal_age, payload_time_ns(&incoming.body)) {
+        let age_ns = received_at.saturating_sub(sent);
+        if age_ns > i64::try_from(max.as_nanos()).unwrap_or(i64::MAX) {
+            let report = AlertReport {
+                alert_id,
+                request_id,
+                route: route_name.clone(),
+                status: AlertStatus::RuleError,
+                orders: Vec::new(),
+                error: Some(ErrorBody {
+                    kind: "stale_signal".into(),
+                    message: format!(
+                        "the alert's timestamp is {} s old, over trading.max_signal_age_s = {}; no order was placed",
+                        age_ns / 1_000_000_000,
+                        max.as_secs()
+                    ),
+                }),
+            };
+            return finish(app, &route_name, &ctx, report).await;
+        }
+    }
 
     let rule = app
         .registry
@@ -251,29 +341,79 @@ pub async fn process(app: &App, route: &RouteConfig, incoming: IncomingAlert) ->
         }
     }
 
+    // Awaiting alert.processed (in `finish`) commits every event of this
+    // alert: the writer commits in queue order.
+    drop(last);
+    finish(app, &route_name, &ctx, report).await
+}
+
+/// Records the end of an alert: `alert.processed` (committed) and the
+/// alert's row.
+async fn finish(
+    app: &App,
+    route_name: &RouteName,
+    ctx: &Context,
+    report: AlertReport,
+) -> Result<AlertReport, PipelineError> {
     let outcome = match report.status {
         AlertStatus::Processed => Outcome::Success,
         AlertStatus::RuleError => Outcome::Failure,
         AlertStatus::PluginFailed => Outcome::Error,
     };
     let summary = serde_json::to_value(&report).unwrap_or(Value::Null);
-    // Awaiting the last receipt means every event of this alert is committed:
-    // the writer commits in queue order.
-    drop(last);
     app.audit
         .record(
             AuditEvent::new(ActorKind::System, "pipeline", action::ALERT_PROCESSED, outcome)
                 .resource(format!("route:{route_name}"))
-                .context(&ctx)
+                .context(ctx)
                 .payload(summary.clone()),
         )
         .await?;
     app.state.finish_alert(
-        &alert_id.to_string(),
+        &report.alert_id.to_string(),
         report.status == AlertStatus::Processed,
         &summary.to_string(),
     )?;
     Ok(report)
+}
+
+/// At start: alerts that were accepted but not finished (the host stopped
+/// mid-pipeline) run again. Orders they already placed are not placed
+/// twice: the same alert id derives the same client order ids, and the
+/// dedupe check finds them.
+///
+/// # Errors
+/// [`PipelineError`] when the store or the audit fails.
+pub async fn resume_unfinished(app: &App) -> Result<usize, PipelineError> {
+    let mut n = 0;
+    for a in app.state.unfinished_alerts()? {
+        let (Ok(alert_id), Some((route_name, route))) = (
+            AlertId::parse(&a.id),
+            app.config.routes.iter().find(|(name, _)| name.as_str() == a.route),
+        ) else {
+            continue;
+        };
+        let ctx = Context {
+            request_id: Some(a.request_id.clone()),
+            correlation_id: Some(a.id.clone()),
+            ..Context::default()
+        };
+        let incoming = IncomingAlert {
+            route: route_name.clone(),
+            content_type: a.content_type,
+            body: a.body,
+            context: ctx.clone(),
+        };
+        let accepted = Accepted {
+            alert_id,
+            received_at: a.received_at_ns,
+            ctx,
+        };
+        let report = run(app, route, accepted, incoming).await?;
+        tracing::info!(alert = %report.alert_id, status = ?report.status, "resumed an alert left unfinished");
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// What `process` hands to each intent's placement.
@@ -418,7 +558,11 @@ async fn place(
         return Ok((result, receipt));
     }
 
-    // The rails, on a snapshot of the world.
+    // The rails, on a snapshot of the world. A kill switch thrown from the
+    // command line is audited here, before it decides anything.
+    crate::trading::kill::audit_pending(&app.state, &app.audit)
+        .await
+        .map_err(|e| PipelineError::Audit(AuditError::Write(format!("{e:#}"))))?;
     let kill = app.kill_switch()?;
     let needs_position = app.config.risk.max_position.is_some() || intent.reduce_only || kill != KillSwitch::Off;
     let position = if needs_position && kill != KillSwitch::On {

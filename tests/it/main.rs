@@ -18,6 +18,8 @@
 //! - `tamper`: the tamper sweep (every edit of the SQLite file found with
 //!   its class and first bad seq), offline export verification, prune,
 //!   key rotation and witness notes.
+//! - `trading`: exactly-once orders, risk rails, the kill switch,
+//!   reconciliation, crash recovery, 202 and stale signals.
 //! - `cli`: `init` and `audit search` through the command-line code.
 
 mod alerts;
@@ -27,3 +29,4 @@ mod cli;
 mod config_ui;
 mod plugins;
 mod tamper;
+mod trading;

@@ -80,7 +80,7 @@ async fn reject(app: &App, ctx: &Context, route: Option<&str>, reason: &str, sta
 }
 
 async fn receive_inner(
-    app: &App,
+    app: &Arc<App>,
     ctx: &Context,
     token: &str,
     headers: &HeaderMap,
@@ -144,19 +144,116 @@ async fn receive_inner(
         .chars()
         .take(128)
         .collect();
+    if let Some(response) = kill_switch_action(app, ctx, route_name.as_str(), &bytes).await? {
+        return Ok(response);
+    }
     let incoming = IncomingAlert {
         route: route_name.clone(),
         content_type,
         body: bytes.to_vec(),
         context: ctx.clone(),
     };
-    let report = pipeline::process(app, route, incoming).await?;
-    let status = match report.status {
-        AlertStatus::Processed => StatusCode::OK,
-        AlertStatus::RuleError => StatusCode::UNPROCESSABLE_ENTITY,
-        AlertStatus::PluginFailed => StatusCode::INTERNAL_SERVER_ERROR,
+    // Durable first: once accepted, the alert is never lost.
+    let accepted = pipeline::accept(app, &incoming).await?;
+    let alert_id = accepted.alert_id;
+    let request_id = accepted.ctx.request_id.clone();
+    let budget = app.config.trading.response_budget;
+    let task = {
+        let app = app.clone();
+        let route = route.clone();
+        tokio::spawn(async move { pipeline::run(&app, &route, accepted, incoming).await })
     };
-    Ok((status, Json(report)).into_response())
+    match tokio::time::timeout(budget, task).await {
+        Ok(Ok(report)) => {
+            let report = report?;
+            let status = match report.status {
+                AlertStatus::Processed => StatusCode::OK,
+                AlertStatus::RuleError => StatusCode::UNPROCESSABLE_ENTITY,
+                AlertStatus::PluginFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            Ok((status, Json(report)).into_response())
+        }
+        Ok(Err(join)) => Err(ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: "internal",
+            message: format!(
+                "processing alert {alert_id} failed ({join}); it is recorded and resumes on restart"
+            ),
+        }),
+        // Still running: it finishes in the background (and resumes after a
+        // crash); the sender gets its answer within its timeout.
+        Err(_) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "alert_id": alert_id, "request_id": request_id, "route": route_name, "status": "processing",
+                "message": format!("accepted and recorded; still processing after {} ms, see `algobanana audit search --alert {alert_id}`", budget.as_millis()),
+            })),
+        )
+            .into_response()),
+    }
+}
+
+/// `{"kill_switch": "on" | "reduce_only", "reason": "…"}` on an
+/// authenticated hook throws the kill switch. Releasing it (`off`) is not a
+/// webhook action: it needs the command line (or the admin API).
+async fn kill_switch_action(
+    app: &Arc<App>,
+    ctx: &Context,
+    route: &str,
+    body: &[u8],
+) -> Result<Option<Response>, ApiError> {
+    let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Ok(None);
+    };
+    let Some(to) = m.get("kill_switch") else {
+        return Ok(None);
+    };
+    if m.keys().any(|k| k != "kill_switch" && k != "reason") {
+        return Err(ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            kind: "invalid_alert",
+            message: "a kill-switch action has only `kill_switch` and an optional `reason`".into(),
+        });
+    }
+    let to = match to.as_str().and_then(crate::trading::risk::KillSwitch::parse) {
+        Some(k @ (crate::trading::risk::KillSwitch::On | crate::trading::risk::KillSwitch::ReduceOnly)) => k,
+        _ => {
+            return Err(ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                kind: "invalid_alert",
+                message: "`kill_switch` can be \"on\" or \"reduce_only\" from a webhook; turning it off needs `algobanana kill-switch off`".into(),
+            });
+        }
+    };
+    let reason = m
+        .get("reason")
+        .and_then(|r| r.as_str())
+        .unwrap_or("webhook")
+        .chars()
+        .take(256)
+        .collect::<String>();
+    let from = crate::trading::kill::set(
+        &app.state,
+        &app.audit,
+        to,
+        ActorKind::WebhookSource,
+        route,
+        ctx,
+        &reason,
+    )
+    .await
+    .map_err(|e| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        kind: "state_unavailable",
+        message: format!("the kill switch could not be set: {e:#}"),
+    })?;
+    Ok(Some(
+        (
+            StatusCode::OK,
+            Json(json!({ "kill_switch": to.as_str(), "previous": from.as_str() })),
+        )
+            .into_response(),
+    ))
 }
 
 /// `GET /healthz`: 200 when serving, 503 with the reason when halted.

@@ -61,11 +61,15 @@ CREATE TABLE IF NOT EXISTS order_transition(
 ) STRICT;
 
 -- Host controls that survive a restart (the kill switch).
+-- `audited = 0`: set by the CLI while the server held the audit log; the
+-- server records the change before its next order decision.
 CREATE TABLE IF NOT EXISTS control(
   key TEXT PRIMARY KEY,
   value TEXT NOT NULL,
   actor TEXT NOT NULL,
-  updated_at_ns INTEGER NOT NULL
+  updated_at_ns INTEGER NOT NULL,
+  audited INTEGER NOT NULL DEFAULT 1,
+  reason TEXT
 ) STRICT;
 
 CREATE TABLE IF NOT EXISTS plugin_kv(
@@ -117,6 +121,23 @@ fn storage_failure(e: &rusqlite::Error) -> Option<&'static str> {
         C::DatabaseCorrupt | C::NotADatabase => Some("the file is damaged: restore it from a backup"),
         _ => None,
     }
+}
+
+/// An alert as stored.
+#[derive(Debug, Clone)]
+pub struct StoredAlert {
+    /// Its id.
+    pub id: String,
+    /// The route.
+    pub route: String,
+    /// When it arrived.
+    pub received_at_ns: i64,
+    /// The request id.
+    pub request_id: String,
+    /// The content type.
+    pub content_type: String,
+    /// The body.
+    pub body: Vec<u8>,
 }
 
 /// Usage of one plugin's kv namespace.
@@ -189,18 +210,53 @@ impl StateDb {
         })
     }
 
-    /// Sets a control value.
+    /// Sets a control value; `audited` says whether the change is already
+    /// in the audit log.
     ///
     /// # Errors
     /// [`StoreError`].
-    pub fn set_control(&self, key: &str, value: &str, actor: &str) -> Result<(), StoreError> {
+    pub fn set_control(
+        &self,
+        key: &str,
+        value: &str,
+        actor: &str,
+        audited: bool,
+        reason: &str,
+    ) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO control(key, value, actor, updated_at_ns) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, actor = excluded.actor, updated_at_ns = excluded.updated_at_ns",
-                params![key, value, actor, crate::audit::now_ns()],
+                "INSERT INTO control(key, value, actor, updated_at_ns, audited, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, actor = excluded.actor,
+                   updated_at_ns = excluded.updated_at_ns, audited = excluded.audited, reason = excluded.reason",
+                params![key, value, actor, crate::audit::now_ns(), audited, reason],
             )
             .map(drop)
+        })
+    }
+
+    /// A control change not yet audited: `(value, actor, reason)`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn unaudited_control(&self, key: &str) -> Result<Option<(String, String, String)>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT value, actor, coalesce(reason, '') FROM control WHERE key = ?1 AND audited = 0",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+        })
+    }
+
+    /// Marks a control change audited.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn mark_control_audited(&self, key: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute("UPDATE control SET audited = 1 WHERE key = ?1", [key])
+                .map(drop)
         })
     }
 
@@ -253,6 +309,29 @@ impl StateDb {
             .and_then(|mut s| s.execute(params![id, route, received_at_ns, request_id, content_type, body]))
             .map(drop)
             .map_err(|e| self.err(e))
+    }
+
+    /// Alerts accepted but never finished, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn unfinished_alerts(&self) -> Result<Vec<StoredAlert>, StoreError> {
+        self.with(|c| {
+            let mut s = c.prepare(
+                "SELECT id, route, received_at_ns, request_id, content_type, body FROM alert WHERE status = 'received' ORDER BY received_at_ns",
+            )?;
+            s.query_map([], |r| {
+                Ok(StoredAlert {
+                    id: r.get(0)?,
+                    route: r.get(1)?,
+                    received_at_ns: r.get(2)?,
+                    request_id: r.get(3)?,
+                    content_type: r.get(4)?,
+                    body: r.get(5)?,
+                })
+            })?
+            .collect()
+        })
     }
 
     /// Stores an alert's final status and result JSON.

@@ -1,8 +1,11 @@
-//! Throwing and releasing the kill switch, from the CLI (on the data dir),
-//! the admin API (issue 5) and an authenticated webhook action. The state
-//! lives in `state.db` and survives restarts; every change is audited
-//! (`config.changed`, resource `kill_switch`) before it takes effect for the
-//! caller.
+//! Throwing and releasing the kill switch: from the CLI (on the data dir,
+//! whether or not the server runs), the admin API (issue 5) and an
+//! authenticated webhook action (which can only throw it: `on` or
+//! `reduce_only`). The state lives in `state.db` and survives restarts, and
+//! the running server reads it before every order decision, so a change
+//! takes effect at once. Every change is audited (`config.changed`,
+//! resource `kill_switch`): in the same process when it can hold the audit
+//! log, otherwise by the server before its next order decision.
 
 use serde_json::json;
 
@@ -11,7 +14,29 @@ use super::risk::KillSwitch;
 use crate::audit::{ActorKind, AuditEvent, AuditLog, Context, Outcome, action};
 use crate::store::StateDb;
 
-/// Sets the kill switch to `to`, audited as `actor`.
+fn current(state: &StateDb) -> anyhow::Result<KillSwitch> {
+    Ok(state
+        .control(KILL_SWITCH)?
+        .and_then(|(v, _, _)| KillSwitch::parse(&v))
+        .unwrap_or(KillSwitch::Off))
+}
+
+fn event(
+    from: KillSwitch,
+    to: KillSwitch,
+    actor_kind: ActorKind,
+    actor: &str,
+    ctx: &Context,
+    reason: &str,
+) -> AuditEvent {
+    AuditEvent::new(actor_kind, actor, action::CONFIG_CHANGED, Outcome::Success)
+        .resource("kill_switch")
+        .context(ctx)
+        .payload(json!({ "kill_switch": { "from": from.as_str(), "to": to.as_str() }, "reason": reason }))
+}
+
+/// Sets the kill switch to `to`, audited (committed) first. Returns the
+/// previous setting.
 ///
 /// # Errors
 /// When the change cannot be audited or stored (then it did not happen).
@@ -24,18 +49,36 @@ pub async fn set(
     ctx: &Context,
     reason: &str,
 ) -> anyhow::Result<KillSwitch> {
-    let from = state
-        .control(KILL_SWITCH)?
-        .and_then(|(v, _, _)| KillSwitch::parse(&v))
-        .unwrap_or(KillSwitch::Off);
-    audit
-        .record(
-            AuditEvent::new(actor_kind, actor, action::CONFIG_CHANGED, Outcome::Success)
-                .resource("kill_switch")
-                .context(ctx)
-                .payload(json!({ "kill_switch": { "from": from.as_str(), "to": to.as_str() }, "reason": reason })),
-        )
-        .await?;
-    state.set_control(KILL_SWITCH, to.as_str(), actor)?;
+    let from = current(state)?;
+    audit.record(event(from, to, actor_kind, actor, ctx, reason)).await?;
+    state.set_control(KILL_SWITCH, to.as_str(), actor, true, reason)?;
     Ok(from)
+}
+
+/// Sets the kill switch without the audit log (the server holds it): the
+/// change takes effect at once and the server audits it before its next
+/// order decision.
+///
+/// # Errors
+/// When it cannot be stored.
+pub fn request(state: &StateDb, to: KillSwitch, actor: &str, reason: &str) -> anyhow::Result<KillSwitch> {
+    let from = current(state)?;
+    state.set_control(KILL_SWITCH, to.as_str(), actor, false, reason)?;
+    Ok(from)
+}
+
+/// Audits a change made by [`request`], if there is one.
+///
+/// # Errors
+/// When it cannot be audited (the caller must not act then).
+pub async fn audit_pending(state: &StateDb, audit: &AuditLog) -> anyhow::Result<()> {
+    if let Some((value, actor, reason)) = state.unaudited_control(KILL_SWITCH)? {
+        let to = KillSwitch::parse(&value).unwrap_or(KillSwitch::On);
+        let mut e = event(to, to, ActorKind::User, &actor, &Context::default(), &reason);
+        e.payload["kill_switch"]["from"] = json!("unknown (set while the server held the audit log)");
+        e.payload["set_at"] = json!("by the command line, recorded by the server");
+        audit.record(e).await?;
+        state.mark_control_audited(KILL_SWITCH)?;
+    }
+    Ok(())
 }

@@ -323,3 +323,134 @@ pub fn check(limits: &RiskLimits, intent: &OrderIntent, s: &Snapshot) -> Decisio
         bypassed,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::domain::money::{Price, Quantity};
+    use crate::domain::order::{Symbol, TimeInForce};
+
+    fn intent(side: Side, qty: Decimal, price: Option<Decimal>, reduce_only: bool) -> OrderIntent {
+        OrderIntent {
+            symbol: Symbol::new("AAPL").unwrap(),
+            side,
+            quantity: Quantity::new_checked(qty).unwrap(),
+            order_type: OrderType::Market,
+            time_in_force: TimeInForce::Day,
+            requested_client_order_id: None,
+            reduce_only,
+            reference_price: price.map(|p| Price::new_checked(p).unwrap()),
+            take_profit: None,
+            stop_loss: None,
+        }
+    }
+
+    fn limits() -> RiskLimits {
+        RiskLimits {
+            symbols: None,
+            max_order_quantity: Some(Decimal::from(100)),
+            max_order_notional: Some(Decimal::from(10_000)),
+            max_position: Some(Decimal::from(250)),
+            max_orders_per_minute: Some(20),
+            max_orders_per_day: Some(50),
+            price_band_pct: Some(Decimal::from(5)),
+        }
+    }
+
+    fn snap(position: Decimal, minute: u32, day: u32) -> Snapshot {
+        Snapshot {
+            kill: KillSwitch::Off,
+            position: Some(position),
+            orders_last_minute: minute,
+            orders_today: day,
+        }
+    }
+
+    #[test]
+    fn defaults_are_on() {
+        let d = RiskLimits::default();
+        assert!(d.max_order_quantity.is_some() && d.max_order_notional.is_some() && d.max_position.is_some());
+        assert!(d.max_orders_per_minute.is_some() && d.max_orders_per_day.is_some() && d.price_band_pct.is_some());
+    }
+
+    #[test]
+    fn the_kill_switch_stops_exits_and_reduce_only_mode_lets_only_them_through() {
+        let l = limits();
+        let exit = intent(Side::Sell, Decimal::from(10), Some(Decimal::from(100)), true);
+        let buy = intent(Side::Buy, Decimal::from(10), Some(Decimal::from(100)), false);
+        let mut s = snap(Decimal::from(10), 0, 0);
+        s.kill = KillSwitch::On;
+        assert_eq!(check(&l, &exit, &s).rail, Some(Rail::KillSwitch));
+        s.kill = KillSwitch::ReduceOnly;
+        assert!(check(&l, &exit, &s).allowed);
+        assert_eq!(check(&l, &buy, &s).rail, Some(Rail::KillSwitch));
+        // An "exit" that would flip the position is not an exit.
+        let flip = intent(Side::Sell, Decimal::from(20), Some(Decimal::from(100)), true);
+        assert_eq!(check(&l, &flip, &s).rail, Some(Rail::KillSwitch));
+    }
+
+    proptest! {
+        /// Whatever the intent and the world, an allowed non-exit order
+        /// respects every limit.
+        #[test]
+        fn an_allowed_order_respects_every_limit(
+            buy in any::<bool>(),
+            qty in 1u32..400,
+            price in 1u32..500,
+            position in -400i64..400,
+            minute in 0u32..30,
+            day in 0u32..60,
+        ) {
+            let l = limits();
+            let side = if buy { Side::Buy } else { Side::Sell };
+            let i = intent(side, Decimal::from(qty), Some(Decimal::from(price)), false);
+            let s = snap(Decimal::from(position), minute, day);
+            let d = check(&l, &i, &s);
+            if d.allowed {
+                let q = Decimal::from(qty);
+                prop_assert!(q <= l.max_order_quantity.unwrap());
+                prop_assert!(q * Decimal::from(price) <= l.max_order_notional.unwrap());
+                prop_assert!(minute < 20 && day < 50);
+                let projected = Decimal::from(position) + if buy { q } else { -q };
+                prop_assert!(projected.abs() <= l.max_position.unwrap() || projected.abs() <= Decimal::from(position).abs());
+            } else {
+                prop_assert!(d.rail.is_some() && d.reason.is_some());
+            }
+        }
+
+        /// No sequence of orders, applied one at a time as the host does
+        /// (under its order lock, so concurrent alerts are a sequence too),
+        /// takes the position past the limit or sends an entry past the
+        /// daily cap.
+        #[test]
+        fn no_sequence_of_orders_breaks_a_limit(
+            orders in proptest::collection::vec((any::<bool>(), 1u32..150, any::<bool>()), 1..120),
+        ) {
+            let l = limits();
+            let (mut position, mut sent) = (Decimal::ZERO, 0u32);
+            for (buy, qty, reduce_only) in orders {
+                let side = if buy { Side::Buy } else { Side::Sell };
+                let i = intent(side, Decimal::from(qty), Some(Decimal::from(50)), reduce_only);
+                let s = snap(position, 0, sent);
+                let d = check(&l, &i, &s);
+                if d.allowed {
+                    // Exits pass the count rails (and are counted); entries
+                    // only while under the cap.
+                    if !reduce_only {
+                        prop_assert!(sent < l.max_orders_per_day.unwrap());
+                    }
+                    let before = position;
+                    position += if buy { Decimal::from(qty) } else { -Decimal::from(qty) };
+                    sent += 1;
+                    prop_assert!(position.abs() <= l.max_position.unwrap() || position.abs() < before.abs());
+                    if reduce_only {
+                        prop_assert!(position.abs() < before.abs(), "an exit reduced the position");
+                    }
+                }
+                prop_assert!(position.abs() <= l.max_position.unwrap());
+            }
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! Trading semantics: exactly-once orders (dedupe window, signal ids,
+//! restarts), the risk rails and their audited decisions, the kill switch
+//! (webhook, command line, restarts), ambiguous broker failures reconciled
+//! by client order id, crash recovery at start, and 202 when the pipeline
+//! outlasts the response budget.
+
+use std::time::Duration;
+
+use algobanana::audit::query::Filter;
+use algobanana::cli::{Cli, run};
+use algobanana::trading::orders::OrderState;
+use algobanana_tests::plugins::*;
+use algobanana_tests::{HostBuilder, TestHost, eventually};
+use clap::Parser;
+use serde_json::{Value, json};
+
+async fn cli(args: &[&str]) -> anyhow::Result<(u8, String)> {
+    let cli = Cli::try_parse_from(std::iter::once("algobanana").chain(args.iter().copied()))?;
+    let mut out = Vec::new();
+    let code = run(cli, &mut out).await?;
+    Ok((code, String::from_utf8(out)?))
+}
+
+async fn order(host: &TestHost, body: &str) -> anyhow::Result<Value> {
+    let ct = if body.starts_with('{') {
+        "application/json"
+    } else {
+        "text/plain"
+    };
+    let reply = host.alert("default", ct, body).await?;
+    Ok(reply.json()["orders"][0].clone())
+}
+
+fn sent_orders(host: &TestHost) -> usize {
+    host.app.orders.all(10_000).unwrap().iter().filter(|o| o.sent).count()
+}
+
+fn place_calls(host: &TestHost) -> usize {
+    host.audit(&Filter {
+        action: Some("plugin.call".into()),
+        ..Filter::default()
+    })
+    .unwrap()
+    .iter()
+    .filter(|e| e.payload["export"] == "place-order")
+    .count()
+}
+
+#[tokio::test]
+async fn the_same_alert_four_times_places_one_order_even_across_a_restart() -> anyhow::Result<()> {
+    const ALERT: &str = r#"{"ticker":"MSFT","action":"buy","quantity":"2","price":"410.5"}"#;
+    const SIGNAL: &str = r#"{"ticker":"MSFT","action":"buy","quantity":"1","price":"410","signalId":"sig-42"}"#;
+    let host = TestHost::start().await?;
+    assert_eq!(order(&host, ALERT).await?["outcome"], "filled");
+    let second = order(&host, ALERT).await?;
+    assert_eq!(second["outcome"], "duplicate", "{second}");
+    assert!(
+        second["reason"].as_str().unwrap().contains("no second order was sent"),
+        "{second}"
+    );
+    assert_eq!(order(&host, SIGNAL).await?["outcome"], "filled");
+    assert_eq!(order(&host, SIGNAL).await?["outcome"], "duplicate");
+
+    let (dir, tokens) = host.stop().await;
+    let host = TestHost::start_in(dir, tokens, Default::default()).await?;
+    assert_eq!(order(&host, ALERT).await?["outcome"], "duplicate", "after a restart");
+    assert_eq!(order(&host, ALERT).await?["outcome"], "duplicate");
+    assert_eq!(
+        order(&host, SIGNAL).await?["outcome"],
+        "duplicate",
+        "a signal id is never reused"
+    );
+    assert_eq!(sent_orders(&host), 2, "two orders reached the broker in all");
+    assert_eq!(place_calls(&host), 2);
+    let dups = host.audit(&Filter {
+        action: Some("order.duplicate".into()),
+        ..Filter::default()
+    })?;
+    assert_eq!(dups.len(), 5);
+
+    // Outside the window the same text is a new signal.
+    let host = HostBuilder::new()
+        .toml("[trading]\ndedupe_window_s = 0\n")
+        .start()
+        .await?;
+    assert_eq!(order(&host, ALERT).await?["outcome"], "filled");
+    assert_eq!(order(&host, ALERT).await?["outcome"], "filled");
+    Ok(())
+}
+
+#[tokio::test]
+async fn rails_refuse_naming_the_rail_and_every_decision_is_audited() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .toml(
+            "[risk]\nsymbols = [\"AAPL\", \"MSFT\"]\nmax_order_quantity = 100\nmax_order_notional = \"5000.50\"\nmax_position = 150\nmax_orders_per_minute = 6\nprice_band_pct = 5\n",
+        )
+        .start()
+        .await?;
+    let refused = |o: &Value, needle: &str| {
+        assert_eq!(o["outcome"], "rejected", "{o}");
+        let r = o["reason"].as_str().unwrap();
+        assert!(r.contains(needle), "{r}");
+    };
+    refused(&order(&host, "buy 1 TSLA at 200").await?, "TSLA is not in risk.symbols");
+    refused(
+        &order(&host, "buy 101 AAPL at 1").await?,
+        "quantity 101 is over risk.max_order_quantity = 100",
+    );
+    refused(
+        &order(&host, "buy 50 AAPL at 100.02").await?,
+        "notional 5001.00 is over risk.max_order_notional = 5000.50",
+    );
+    refused(&order(&host, "buy 1 AAPL").await?, "without a reference price");
+    refused(
+        &order(
+            &host,
+            r#"{"ticker":"AAPL","action":"buy","quantity":"1","price":"100","orderType":"limit","limitPrice":"106"}"#,
+        )
+        .await?,
+        "risk.price_band_pct = 5",
+    );
+    assert_eq!(order(&host, "buy 50 AAPL at 100").await?["outcome"], "filled");
+    assert_eq!(order(&host, "buy 50 AAPL at 99").await?["outcome"], "filled");
+    assert_eq!(order(&host, "buy 50 AAPL at 98").await?["outcome"], "filled");
+    refused(
+        &order(&host, "buy 1 AAPL at 97").await?,
+        "the position in AAPL would be 151, over risk.max_position = 150",
+    );
+    // An exit is never stopped by the size rails and is recorded as a bypass.
+    let exit = order(
+        &host,
+        r#"{"ticker":"AAPL","action":"sell","quantity":"150","price":"97","sentiment":"flat"}"#,
+    )
+    .await?;
+    assert_eq!(exit["outcome"], "filled", "{exit}");
+    let decisions = host.audit(&Filter {
+        action: Some("risk.decision".into()),
+        ..Filter::default()
+    })?;
+    let last = decisions.last().unwrap();
+    assert_eq!(last.payload["allowed"], true);
+    assert_eq!(
+        last.payload["bypassed"],
+        json!(["risk.max_order_quantity", "risk.max_order_notional"])
+    );
+    let rails: Vec<&str> = decisions.iter().filter_map(|d| d.payload["rail"].as_str()).collect();
+    assert_eq!(
+        rails,
+        [
+            "risk.symbols",
+            "risk.max_order_quantity",
+            "risk.max_order_notional",
+            "risk.max_order_notional",
+            "risk.price_band_pct",
+            "risk.max_position"
+        ]
+    );
+    // The rate rail: 4 orders sent so far this minute, the limit is 6.
+    assert_eq!(order(&host, "buy 1 MSFT at 400").await?["outcome"], "filled");
+    assert_eq!(order(&host, "buy 1 MSFT at 401").await?["outcome"], "filled");
+    refused(
+        &order(&host, "buy 1 MSFT at 402").await?,
+        "6 orders were sent in the last minute",
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unknown_position_fails_closed() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .plugin("probe", HTTP_PROBE, "broker")
+        .grant("http = [\"http://127.0.0.1:9\"]\nallow_loopback = true\nsecrets = [\"k\"]\n")
+        .route("probe", "tradingview", "probe")
+        .broker_settings(json!({ "fail_positions": true }))
+        .toml("[secrets.k]\nvalue = \"v\"\n")
+        .start()
+        .await?;
+    let o = host.alert("probe", "text/plain", "buy 1 AAPL at 100").await?.json();
+    assert_eq!(o["orders"][0]["outcome"], "rejected", "{o}");
+    assert!(
+        o["orders"][0]["reason"].as_str().unwrap().contains("fail closed"),
+        "{o}"
+    );
+    assert_eq!(place_calls(&host), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_kill_switch_holds_across_restarts_and_lets_only_what_it_should_through() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .toml("[risk]\nmax_order_quantity = 5\n")
+        .start()
+        .await?;
+    let data = host.path().to_str().unwrap().to_owned();
+    assert_eq!(order(&host, "buy 5 AAPL at 100").await?["outcome"], "filled");
+    assert_eq!(order(&host, "buy 5 AAPL at 101").await?["outcome"], "filled");
+
+    // Thrown by an authenticated webhook action.
+    let thrown = host
+        .alert(
+            "default",
+            "application/json",
+            r#"{"kill_switch":"on","reason":"runaway strategy"}"#,
+        )
+        .await?;
+    assert_eq!(thrown.status, 200);
+    assert_eq!(thrown.json()["kill_switch"], "on");
+    let off = host
+        .alert("default", "application/json", r#"{"kill_switch":"off"}"#)
+        .await?;
+    assert_eq!(off.status, 422, "a webhook cannot release it");
+    let exit = r#"{"ticker":"AAPL","action":"sell","quantity":"10","price":"100","sentiment":"flat"}"#;
+    let blocked = order(&host, "buy 1 AAPL at 102").await?;
+    assert!(
+        blocked["reason"].as_str().unwrap().contains("the kill switch is on"),
+        "{blocked}"
+    );
+    let blocked_exit = order(&host, exit).await?;
+    assert!(
+        blocked_exit["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the kill switch is on"),
+        "exits do not pass the kill switch: {blocked_exit}"
+    );
+
+    // It survives a restart.
+    let (dir, tokens) = host.stop().await;
+    let (_, status) = cli(&["kill-switch", "status", "--data-dir", dir.path().to_str().unwrap()]).await?;
+    assert!(status.contains("kill switch: on (set by default"), "{status}");
+    let host = TestHost::start_in(dir, tokens, Default::default()).await?;
+    let blocked = order(&host, "buy 1 AAPL at 103").await?;
+    assert!(
+        blocked["reason"].as_str().unwrap().contains("the kill switch is on"),
+        "{blocked}"
+    );
+
+    // Reduce-only from the command line while the server runs: in effect at
+    // once, audited by the server before its next decision. The exit passes
+    // (and bypasses max_order_quantity = 5); a new buy does not.
+    let (code, out) = cli(&[
+        "kill-switch",
+        "reduce-only",
+        "--data-dir",
+        &data,
+        "--reason",
+        "wind down",
+    ])
+    .await?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("on → reduce_only (in effect now"), "{out}");
+    let exit_filled = order(
+        &host,
+        r#"{"ticker":"AAPL","action":"sell","quantity":"10","price":"100.5","sentiment":"flat"}"#,
+    )
+    .await?;
+    assert_eq!(exit_filled["outcome"], "filled", "{exit_filled}");
+    let blocked = order(&host, "buy 1 AAPL at 104").await?;
+    assert!(
+        blocked["reason"].as_str().unwrap().contains("reduce-only mode"),
+        "{blocked}"
+    );
+    let changes = host.audit(&Filter {
+        action: Some("config.changed".into()),
+        ..Filter::default()
+    })?;
+    let kills: Vec<&Value> = changes
+        .iter()
+        .filter(|c| c.resource.as_deref() == Some("kill_switch"))
+        .map(|c| &c.payload)
+        .collect();
+    assert_eq!(kills.len(), 2, "{kills:?}");
+    assert_eq!(kills[0]["kill_switch"]["to"], "on");
+    assert_eq!(kills[0]["reason"], "runaway strategy");
+    assert_eq!(kills[1]["kill_switch"]["to"], "reduce_only");
+    assert_eq!(kills[1]["reason"], "wind down");
+
+    // Released with the server stopped: audited directly.
+    let (dir, tokens) = host.stop().await;
+    let (code, out) = cli(&["kill-switch", "off", "--data-dir", dir.path().to_str().unwrap()]).await?;
+    assert_eq!(code, 0);
+    assert!(out.contains("reduce_only → off (audited)"), "{out}");
+    let host = TestHost::start_in(dir, tokens, Default::default()).await?;
+    assert_eq!(order(&host, "buy 1 AAPL at 105").await?["outcome"], "filled");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_ambiguous_broker_failure_is_reconciled_by_client_order_id_never_resent() -> anyhow::Result<()> {
+    let grant = "http = [\"http://127.0.0.1:9\"]\nallow_loopback = true\nsecrets = [\"k\"]\n";
+    let host = HostBuilder::new()
+        .plugin("probe", HTTP_PROBE, "broker")
+        .grant(grant)
+        .route("found", "tradingview", "probe")
+        .broker_settings(json!({ "place": "ambiguous", "has_order": true }))
+        .route("lost", "tradingview", "probe")
+        .broker_settings(json!({ "place": "unavailable", "has_order": false }))
+        .toml("[secrets.k]\nvalue = \"v\"\n")
+        .start()
+        .await?;
+    let found = host.alert("found", "text/plain", "buy 1 AAPL at 100").await?.json();
+    let o = &found["orders"][0];
+    assert_eq!(o["outcome"], "filled", "the broker had it: {o}");
+    assert!(
+        o["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the broker reports the order as filled"),
+        "{o}"
+    );
+    let lost = host.alert("lost", "text/plain", "buy 1 AAPL at 100").await?.json();
+    let o = &lost["orders"][0];
+    assert_eq!(o["outcome"], "rejected", "{o}");
+    assert!(
+        o["reason"]
+            .as_str()
+            .unwrap()
+            .contains("was never placed; it was not resent"),
+        "{o}"
+    );
+    assert_eq!(place_calls(&host), 2, "one placement each, no retry");
+    let gets = host
+        .audit(&Filter {
+            action: Some("plugin.call".into()),
+            ..Filter::default()
+        })?
+        .into_iter()
+        .filter(|e| e.payload["export"] == "get-order")
+        .count();
+    assert_eq!(gets, 2);
+    let states: Vec<OrderState> = host.app.orders.all(10)?.iter().map(|o| o.state).collect();
+    assert_eq!(states, [OrderState::Filled, OrderState::Rejected]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn after_a_crash_orders_are_reconciled_and_unfinished_alerts_resume_once() -> anyhow::Result<()> {
+    let host = TestHost::start().await?;
+    let (dir, tokens) = host.stop().await;
+    // The state a kill -9 leaves between recording an intent and the broker
+    // call, and an alert accepted but not yet run.
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("state.db"))?;
+        let now = algobanana::audit::now_ns();
+        conn.execute(
+            "INSERT INTO orders(client_order_id, fingerprint, alert_id, route, broker, intent, state, sent, created_at_ns, updated_at_ns)
+             VALUES ('ab-crashed', 'f', '01a24200-0000-7000-8000-000000000001', 'default', 'paper', '{}', 'intent', 1, ?1, ?1)",
+            [now],
+        )?;
+        conn.execute(
+            "INSERT INTO alert(id, route, received_at_ns, request_id, content_type, body, status)
+             VALUES ('01a24200-0000-7000-8000-000000000002', 'default', ?1, 'req-resumed', 'text/plain', CAST('buy 3 AMD at 150' AS BLOB), 'received')",
+            [now],
+        )?;
+    }
+    let host = TestHost::start_in(dir, tokens, Default::default()).await?;
+    let orders = host.app.orders.all(10)?;
+    assert_eq!(orders[0].client_order_id, "ab-crashed");
+    assert_eq!(orders[0].state, OrderState::Rejected, "paper never had it");
+    assert!(orders[0].reason.as_deref().unwrap().contains("never placed"));
+    let resumed = host.app.orders.of_alert("01a24200-0000-7000-8000-000000000002")?;
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0].state, OrderState::Filled, "the unfinished alert ran");
+    assert_eq!(
+        place_calls(&host),
+        1,
+        "nothing was resent, the resumed alert placed once"
+    );
+
+    // A second restart finds nothing left to do.
+    let (dir, tokens) = host.stop().await;
+    let host = TestHost::start_in(dir, tokens, Default::default()).await?;
+    assert_eq!(place_calls(&host), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_slow_pipeline_answers_202_and_finishes_in_the_background() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .plugin("probe", HTTP_PROBE, "broker")
+        .grant("http = [\"http://127.0.0.1:9\"]\nallow_loopback = true\nsecrets = [\"k\"]\n")
+        .route("slow", "tradingview", "probe")
+        .broker_settings(json!({ "busy_ms": 400 }))
+        .toml("[secrets.k]\nvalue = \"v\"\n[trading]\nresponse_budget_ms = 50\n")
+        .start()
+        .await?;
+    let reply = host.alert("slow", "text/plain", "buy 1 AAPL at 100").await?;
+    assert_eq!(reply.status, 202, "{}", String::from_utf8_lossy(&reply.body));
+    let id = reply.json()["alert_id"].as_str().unwrap().to_owned();
+    assert_eq!(reply.json()["status"], "processing");
+    let done = eventually(Duration::from_secs(10), || {
+        host.audit_of(&id)
+            .ok()
+            .and_then(|e| e.into_iter().find(|e| e.action == "alert.processed"))
+    })
+    .await?;
+    assert_eq!(done.payload["orders"][0]["outcome"], "accepted");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stale_signal_is_refused() -> anyhow::Result<()> {
+    let host = TestHost::start().await?;
+    let old = r#"{"ticker":"AAPL","action":"buy","quantity":"1","price":"100","time":"2026-01-02T14:30:00Z"}"#;
+    let reply = host.alert("default", "application/json", old).await?;
+    assert_eq!(reply.status, 422);
+    assert_eq!(reply.json()["error"]["kind"], "stale_signal");
+    assert!(
+        reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("trading.max_signal_age_s = 300"),
+        "{}",
+        reply.json()
+    );
+    let fresh = format!(
+        r#"{{"ticker":"AAPL","action":"buy","quantity":"1","price":"100","time":"{}"}}"#,
+        jiff::Timestamp::now()
+    );
+    assert_eq!(order(&host, &fresh).await?["outcome"], "filled");
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_alerts_cannot_together_exceed_a_rail() -> anyhow::Result<()> {
+    let host = std::sync::Arc::new(
+        HostBuilder::new()
+            .toml("[risk]\nmax_position = 150\nmax_orders_per_minute = 0\n")
+            .start()
+            .await?,
+    );
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let host = host.clone();
+            tokio::spawn(async move { order(&host, &format!("buy 50 AAPL at {}", 100 + i)).await })
+        })
+        .collect();
+    let mut filled = 0;
+    for t in tasks {
+        let o = t.await??;
+        if o["outcome"] == "filled" {
+            filled += 1;
+        } else {
+            assert!(o["reason"].as_str().unwrap().contains("risk.max_position = 150"), "{o}");
+        }
+    }
+    assert_eq!(filled, 3, "150 / 50");
+    Ok(())
+}
