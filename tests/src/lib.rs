@@ -175,14 +175,21 @@ impl HostBuilder {
         for r in &self.routes {
             let token = format!("abh_test_{}_{}", r.name, uuid::Uuid::now_v7().simple());
             let hash = hex::encode(Sha256::digest(token.as_bytes()));
+            // Test brokers other than the built-in paper one trade nothing
+            // real; the config must say so (`live = false`).
+            let paper = self
+                .plugins
+                .iter()
+                .any(|p| p.name == r.broker && p.source == "builtin:paper");
             text.push_str(&format!(
-                "[[routes]]\nname = {:?}\nhook_token_sha256 = {:?}\nrule = {:?}\nbroker = {:?}\nrule_config = {}\nbroker_settings = {}\n\n",
+                "[[routes]]\nname = {:?}\nhook_token_sha256 = {:?}\nrule = {:?}\nbroker = {:?}\nrule_config = {}\nbroker_settings = {}\n{}\n",
                 r.name,
                 hash,
                 r.rule,
                 r.broker,
                 inline_table(&r.rule_config)?,
                 inline_table(&r.broker_settings)?,
+                if paper { "" } else { "live = false\n" },
             ));
             tokens.insert(r.name.clone(), token);
         }

@@ -324,9 +324,16 @@ pub struct RouteConfig {
     pub rule_config: serde_json::Value,
     /// The broker plugin.
     pub broker: PluginName,
-    /// The broker account's settings, a JSON object.
+    /// The broker account's settings, a JSON object. The host sets its
+    /// `live` key from the route's `live`, so an adapter picks its live or
+    /// paper endpoint from what the operator acknowledged, never on its own.
     pub broker_settings: serde_json::Value,
+    /// Returns true if and only if the route trades real money.
+    pub live: bool,
 }
+
+/// What an operator types to let a route trade real money.
+pub const LIVE_ACKNOWLEDGEMENT: &str = "I understand this route places real orders with real money";
 
 /// The hook path for a token.
 pub fn hook_path(token: &str) -> String {

@@ -184,4 +184,9 @@ pub struct RawRoute {
     /// Settings of the broker account, handed to the broker as a JSON object.
     #[serde(default)]
     pub broker_settings: Option<toml::Table>,
+    /// Whether the route trades real money (required for any broker but
+    /// the built-in paper one).
+    pub live: Option<bool>,
+    /// With `live = true`: the exact sentence in [`super::LIVE_ACKNOWLEDGEMENT`].
+    pub live_acknowledgement: Option<String>,
 }

@@ -13,8 +13,8 @@ use rust_decimal::Decimal;
 use super::TradingConfig;
 use super::raw::{RawConfig, RawGrant, RawLimits, RawPlugin, RawRisk};
 use super::{
-    Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Grant, Limits, Origin, PluginConfig, PluginSource, RouteConfig,
-    SecretSource, ServerConfig, World,
+    Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Grant, LIVE_ACKNOWLEDGEMENT, Limits, Origin, PluginConfig,
+    PluginSource, RouteConfig, SecretSource, ServerConfig, World,
 };
 use crate::domain::ids::{PluginName, RouteName};
 use crate::plugins::builtin;
@@ -163,6 +163,39 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         );
         let rule_config = table_json(rr.rule_config.as_ref(), &format!("{key}.rule_config"), &mut p);
         let broker_settings = table_json(rr.broker_settings.as_ref(), &format!("{key}.broker_settings"), &mut p);
+        let is_builtin_paper = raw
+            .plugins
+            .get(&rr.broker)
+            .is_some_and(|bp| bp.source == "builtin:paper");
+        let live = match (rr.live, is_builtin_paper) {
+            (Some(true), true) => {
+                p.push(format!(
+                    "{key}.live: the built-in paper broker never trades real money; remove `live = true`"
+                ));
+                false
+            }
+            (Some(true), false) => {
+                if rr.live_acknowledgement.as_deref() != Some(LIVE_ACKNOWLEDGEMENT) {
+                    p.push(format!(
+                        "{key}.live_acknowledgement: a live route must carry, typed exactly, live_acknowledgement = \"{LIVE_ACKNOWLEDGEMENT}\""
+                    ));
+                }
+                true
+            }
+            (Some(false), _) => false,
+            (None, true) => false,
+            (None, false) => {
+                p.push(format!(
+                    "{key}.live: broker `{}` is not the built-in paper broker; say what this route trades: `live = false` for a paper or sandbox account, or `live = true` with live_acknowledgement = \"{LIVE_ACKNOWLEDGEMENT}\"",
+                    rr.broker
+                ));
+                false
+            }
+        };
+        let mut broker_settings = broker_settings;
+        if let serde_json::Value::Object(m) = &mut broker_settings {
+            m.insert("live".into(), serde_json::Value::Bool(live));
+        }
         if let (Ok(name), Some(h), Some(rule), Some(broker)) = (name, hash, rule, broker) {
             let route = RouteConfig {
                 hook_token_sha256: h,
@@ -170,6 +203,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 rule_config,
                 broker,
                 broker_settings,
+                live,
             };
             if !routes.contains_key(&name) {
                 routes.insert(name, route);

@@ -41,6 +41,10 @@ struct Settings {
     initial_cash: Decimal,
     #[serde(default = "default_true")]
     allow_short: bool,
+    /// Set by the host from the route's `live` (always false for paper).
+    #[serde(default)]
+    #[allow(dead_code)]
+    live: bool,
 }
 
 fn default_account() -> String {
