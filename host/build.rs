@@ -7,12 +7,20 @@ mod build_plugins;
 fn main() {
     let root = build_plugins::repo_root();
     build_plugins::rerun_if_changed(&root);
-    let release = build_plugins::build(&root, &["tradingview", "paper"]);
+    let packages = [
+        "tradingview",
+        "paper",
+        "notify-webhook",
+        "notify-discord",
+        "notify-slack",
+        "notify-telegram",
+    ];
+    let release = build_plugins::build(&root, &packages);
     let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("plugins");
     std::fs::create_dir_all(&out).expect("create OUT_DIR/plugins");
-    for name in ["tradingview", "paper"] {
-        let from = release.join(format!("{name}.wasm"));
-        std::fs::copy(&from, out.join(format!("{name}.wasm")))
-            .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    for name in packages {
+        let file = format!("{}.wasm", name.replace('-', "_"));
+        let from = release.join(&file);
+        std::fs::copy(&from, out.join(&file)).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
     }
 }

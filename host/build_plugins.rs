@@ -50,6 +50,7 @@ pub fn rerun_if_changed(root: &Path) {
         "plugins/Cargo.lock",
         "plugins/rules",
         "plugins/brokers",
+        "plugins/notifiers",
         "plugins/fixtures",
         "plugin-sdk",
         "wit",

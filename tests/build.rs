@@ -14,7 +14,7 @@ fn main() {
     let release = build_plugins::build(&root, &[]);
 
     let mut names = Vec::new();
-    for dir in ["rules", "brokers", "fixtures"] {
+    for dir in ["rules", "brokers", "notifiers", "fixtures"] {
         let mut entries: Vec<_> = std::fs::read_dir(root.join("plugins").join(dir))
             .unwrap_or_else(|e| panic!("read plugins/{dir}: {e}"))
             .filter_map(Result::ok)

@@ -134,7 +134,29 @@ pub const fn __manifest_bytes<const N: usize>(text: &str) -> [u8; N] {
     out
 }
 
+/// Bindings for the `notifier` world: the [`notifier::Guest`] trait a
+/// notifier implements. Data types and host interfaces are shared.
+#[allow(missing_docs, unsafe_code, clippy::all)]
+pub mod notifier {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "algobanana:plugin/notifier@0.1.0",
+        default_bindings_module: "algobanana_plugin_sdk::notifier",
+        pub_export_macro: true,
+        export_macro_name: "export_notifier",
+        with: {
+            "algobanana:plugin/types@0.1.0": crate::rule::algobanana::plugin::types,
+            "algobanana:plugin/log@0.1.0": crate::rule::algobanana::plugin::log,
+            "algobanana:plugin/clock@0.1.0": crate::rule::algobanana::plugin::clock,
+            "algobanana:plugin/kv@0.1.0": crate::rule::algobanana::plugin::kv,
+            "algobanana:plugin/secrets@0.1.0": crate::broker::algobanana::plugin::secrets,
+            "algobanana:plugin/http@0.1.0": crate::broker::algobanana::plugin::http,
+        },
+    });
+}
+
 pub use broker::export_broker;
+pub use notifier::export_notifier;
 pub use rule::export_rule;
 
 /// Secrets granted to the plugin, as opaque handles: put into outbound

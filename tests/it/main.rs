@@ -20,6 +20,8 @@
 //!   key rotation and witness notes.
 //! - `trading`: exactly-once orders, risk rails, the kill switch,
 //!   reconciliation, crash recovery, 202 and stale signals.
+//! - `notify`: notifier plugins against local servers speaking each
+//!   service's wire format.
 //! - `cli`: `init` and `audit search` through the command-line code.
 
 mod alerts;
@@ -27,6 +29,7 @@ mod audit;
 mod capabilities;
 mod cli;
 mod config_ui;
+mod notify;
 mod plugins;
 mod tamper;
 mod trading;

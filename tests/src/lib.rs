@@ -444,6 +444,15 @@ impl Upstream {
     /// # Panics
     /// When it cannot bind.
     pub async fn start() -> Self {
+        Self::start_answering(200, None).await
+    }
+
+    /// Starts one that answers every request with `status` and `body`
+    /// (instead of the header echo).
+    ///
+    /// # Panics
+    /// When it cannot bind.
+    pub async fn start_answering(status: u16, answer: Option<&'static str>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
@@ -478,7 +487,9 @@ impl Upstream {
                                 headers,
                                 body,
                             });
-                            let mut resp = hyper::Response::new(Full::new(Bytes::from(echo.to_string())));
+                            let text = answer.map_or_else(|| echo.to_string(), str::to_owned);
+                            let mut resp = hyper::Response::new(Full::new(Bytes::from(text)));
+                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
                             for (k, v) in echo["headers"].as_array().unwrap().iter().enumerate() {
                                 if let Ok(v) = hyper::header::HeaderValue::from_str(v.as_str().unwrap_or_default()) {
                                     resp.headers_mut().insert(

@@ -288,7 +288,29 @@ impl PluginState {
         let started = Instant::now();
         let plugin = self.log.plugin.clone();
         let method = method_str(request.method);
-        let shown_url = redact_url(&request.url);
+        // A secret URL: filled here, shown (audit, errors) only as its template.
+        let mut url_secret_value: Option<Zeroizing<Vec<u8>>> = None;
+        let mut url_secret_name: Option<String> = None;
+        let (url, shown_url) = match &request.url_secret {
+            None => (request.url.clone(), redact_url(&request.url)),
+            Some(s) => {
+                if s.template.matches("{secret}").count() != 1 {
+                    return Err(CapabilityError::InvalidArgument(
+                        "the URL template must contain `{secret}` exactly once".into(),
+                    ));
+                }
+                let name = self.secrets.name(s.secret)?.to_owned();
+                let value = self.secrets.value(s.secret)?;
+                let Ok(text) = std::str::from_utf8(&value) else {
+                    return Err(CapabilityError::InvalidArgument(format!("secret `{name}` is not text")));
+                };
+                let filled = s.template.replacen("{secret}", text, 1);
+                let shown = redact_url(&s.template);
+                url_secret_value = Some(value);
+                url_secret_name = Some(name);
+                (filled, shown)
+            }
+        };
         if self.audit.is_none() {
             return Err(CapabilityError::Unavailable(
                 "outbound HTTP is available only in audited calls".into(),
@@ -305,10 +327,28 @@ impl PluginState {
         self.http.requests += 1;
 
         // Layer 1: the origin.
-        let target = match parse_url(&request.url) {
+        let target = match parse_url(&url) {
             Ok(t) => t,
+            // Never echo a filled secret URL back.
+            Err(_) if url_secret_value.is_some() => {
+                return Err(CapabilityError::InvalidArgument(format!(
+                    "the URL made from `{shown_url}` is not valid"
+                )));
+            }
             Err(e) => return Err(CapabilityError::InvalidArgument(e)),
         };
+        if let (Some(name), Some(hosts)) = (
+            &url_secret_name,
+            url_secret_name.as_ref().and_then(|n| self.secrets.store_hosts(n)),
+        ) && !hosts.contains(&target.host)
+        {
+            let reason = format!(
+                "secret `{name}` may be sent only to {}, not to {}",
+                hosts.join(", "),
+                target.host
+            );
+            return Err(self.http_refuse(reason, json!({ "url": shown_url, "secret": name })));
+        }
         let origin = format!("{}://{}:{}", target.scheme, target.host, target.port);
         if !self
             .http
@@ -456,6 +496,9 @@ impl PluginState {
                 }
             }
         }
+        if let Some(name) = &url_secret_name {
+            used.push((name.clone(), "url".to_owned(), shown_url.clone()));
+        }
         for (secret, header, template) in &used {
             self.record(
                 AuditEvent::new(ActorKind::Plugin, self.actor(), action::SECRET_USED, Outcome::Success)
@@ -496,6 +539,7 @@ impl PluginState {
         // A server that echoes credentials must not hand them to the plugin.
         let mut body = body.to_vec();
         let mut headers = headers;
+        secret_values.extend(url_secret_value);
         for v in &secret_values {
             body = redact(&body, v);
             for (_, hv) in &mut headers {

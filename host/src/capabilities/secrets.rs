@@ -118,6 +118,11 @@ impl SecretsState {
         self.name(handle).ok().and_then(|n| self.store.hosts(n))
     }
 
+    /// The hosts secret `name` may go to (`None`: any granted).
+    pub fn store_hosts(&self, name: &str) -> Option<Vec<String>> {
+        self.store.hosts(name)
+    }
+
     /// The value behind `handle`, for the host's own use.
     ///
     /// # Errors

@@ -39,10 +39,25 @@ pub struct Config {
     /// Secret sources by name, with the hosts each may be sent to (`None`:
     /// any host in the using plugin's `http` grant).
     pub secrets: IndexMap<String, (SecretSource, Option<Vec<String>>)>,
+    /// Where notifications go.
+    pub notifications: Vec<NotificationConfig>,
     /// The risk rails.
     pub risk: crate::trading::risk::RiskLimits,
     /// Intake and order semantics.
     pub trading: TradingConfig,
+}
+
+/// One `[[notifications]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationConfig {
+    /// The notifier plugin.
+    pub plugin: PluginName,
+    /// Which kinds: `fill`, `rejection`, `error`, `kill_switch`.
+    pub on: Vec<String>,
+    /// Only these routes (`None`: every route).
+    pub routes: Option<Vec<String>>,
+    /// The notifier's settings, a JSON object.
+    pub settings: serde_json::Value,
 }
 
 /// `[trading]`, validated.
@@ -239,6 +254,8 @@ pub enum World {
     Rule,
     /// `algobanana:plugin/broker`.
     Broker,
+    /// `algobanana:plugin/notifier`.
+    Notifier,
 }
 
 impl World {
@@ -247,6 +264,7 @@ impl World {
         match self {
             Self::Rule => "rule",
             Self::Broker => "broker",
+            Self::Notifier => "notifier",
         }
     }
 }

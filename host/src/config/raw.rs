@@ -27,6 +27,9 @@ pub struct RawConfig {
     /// or environment.
     #[serde(default)]
     pub secrets: BTreeMap<String, RawSecret>,
+    /// Where notifications go.
+    #[serde(default)]
+    pub notifications: Vec<RawNotification>,
     /// The host's risk rails (on by default; see `trading::risk`).
     #[serde(default)]
     pub risk: RawRisk,
@@ -53,6 +56,21 @@ pub struct RawRisk {
     pub max_orders_per_day: Option<u32>,
     /// Price band around the reference price, percent.
     pub price_band_pct: Option<toml::Value>,
+}
+
+/// `[[notifications]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotification {
+    /// A notifier plugin.
+    pub plugin: String,
+    /// Kinds to send (default: fill, rejection, error, kill_switch).
+    pub on: Option<Vec<String>>,
+    /// Only for these routes.
+    pub routes: Option<Vec<String>>,
+    /// The notifier's settings.
+    #[serde(default)]
+    pub settings: Option<toml::Table>,
 }
 
 /// `[trading]`.

@@ -13,8 +13,8 @@ use rust_decimal::Decimal;
 use super::TradingConfig;
 use super::raw::{RawConfig, RawGrant, RawLimits, RawPlugin, RawRisk};
 use super::{
-    Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Grant, LIVE_ACKNOWLEDGEMENT, Limits, Origin, PluginConfig,
-    PluginSource, RouteConfig, SecretSource, ServerConfig, World,
+    Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Grant, LIVE_ACKNOWLEDGEMENT, Limits, NotificationConfig, Origin,
+    PluginConfig, PluginSource, RouteConfig, SecretSource, ServerConfig, World,
 };
 use crate::domain::ids::{PluginName, RouteName};
 use crate::plugins::builtin;
@@ -257,6 +257,47 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
     }
 
+    let mut notifications = Vec::new();
+    for (i, rn) in raw.notifications.iter().enumerate() {
+        let key = format!("notifications[{i}]");
+        let plugin = slot(
+            &plugins,
+            &raw,
+            &rn.plugin,
+            World::Notifier,
+            &format!("{key}.plugin"),
+            &mut p,
+        );
+        let on = rn.on.clone().unwrap_or_else(|| {
+            ["fill", "rejection", "error", "kill_switch"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        });
+        for k in &on {
+            if !["fill", "rejection", "error", "kill_switch"].contains(&k.as_str()) {
+                p.push(format!(
+                    "{key}.on: `{k}` is not a notification kind; expected fill, rejection, error or kill_switch"
+                ));
+            }
+        }
+        if let Some(rs) = &rn.routes {
+            for r in rs {
+                if !raw.routes.iter().any(|rr| rr.name == *r) {
+                    p.push(format!("{key}.routes: there is no route `{r}`"));
+                }
+            }
+        }
+        let settings = table_json(rn.settings.as_ref(), &format!("{key}.settings"), &mut p);
+        if let Some(plugin) = plugin {
+            notifications.push(NotificationConfig {
+                plugin,
+                on,
+                routes: rn.routes.clone(),
+                settings,
+            });
+        }
+    }
     let risk = risk(&raw.risk, &mut p);
     let d = TradingConfig::default();
     let trading = TradingConfig {
@@ -294,6 +335,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         });
     }
     Ok(Config {
+        notifications,
         risk,
         trading,
         path: path.to_owned(),
@@ -308,9 +350,10 @@ fn plugin(rp: &RawPlugin, key: &str, base: &Path, defaults: Limits, p: &mut Vec<
     let world = match rp.world.as_str() {
         "rule" => Some(World::Rule),
         "broker" => Some(World::Broker),
+        "notifier" => Some(World::Notifier),
         other => {
             p.push(format!(
-                "{key}.world: `{other}` is not a world; expected \"rule\" or \"broker\""
+                "{key}.world: `{other}` is not a world; expected \"rule\", \"broker\" or \"notifier\""
             ));
             None
         }
@@ -368,7 +411,7 @@ fn plugin(rp: &RawPlugin, key: &str, base: &Path, defaults: Limits, p: &mut Vec<
     }
     if world == Some(World::Rule) && (!grant.http.is_empty() || !grant.secrets.is_empty()) {
         p.push(format!(
-            "{key}.grant: rules cannot use `http` or `secrets` (only broker plugins can); remove them"
+            "{key}.grant: rules cannot use `http` or `secrets` (only broker and notifier plugins can); remove them"
         ));
     }
     Some(PluginConfig {

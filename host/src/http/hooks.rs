@@ -161,7 +161,14 @@ async fn receive_inner(
     let task = {
         let app = app.clone();
         let route = route.clone();
-        tokio::spawn(async move { pipeline::run(&app, &route, accepted, incoming).await })
+        tokio::spawn(async move {
+            let ctx = accepted.ctx.clone();
+            let report = pipeline::run(&app, &route, accepted, incoming).await;
+            if let Ok(r) = &report {
+                crate::trading::notify::spawn(&app, crate::trading::notify::of_report(r), ctx);
+            }
+            report
+        })
     };
     match tokio::time::timeout(budget, task).await {
         Ok(Ok(report)) => {
@@ -247,6 +254,24 @@ async fn kill_switch_action(
         kind: "state_unavailable",
         message: format!("the kill switch could not be set: {e:#}"),
     })?;
+    crate::trading::notify::spawn(
+        app,
+        vec![crate::plugins::bindings::types::Notification {
+            kind: crate::plugins::bindings::types::NotificationKind::KillSwitch,
+            route: route.to_owned(),
+            alert_id: String::new(),
+            client_order_id: None,
+            symbol: None,
+            summary: format!(
+                "Kill switch {} → {} from route {route}: {reason}",
+                from.as_str(),
+                to.as_str()
+            ),
+            details: json!({ "from": from.as_str(), "to": to.as_str(), "reason": reason }).to_string(),
+            at: u64::try_from(crate::audit::now_ns()).unwrap_or(0),
+        }],
+        ctx.clone(),
+    );
     Ok(Some(
         (
             StatusCode::OK,

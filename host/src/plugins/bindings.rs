@@ -40,5 +40,24 @@ pub mod broker {
     });
 }
 
+/// The `notifier` world: `notify`.
+#[allow(missing_docs, missing_debug_implementations, clippy::all)]
+pub mod notifier {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "algobanana:plugin/notifier",
+        imports: { default: trappable },
+        exports: { default: async },
+        with: {
+            "algobanana:plugin/types": super::rule::algobanana::plugin::types,
+            "algobanana:plugin/log": super::rule::algobanana::plugin::log,
+            "algobanana:plugin/clock": super::rule::algobanana::plugin::clock,
+            "algobanana:plugin/kv": super::rule::algobanana::plugin::kv,
+            "algobanana:plugin/secrets": super::broker::algobanana::plugin::secrets,
+            "algobanana:plugin/http": super::broker::algobanana::plugin::http,
+        },
+    });
+}
+
 pub use broker::algobanana::plugin::{http, secrets};
 pub use rule::algobanana::plugin::{clock, kv, log, types};

@@ -28,6 +28,30 @@ pub const ALL: &[Builtin] = &[
         world: crate::config::World::Broker,
         wasm: include_bytes!(concat!(env!("OUT_DIR"), "/plugins/paper.wasm")),
     },
+    Builtin {
+        name: "notify-webhook",
+        version: "0.1.0",
+        world: crate::config::World::Notifier,
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/plugins/notify_webhook.wasm")),
+    },
+    Builtin {
+        name: "notify-discord",
+        version: "0.1.0",
+        world: crate::config::World::Notifier,
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/plugins/notify_discord.wasm")),
+    },
+    Builtin {
+        name: "notify-slack",
+        version: "0.1.0",
+        world: crate::config::World::Notifier,
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/plugins/notify_slack.wasm")),
+    },
+    Builtin {
+        name: "notify-telegram",
+        version: "0.1.0",
+        world: crate::config::World::Notifier,
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/plugins/notify_telegram.wasm")),
+    },
 ];
 
 /// The embedded plugin called `name`.

@@ -414,6 +414,48 @@ impl Registry {
         .await
     }
 
+    /// Calls a notifier's `notify` and audits the call.
+    ///
+    /// # Errors
+    /// [`CallError`] when the plugin is not a notifier or the audit is halted.
+    pub async fn call_notifier(
+        &self,
+        plugin: &LoadedPlugin,
+        notification: wit::Notification,
+        settings: String,
+        audit: &AuditLog,
+        ctx: &Context,
+    ) -> Result<Called<(), wit::NotifyError>, CallError> {
+        let Pre::Notifier(pre) = &plugin.pre else {
+            return Err(CallError::WrongWorld(plugin.name.to_string(), "notifier"));
+        };
+        let input = json!({
+            "kind": format!("{:?}", notification.kind).to_lowercase(),
+            "route": notification.route,
+            "alert_id": notification.alert_id,
+            "client_order_id": notification.client_order_id,
+            "summary": notification.summary,
+        });
+        let pre = pre.clone();
+        let call = move |mut store: Store<PluginState>| -> CallFuture<Result<(), wit::NotifyError>> {
+            Box::pin(async move {
+                let result = async {
+                    let n = pre.instantiate_async(&mut store).await?;
+                    n.call_notify(&mut store, &notification, &settings).await
+                }
+                .await;
+                (store, result)
+            })
+        };
+        self.run(plugin, "notify", input, call, audit, ctx, |r| {
+            Ok(match r {
+                Ok(()) => json!({ "sent": true }),
+                Err(e) => json!({ "error": format!("{e:?}") }),
+            })
+        })
+        .await
+    }
+
     /// The sandboxed call: a fresh store with the plugin's limits, the
     /// call, classification, and the kv commit on `ok`. Records nothing.
     async fn execute<T, E>(

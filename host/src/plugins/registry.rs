@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
-use super::bindings::{broker::BrokerPre, rule::RulePre};
+use super::bindings::{broker::BrokerPre, notifier::NotifierPre, rule::RulePre};
 use super::engine::{self, EngineSettings};
 use super::state::PluginState;
 use super::{bindings, builtin};
@@ -166,6 +166,8 @@ pub enum Pre {
     Rule(RulePre<PluginState>),
     /// A broker.
     Broker(BrokerPre<PluginState>),
+    /// A notifier.
+    Notifier(NotifierPre<PluginState>),
 }
 
 impl std::fmt::Debug for Pre {
@@ -173,6 +175,7 @@ impl std::fmt::Debug for Pre {
         f.write_str(match self {
             Self::Rule(_) => "Pre::Rule",
             Self::Broker(_) => "Pre::Broker",
+            Self::Notifier(_) => "Pre::Notifier",
         })
     }
 }
@@ -474,6 +477,7 @@ fn load_one(
     let pre = match pc.world {
         World::Rule => Pre::Rule(RulePre::new(instance_pre).map_err(world_err)?),
         World::Broker => Pre::Broker(BrokerPre::new(instance_pre).map_err(world_err)?),
+        World::Notifier => Pre::Notifier(NotifierPre::new(instance_pre).map_err(world_err)?),
     };
     Ok(LoadedPlugin {
         name: name.clone(),

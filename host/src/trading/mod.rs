@@ -5,6 +5,7 @@ pub mod orders;
 pub mod risk;
 
 pub mod kill;
+pub mod notify;
 
 /// The `control` key of the kill switch.
 pub const KILL_SWITCH: &str = "kill_switch";

@@ -1,0 +1,137 @@
+//! Notifications after the order path: fills, rejections and errors go to
+//! every `[[notifications]]` entry that wants them, through notifier
+//! plugins. They run in a task of their own after the alert's result is
+//! known, so a slow or failing notifier never delays or blocks an order;
+//! each call is an audited `plugin.call` like any other.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::app::App;
+use crate::audit::Context;
+use crate::pipeline::{AlertReport, AlertStatus, OrderOutcome};
+use crate::plugins::bindings::types::{Notification, NotificationKind};
+
+fn kind_name(k: NotificationKind) -> &'static str {
+    match k {
+        NotificationKind::Fill => "fill",
+        NotificationKind::Rejection => "rejection",
+        NotificationKind::Error => "error",
+        NotificationKind::KillSwitch => "kill_switch",
+    }
+}
+
+/// The notifications one alert's report gives rise to.
+pub fn of_report(report: &AlertReport) -> Vec<Notification> {
+    let at = u64::try_from(crate::audit::now_ns()).unwrap_or(0);
+    let base = |kind, coid: Option<String>, symbol: Option<String>, summary: String, details: serde_json::Value| {
+        Notification {
+            kind,
+            route: report.route.to_string(),
+            alert_id: report.alert_id.to_string(),
+            client_order_id: coid,
+            symbol,
+            summary,
+            details: details.to_string(),
+            at,
+        }
+    };
+    let mut out = Vec::new();
+    if report.status != AlertStatus::Processed {
+        let message = report.error.as_ref().map_or("failed", |e| e.message.as_str());
+        out.push(base(
+            NotificationKind::Error,
+            None,
+            None,
+            format!("Alert on route {} failed: {message}", report.route),
+            json!({ "error": report.error }),
+        ));
+    }
+    for o in &report.orders {
+        let kind = match o.outcome {
+            OrderOutcome::Filled | OrderOutcome::PartiallyFilled => NotificationKind::Fill,
+            OrderOutcome::Rejected => NotificationKind::Rejection,
+            OrderOutcome::Error => NotificationKind::Error,
+            OrderOutcome::Accepted | OrderOutcome::Canceled | OrderOutcome::Duplicate => continue,
+        };
+        let coid = o.client_order_id.as_ref().map(ToString::to_string);
+        let (symbol, what) = match &o.intent {
+            Some(i) => (
+                Some(i.symbol.as_str().to_owned()),
+                format!(
+                    "{} {} {}",
+                    serde_json::to_value(i.side)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    i.quantity,
+                    i.symbol.as_str()
+                ),
+            ),
+            None => (None, "order".to_owned()),
+        };
+        let summary = match kind {
+            NotificationKind::Fill => {
+                let price = o
+                    .ack
+                    .as_ref()
+                    .and_then(|a| a.average_fill_price)
+                    .map(|p| format!(" @ {p}"))
+                    .unwrap_or_default();
+                format!("Filled {what}{price} (route {})", report.route)
+            }
+            NotificationKind::Rejection => format!(
+                "Rejected {what} (route {}): {}",
+                report.route,
+                o.reason.as_deref().unwrap_or("no reason given")
+            ),
+            _ => format!(
+                "Order error {what} (route {}): {}",
+                report.route,
+                o.reason.as_deref().unwrap_or("unknown")
+            ),
+        };
+        out.push(base(
+            kind,
+            coid,
+            symbol,
+            summary,
+            serde_json::to_value(o).unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+/// Sends `notifications` in the background.
+pub fn spawn(app: &Arc<App>, notifications: Vec<Notification>, ctx: Context) {
+    if app.config.notifications.is_empty() || notifications.is_empty() {
+        return;
+    }
+    let app = app.clone();
+    tokio::spawn(async move {
+        for n in notifications {
+            for target in &app.config.notifications {
+                if !target.on.iter().any(|k| k == kind_name(n.kind)) {
+                    continue;
+                }
+                if let Some(routes) = &target.routes
+                    && !routes.contains(&n.route)
+                {
+                    continue;
+                }
+                let Some(plugin) = app.registry.get(&target.plugin) else {
+                    continue;
+                };
+                match app
+                    .registry
+                    .call_notifier(&plugin, n.clone(), target.settings.to_string(), &app.audit, &ctx)
+                    .await
+                {
+                    Ok(called) => drop(called),
+                    Err(e) => tracing::warn!(error = %e, notifier = %target.plugin, "notification not sent"),
+                }
+            }
+        }
+    });
+}

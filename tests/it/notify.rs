@@ -1,0 +1,227 @@
+//! Notifier plugins, one test each (named after the plugin), against local
+//! servers that check each service's wire format: sent after the order path
+//! for fills, rejections and errors, with credentials the plugin never sees.
+
+use std::time::Duration;
+
+use algobanana::audit::query::Filter;
+use algobanana_tests::{HostBuilder, TestHost, Upstream, eventually};
+use serde_json::Value;
+
+/// A default host whose fills and rejections go to `notifier`.
+async fn host_with(
+    notifier: &str,
+    upstream: &Upstream,
+    grant_secrets: &str,
+    settings: &str,
+    secrets: &str,
+) -> TestHost {
+    HostBuilder::new()
+        .builtin(notifier, "notifier")
+        .grant(&format!(
+            "http = [{:?}]\nallow_loopback = true\nsecrets = [{grant_secrets}]\n",
+            upstream.origin()
+        ))
+        .toml(&format!(
+            "[[notifications]]\nplugin = {notifier:?}\non = [\"fill\", \"rejection\"]\nsettings = {settings}\n{secrets}\n[risk]\nmax_order_quantity = 10\n"
+        ))
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Sends a fill and a rejection; returns the two requests the service got.
+async fn two_notifications(host: &TestHost, upstream: &Upstream) -> Vec<algobanana_tests::Received> {
+    let fill = host
+        .alert("default", "text/plain", "buy 2 AAPL at 190.35")
+        .await
+        .unwrap();
+    assert_eq!(fill.json()["orders"][0]["outcome"], "filled");
+    let reject = host.alert("default", "text/plain", "buy 11 AAPL at 190").await.unwrap();
+    assert_eq!(reject.json()["orders"][0]["outcome"], "rejected");
+    eventually(Duration::from_secs(10), || {
+        let r = upstream.requests();
+        (r.len() >= 2).then_some(r)
+    })
+    .await
+    .unwrap()
+}
+
+fn body(r: &algobanana_tests::Received) -> Value {
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+fn header<'a>(r: &'a algobanana_tests::Received, name: &str) -> Option<&'a str> {
+    r.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+pub async fn notify_webhook() -> anyhow::Result<()> {
+    let upstream = Upstream::start().await;
+    let host = host_with(
+        "notify-webhook",
+        &upstream,
+        "\"hook_signing\"",
+        &format!(
+            "{{ url = \"{}/hooks/algobanana\", signing_secret = \"hook_signing\" }}",
+            upstream.origin()
+        ),
+        "[secrets.hook_signing]\nvalue = \"whsec-9f2\"\n",
+    )
+    .await;
+    let got = two_notifications(&host, &upstream).await;
+    assert_eq!(got[0].method, "POST");
+    assert_eq!(got[0].uri, "/hooks/algobanana");
+    assert_eq!(header(&got[0], "content-type"), Some("application/json"));
+    let fill = body(&got[0]);
+    assert_eq!(fill["kind"], "fill");
+    assert_eq!(fill["route"], "default");
+    assert_eq!(fill["symbol"], "AAPL");
+    assert_eq!(fill["summary"], "Filled buy 2 AAPL @ 190.35 (route default)");
+    assert_eq!(fill["details"]["outcome"], "filled");
+    // The receiver can check the signature with the shared secret.
+    let expected = {
+        use hmac::Mac as _;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"whsec-9f2").unwrap();
+        mac.update(&got[0].body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    assert_eq!(header(&got[0], "x-algobanana-signature"), Some(expected.as_str()));
+    let reject = body(&got[1]);
+    assert_eq!(reject["kind"], "rejection");
+    assert!(
+        reject["summary"]
+            .as_str()
+            .unwrap()
+            .contains("risk.max_order_quantity = 10"),
+        "{reject}"
+    );
+    // Audited as plugin calls, after the alerts.
+    let calls = host.audit(&Filter {
+        action: Some("plugin.call".into()),
+        ..Filter::default()
+    })?;
+    assert_eq!(calls.iter().filter(|c| c.payload["export"] == "notify").count(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+pub async fn notify_discord() -> anyhow::Result<()> {
+    let upstream = Upstream::start_answering(204, Some("")).await;
+    let url = format!("{}/api/webhooks/1187/tok-SECRET-44", upstream.origin());
+    let host = host_with(
+        "notify-discord",
+        &upstream,
+        "\"discord_hook\"",
+        "{ webhook_secret = \"discord_hook\" }",
+        &format!("[secrets.discord_hook]\nvalue = {url:?}\n"),
+    )
+    .await;
+    let got = two_notifications(&host, &upstream).await;
+    assert_eq!(got[0].uri, "/api/webhooks/1187/tok-SECRET-44");
+    let fill = body(&got[0]);
+    assert_eq!(fill["content"], "**fill** Filled buy 2 AAPL @ 190.35 (route default)");
+    assert_eq!(fill["username"], "algobanana");
+    assert_eq!(fill["allowed_mentions"]["parse"], serde_json::json!([]));
+    assert!(
+        body(&got[1])["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("**rejection** Rejected buy 11 AAPL")
+    );
+    // The webhook URL is a secret: the audit shows its template only.
+    let http = host.audit(&Filter {
+        action: Some("capability.http".into()),
+        ..Filter::default()
+    })?;
+    assert_eq!(http[0].payload["url"], "{secret}");
+    assert_eq!(http[0].payload["status"], 204);
+    let dump = std::fs::read(host.path().join("audit.db"))?;
+    let needle: &[u8] = b"tok-SECRET-44";
+    assert!(!dump.windows(needle.len()).any(|w| w == needle));
+    Ok(())
+}
+
+#[tokio::test]
+pub async fn notify_slack() -> anyhow::Result<()> {
+    let upstream = Upstream::start_answering(200, Some("ok")).await;
+    let url = format!("{}/services/T000/B000/XXXX", upstream.origin());
+    let host = host_with(
+        "notify-slack",
+        &upstream,
+        "\"slack_hook\"",
+        "{ webhook_secret = \"slack_hook\" }",
+        &format!("[secrets.slack_hook]\nvalue = {url:?}\n"),
+    )
+    .await;
+    let got = two_notifications(&host, &upstream).await;
+    assert_eq!(got[0].uri, "/services/T000/B000/XXXX");
+    assert_eq!(
+        body(&got[0])["text"],
+        "*fill* Filled buy 2 AAPL @ 190.35 (route default)"
+    );
+    assert!(body(&got[1])["text"].as_str().unwrap().starts_with("*rejection*"));
+
+    // Slack's `invalid_token` answer is a rejected notification, audited.
+    let bad = Upstream::start_answering(403, Some("invalid_token")).await;
+    let url = format!("{}/services/T000/B000/XXXX", bad.origin());
+    let host = host_with(
+        "notify-slack",
+        &bad,
+        "\"slack_hook\"",
+        "{ webhook_secret = \"slack_hook\" }",
+        &format!("[secrets.slack_hook]\nvalue = {url:?}\n"),
+    )
+    .await;
+    host.alert("default", "text/plain", "buy 1 AAPL at 100").await?;
+    let failed = eventually(Duration::from_secs(10), || {
+        host.audit(&Filter {
+            action: Some("plugin.call".into()),
+            ..Filter::default()
+        })
+        .ok()?
+        .into_iter()
+        .find(|c| c.payload["export"] == "notify")
+    })
+    .await?;
+    assert_eq!(failed.outcome, "failure");
+    assert!(
+        failed.payload["output"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_token"),
+        "{}",
+        failed.payload
+    );
+    Ok(())
+}
+
+#[tokio::test]
+pub async fn notify_telegram() -> anyhow::Result<()> {
+    let upstream = Upstream::start_answering(200, Some(r#"{"ok":true,"result":{"message_id":7}}"#)).await;
+    let host = host_with(
+        "notify-telegram",
+        &upstream,
+        "\"tg_token\"",
+        &format!(
+            "{{ token_secret = \"tg_token\", chat_id = -1001234567890, api_base = \"{}\" }}",
+            upstream.origin()
+        ),
+        "[secrets.tg_token]\nvalue = \"123456:ABC-DEF1234ghIkl\"\n",
+    )
+    .await;
+    let got = two_notifications(&host, &upstream).await;
+    assert_eq!(got[0].uri, "/bot123456:ABC-DEF1234ghIkl/sendMessage");
+    let fill = body(&got[0]);
+    assert_eq!(fill["chat_id"], -1_001_234_567_890_i64);
+    assert_eq!(fill["text"], "[fill] Filled buy 2 AAPL @ 190.35 (route default)");
+    let http = host.audit(&Filter {
+        action: Some("capability.http".into()),
+        ..Filter::default()
+    })?;
+    assert_eq!(
+        http[0].payload["url"],
+        format!("{}/bot{{secret}}/sendMessage", upstream.origin())
+    );
+    Ok(())
+}
