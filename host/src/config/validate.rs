@@ -184,6 +184,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             }
             (Some(false), _) => false,
             (None, true) => false,
+            // An undefined broker is reported under routes[i].broker.
+            (None, false) if !raw.plugins.contains_key(&rr.broker) => false,
             (None, false) => {
                 p.push(format!(
                     "{key}.live: broker `{}` is not the built-in paper broker; say what this route trades: `live = false` for a paper or sandbox account, or `live = true` with live_acknowledgement = \"{LIVE_ACKNOWLEDGEMENT}\"",

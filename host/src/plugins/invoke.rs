@@ -166,6 +166,8 @@ pub struct CallStats {
     pub capabilities: Vec<Value>,
     /// Outbound requests made.
     pub http_requests: u32,
+    /// Capability denials to append before the call's row.
+    pub denials: Vec<AuditEvent>,
 }
 
 /// A call run in the sandbox but not audited (see [`Registry::execute_rule`]).
@@ -536,6 +538,7 @@ impl Registry {
                 stats.kv = data.kv.summary.clone();
                 stats.capabilities = std::mem::take(&mut data.capability_events);
                 stats.http_requests = data.http.requests();
+                stats.denials = std::mem::take(&mut data.denials);
                 returned = match result {
                     Err(e) => Returned::Trap(classify(&e, data, budget, limits.fuel)),
                     Ok(r) => match output(&r) {
@@ -594,7 +597,7 @@ impl Registry {
         let call_id = uuid::Uuid::now_v7().to_string();
         let Execution {
             returned,
-            stats,
+            mut stats,
             output,
         } = self
             .execute(
@@ -612,6 +615,9 @@ impl Registry {
             .await;
         let limits = plugin.limits;
         let name = plugin.name.to_string();
+        for denial in std::mem::take(&mut stats.denials) {
+            drop(audit.append(denial).await?);
+        }
         let (outcome, detail, error) = match &returned {
             Returned::Ok(_) => (Outcome::Success, "ok", None),
             Returned::GuestError(_) => (Outcome::Failure, "guest_error", None),

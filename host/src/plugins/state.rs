@@ -51,6 +51,9 @@ pub struct PluginState {
     /// Capability events of this call (denials included), for the
     /// `plugin.call` row's summary.
     pub capability_events: Vec<serde_json::Value>,
+    /// Denial events, appended when the call ends (a refusal acts on
+    /// nothing, so it need not wait for a commit mid-call).
+    pub denials: Vec<AuditEvent>,
 }
 
 impl PluginState {
@@ -73,6 +76,7 @@ impl PluginState {
             http,
             audit,
             capability_events: Vec::new(),
+            denials: Vec::new(),
         }
     }
 
@@ -112,8 +116,9 @@ impl PluginState {
             .map_err(|e| CapabilityError::Unavailable(format!("the audit log refused the event: {e}")))
     }
 
-    /// Records a denial (`capability.denied`) without waiting for its
-    /// commit: a refusal acts on nothing.
+    /// Records a denial (`capability.denied`); it is appended when the call
+    /// ends, before the call's own row (a refusal acts on nothing, so it
+    /// need not hold the call up for a commit).
     pub fn deny(&mut self, operation: &str, reason: &str, detail: serde_json::Value) {
         self.capability_events.push(serde_json::json!({
             "action": action::CAPABILITY_DENIED, "operation": operation, "reason": reason,
@@ -134,13 +139,8 @@ impl PluginState {
         .resource(format!("capability:{operation}"))
         .context(&audit.ctx)
         .payload(payload);
-        let log = audit.log.clone();
-        // Queued in order with every later event of the call.
-        tokio::spawn(async move {
-            if let Err(e) = log.record(event).await {
-                tracing::error!(error = %e, "cannot audit a capability denial");
-            }
-        });
+        // Appended when the call ends, before its `plugin.call` row.
+        self.denials.push(event);
     }
 }
 
