@@ -294,9 +294,13 @@ pub async fn run(
         body: incoming.body,
     };
     let rule_config = route.rule_config.to_string();
+    // The account as the broker sees it, for position-aware actions and
+    // sizing; `None` when the broker cannot say (the rule then refuses what
+    // needs it).
+    let portfolio = portfolio_of(app, &broker, &route.broker_settings.to_string(), &ctx).await?;
     let called = app
         .registry
-        .call_rule(&rule, &alert, &rule_config, None, &app.audit, &ctx)
+        .call_rule(&rule, &alert, &rule_config, portfolio.as_ref(), &app.audit, &ctx)
         .await?;
     let mut last: Receipt = called.receipt;
 
@@ -436,6 +440,44 @@ fn order_outcome(status: OrderStatus) -> (OrderOutcome, OrderState) {
         OrderStatus::Canceled | OrderStatus::Expired => (OrderOutcome::Canceled, OrderState::Canceled),
         OrderStatus::Rejected => (OrderOutcome::Rejected, OrderState::Rejected),
     }
+}
+
+/// The route account's positions and balances (`None`: the broker could not say).
+async fn portfolio_of(
+    app: &App,
+    broker: &crate::plugins::LoadedPlugin,
+    settings: &str,
+    ctx: &Context,
+) -> Result<Option<wit::Portfolio>, PipelineError> {
+    let positions = app
+        .registry
+        .call_broker(
+            broker,
+            BrokerCall::Positions {
+                settings: settings.to_owned(),
+            },
+            &app.audit,
+            ctx,
+        )
+        .await?;
+    let Returned::Ok(BrokerReply::Positions(positions)) = positions.returned else {
+        return Ok(None);
+    };
+    let account = app
+        .registry
+        .call_broker(
+            broker,
+            BrokerCall::Account {
+                settings: settings.to_owned(),
+            },
+            &app.audit,
+            ctx,
+        )
+        .await?;
+    let Returned::Ok(BrokerReply::Account(account)) = account.returned else {
+        return Ok(None);
+    };
+    Ok(Some(wit::Portfolio { positions, account }))
 }
 
 /// The broker's signed position in `symbol` (`None`: the broker could not say).

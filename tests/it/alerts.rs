@@ -56,6 +56,8 @@ async fn json_alert_fills_on_paper_and_every_step_is_audited() -> anyhow::Result
             "alert.received",
             "plugin.call",
             "plugin.call",
+            "plugin.call",
+            "plugin.call",
             "risk.decision",
             "order.intent",
             "plugin.call",
@@ -74,7 +76,11 @@ async fn json_alert_fills_on_paper_and_every_step_is_audited() -> anyhow::Result
     assert_eq!(received.payload["body"]["text"], JSON_ALERT);
     assert_eq!(received.payload["content_type"], "application/json");
 
-    let rule = &events[1];
+    // The rule sees the account: positions and balances first.
+    assert_eq!(events[1].payload["export"], "positions");
+    assert_eq!(events[2].payload["export"], "account");
+    let rule = &events[3];
+    assert_eq!(rule.payload["input"]["portfolio"]["account"]["cash"], "100000");
     assert_eq!(rule.actor_kind, "plugin");
     assert_eq!(rule.actor_id, "tradingview@0.1.0");
     assert_eq!(rule.outcome, "success");
@@ -99,30 +105,30 @@ async fn json_alert_fills_on_paper_and_every_step_is_audited() -> anyhow::Result
     assert!(p["memory_peak_bytes"].as_u64().unwrap() > 0);
     assert_eq!(p["limits"]["deadline_ms"], 100);
 
-    let positions = &events[2];
+    let positions = &events[4];
     assert_eq!(
         positions.payload["export"], "positions",
         "the rails ask the broker first"
     );
-    let risk = &events[3];
+    let risk = &events[5];
     assert_eq!(risk.outcome, "allow");
     assert_eq!(risk.payload["allowed"], true);
     assert_eq!(risk.payload["position"], "0");
     assert_eq!(risk.payload["kill_switch"], "off");
 
-    let intent = &events[4];
+    let intent = &events[6];
     assert_eq!(intent.outcome, "allow");
     assert_eq!(intent.resource.as_deref(), Some("order:sig-001"));
     assert_eq!(intent.payload["intent"]["quantity"], "10");
 
-    let broker = &events[5];
+    let broker = &events[7];
     assert_eq!(broker.actor_id, "paper@0.1.0");
     assert_eq!(broker.payload["export"], "place-order");
     assert_eq!(broker.payload["input"]["client_order_id"], "sig-001");
     assert_eq!(broker.payload["output"]["status"], "filled");
     assert_eq!(broker.payload["kv"]["committed"], true);
 
-    let done = &events[6];
+    let done = &events[8];
     assert_eq!(done.outcome, "success");
     assert_eq!(done.payload["orders"][0]["outcome"], "filled");
     // The order row and its one transition.
@@ -156,7 +162,7 @@ async fn text_alert_with_limit_price_fills_at_the_reference_price() -> anyhow::R
     assert!(coid.starts_with("ab-") && coid.len() == 29, "derived id: {coid}");
     let events = host.audit_of(body["alert_id"].as_str().unwrap())?;
     assert_eq!(
-        events[1].payload["input"]["alert"]["body"]["text"],
+        events[3].payload["input"]["alert"]["body"]["text"],
         "sell 0.5 BTCUSD at 64250 limit"
     );
     Ok(())
@@ -236,7 +242,10 @@ async fn malformed_json_gets_the_rules_clear_error_and_an_audit_row() -> anyhow:
     assert!(message.contains("not valid JSON"), "{message}");
     assert!(message.contains("expected an object such as"), "{message}");
     let events = host.audit_of(body["alert_id"].as_str().unwrap())?;
-    let call = events.iter().find(|e| e.action == "plugin.call").unwrap();
+    let call = events
+        .iter()
+        .find(|e| e.action == "plugin.call" && e.payload["export"] == "evaluate")
+        .unwrap();
     assert_eq!(call.outcome, "failure");
     assert_eq!(call.payload["outcome"], "guest_error");
     assert_eq!(call.payload["output"]["error"]["kind"], "invalid_alert");
@@ -248,7 +257,7 @@ async fn malformed_json_gets_the_rules_clear_error_and_an_audit_row() -> anyhow:
         (r#"{"ticker":"AAPL"}"#, "has no `action`"),
         (
             r#"{"ticker":"AAPL","action":"hold","quantity":1}"#,
-            "action `hold` is not an order side",
+            "action `hold` is not supported; expected buy, sell, exit",
         ),
         (
             r#"{"ticker":"AAPL","action":"buy","quantity":"1e3"}"#,

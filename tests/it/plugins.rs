@@ -78,11 +78,40 @@ async fn tradingview() -> anyhow::Result<()> {
             assert_eq!(&intent[k], v, "{alert}: field {k} in {intent}");
         }
     }
-    let unsupported = host
-        .alert("default", "application/json", r#"{"ticker":"AAPL","action":"exit"}"#)
+    // Position-aware actions use the account the host passes in.
+    let flat = host
+        .alert(
+            "default",
+            "application/json",
+            r#"{"ticker":"AAPL","action":"exit","price":"100"}"#,
+        )
         .await?
         .json();
-    assert_eq!(unsupported["error"]["kind"], "unsupported");
+    let close = &flat["orders"][0];
+    assert_eq!(close["intent"]["side"], "sell", "{flat}");
+    assert_eq!(close["intent"]["reduce_only"], true);
+    assert_eq!(close["outcome"], "filled", "the earlier buys are closed: {flat}");
+    let again = host
+        .alert(
+            "default",
+            "application/json",
+            r#"{"ticker":"AAPL","action":"exit","price":"100.5"}"#,
+        )
+        .await?
+        .json();
+    assert_eq!(again["orders"], json!([]), "nothing left to close: {again}");
+    let bad = host
+        .alert("default", "application/json", r#"{"ticker":"AAPL","action":"cancel"}"#)
+        .await?
+        .json();
+    assert_eq!(bad["error"]["kind"], "invalid_alert");
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expected buy, sell, exit"),
+        "{bad}"
+    );
     Ok(())
 }
 

@@ -447,3 +447,68 @@ async fn concurrent_alerts_cannot_together_exceed_a_rail() -> anyhow::Result<()>
     assert_eq!(filled, 3, "150 / 50");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_rule_sizes_from_the_account_and_exits_and_reverses_positions() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .rule_config(json!({ "percent_of_equity": "10" }))
+        .start()
+        .await?;
+    // 10 % of 100,000 equity at 190 → 52.63…, rounded down to whole shares.
+    let o = order(&host, r#"{"ticker":"AAPL","action":"buy","price":"190"}"#).await?;
+    assert_eq!(o["intent"]["quantity"], "52", "{o}");
+    assert_eq!(o["outcome"], "filled");
+    // Alert-level sizing overrides the route's.
+    let o = order(
+        &host,
+        r#"{"ticker":"MSFT","action":"buy","notional":"1000","price":"400"}"#,
+    )
+    .await?;
+    assert_eq!(o["intent"]["quantity"], "2", "{o}");
+    let o = order(
+        &host,
+        r#"{"ticker":"NVDA","action":"buy","riskPercent":"1","price":"100","stopLoss":{"stopPrice":"95"}}"#,
+    )
+    .await?;
+    // 1 % of equity (~100,000) risked over a 5.00 stop distance.
+    let q: u32 = o["intent"]["quantity"].as_str().unwrap().parse()?;
+    assert!((195..=200).contains(&q), "{o}");
+    let no_stop = host
+        .alert(
+            "default",
+            "application/json",
+            r#"{"ticker":"NVDA","action":"buy","riskPercent":"1","price":"101"}"#,
+        )
+        .await?
+        .json();
+    assert!(
+        no_stop["error"]["message"].as_str().unwrap().contains("needs a stop"),
+        "{no_stop}"
+    );
+
+    // Reverse: close the 52 long and open 52 short, in that order.
+    let reply = host
+        .alert(
+            "default",
+            "application/json",
+            r#"{"ticker":"AAPL","action":"reverse","price":"191"}"#,
+        )
+        .await?
+        .json();
+    let orders = reply["orders"].as_array().unwrap();
+    assert_eq!(orders.len(), 2, "{reply}");
+    assert_eq!(orders[0]["intent"]["side"], "sell");
+    assert_eq!(orders[0]["intent"]["reduce_only"], true);
+    assert_eq!(orders[0]["intent"]["quantity"], "52");
+    assert_eq!(orders[1]["intent"]["side"], "sell");
+    assert_eq!(orders[1]["intent"]["reduce_only"], false);
+    assert!(orders.iter().all(|o| o["outcome"] == "filled"), "{reply}");
+    // Exit: buy back the 52 short, reduce-only; then nothing is left.
+    let exit = host.alert("default", "text/plain", "exit AAPL at 189").await?.json();
+    assert_eq!(exit["orders"][0]["intent"]["side"], "buy", "{exit}");
+    assert_eq!(exit["orders"][0]["intent"]["quantity"], "52");
+    assert_eq!(exit["orders"][0]["outcome"], "filled");
+    let flat = host.alert("default", "text/plain", "close AAPL at 188").await?.json();
+    assert_eq!(flat["orders"], json!([]), "{flat}");
+    Ok(())
+}

@@ -26,6 +26,13 @@ use crate::capabilities::secrets::SecretsState;
 /// stuck in a host function (epochs do not interrupt host code).
 pub const HOST_GRACE: Duration = Duration::from_millis(50);
 
+/// The wall-clock limit of a call whose guest budget is `budget`: room for
+/// waiting behind other calls on a busy host, and for host calls (outbound
+/// HTTP has its own timeouts inside the budget).
+pub fn wall_guard(budget: Duration) -> Duration {
+    budget.saturating_mul(4) + Duration::from_secs(1) + HOST_GRACE
+}
+
 /// Why a call did not return normally.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrapCause {
@@ -504,9 +511,19 @@ impl Registry {
         let started = Instant::now();
         let budget = limits.deadline;
         // Yield to the async runtime every tick so a spinning guest never
-        // starves other alerts, and interrupt once the budget is spent.
+        // starves other alerts, and interrupt once the guest has *run* for
+        // its budget. The callback fires once per epoch tick the guest is
+        // running for (a suspended guest sees no ticks), so counting calls
+        // measures its own time: a call that waits behind other alerts on a
+        // busy host is not cut off for time it never ran. The wall-clock
+        // guard below bounds everything else.
+        let budget_ticks = u64::try_from(budget.as_millis() / super::engine::EPOCH_TICK.as_millis().max(1))
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut ticks = 0u64;
         store.epoch_deadline_callback(move |_| {
-            Ok(if started.elapsed() >= budget {
+            ticks += 1;
+            Ok(if ticks >= budget_ticks {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Yield(1)
@@ -514,7 +531,7 @@ impl Registry {
         });
         store.set_epoch_deadline(1);
 
-        let finished = tokio::time::timeout(budget + HOST_GRACE, call(store)).await;
+        let finished = tokio::time::timeout(wall_guard(budget), call(store)).await;
         let mut stats = CallStats {
             duration: started.elapsed(),
             ..CallStats::default()

@@ -10,9 +10,9 @@ mod parse;
 struct TradingView;
 
 impl Guest for TradingView {
-    fn evaluate(alert: Alert, config: String, _portfolio: Option<Portfolio>) -> Result<Vec<OrderIntent>, RuleError> {
+    fn evaluate(alert: Alert, config: String, portfolio: Option<Portfolio>) -> Result<Vec<OrderIntent>, RuleError> {
         let settings = parse::settings(&config)?;
-        parse::parse_alert(&alert.body, &settings)
+        parse::parse_alert(&alert.body, &settings, portfolio.as_ref())
     }
 }
 

@@ -7,7 +7,7 @@
 
 use algobanana_plugin_sdk::money::{self, Decimal};
 use algobanana_plugin_sdk::types::{
-    Decimal as WitDecimal, OrderIntent, OrderType, RuleError, Side, StopLimit, TimeInForce,
+    Decimal as WitDecimal, OrderIntent, OrderType, Portfolio, RuleError, Side, StopLimit, TimeInForce,
 };
 use serde_json::{Map, Value};
 
@@ -23,6 +23,23 @@ pub struct Settings {
     pub default_quantity: Option<Decimal>,
     /// Time in force used when the alert carries none (default: day).
     pub time_in_force: Option<TimeInForce>,
+    /// How to size an order whose alert carries no quantity.
+    pub sizing: Option<Sizing>,
+    /// Decimal places of a computed quantity, rounded down (default 0:
+    /// whole shares; 8 suits crypto).
+    pub quantity_decimals: u32,
+}
+
+/// Position sizing from the account (needs the route's portfolio).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sizing {
+    /// Quantity = this amount of money / price.
+    Notional(Decimal),
+    /// Quantity = this percent of equity / price.
+    PercentOfEquity(Decimal),
+    /// Quantity = (this percent of equity) / |price − stop|: the loss at
+    /// the stop is that percent of equity. Needs a stop loss in the alert.
+    RiskPercent(Decimal),
 }
 
 /// Parses the route's rule settings.
@@ -59,9 +76,32 @@ pub fn settings(config: &str) -> Result<Settings, RuleError> {
                 })?;
                 out.time_in_force = Some(time_in_force(text).map_err(RuleError::InvalidConfig)?);
             }
+            "notional" | "percent_of_equity" | "risk_percent" => {
+                let v = decimal_field(value, key).map_err(RuleError::InvalidConfig)?;
+                if v <= Decimal::ZERO {
+                    return Err(RuleError::InvalidConfig(format!("`{key}` must be greater than zero")));
+                }
+                if out.sizing.is_some() {
+                    return Err(RuleError::InvalidConfig(
+                        "set only one of `notional`, `percent_of_equity` and `risk_percent`".into(),
+                    ));
+                }
+                out.sizing = Some(match key.as_str() {
+                    "notional" => Sizing::Notional(v),
+                    "percent_of_equity" => Sizing::PercentOfEquity(v),
+                    _ => Sizing::RiskPercent(v),
+                });
+            }
+            "quantity_decimals" => {
+                out.quantity_decimals = value
+                    .as_u64()
+                    .filter(|d| *d <= 12)
+                    .and_then(|d| u32::try_from(d).ok())
+                    .ok_or_else(|| RuleError::InvalidConfig("`quantity_decimals` must be 0 to 12".into()))?;
+            }
             other => {
                 return Err(RuleError::InvalidConfig(format!(
-                    "unknown rule config key `{other}`; expected `default_quantity` or `time_in_force`"
+                    "unknown rule config key `{other}`; expected `default_quantity`, `time_in_force`, `notional`, `percent_of_equity`, `risk_percent` or `quantity_decimals`"
                 )));
             }
         }
@@ -73,7 +113,11 @@ pub fn settings(config: &str) -> Result<Settings, RuleError> {
 ///
 /// # Errors
 /// `invalid-alert` or `unsupported`, each saying what was expected.
-pub fn parse_alert(body: &[u8], settings: &Settings) -> Result<Vec<OrderIntent>, RuleError> {
+pub fn parse_alert(
+    body: &[u8],
+    settings: &Settings,
+    portfolio: Option<&Portfolio>,
+) -> Result<Vec<OrderIntent>, RuleError> {
     let text = std::str::from_utf8(body).map_err(|_| {
         RuleError::InvalidAlert(format!(
             "alert body is not UTF-8 text; expected JSON such as {JSON_EXAMPLE} or text such as {TEXT_EXAMPLE}"
@@ -86,13 +130,115 @@ pub fn parse_alert(body: &[u8], settings: &Settings) -> Result<Vec<OrderIntent>,
         )));
     }
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        parse_json(trimmed, settings).map(|i| vec![i])
+        parse_json(trimmed, settings, portfolio)
     } else {
-        parse_text(trimmed, settings).map(|i| vec![i])
+        parse_text(trimmed, settings, portfolio)
     }
 }
 
-fn parse_json(text: &str, settings: &Settings) -> Result<OrderIntent, RuleError> {
+/// What the alert asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Open or add: buy or sell.
+    Trade(Side),
+    /// Close the whole position in the symbol.
+    Exit,
+    /// Close the position and open the same size the other way.
+    Reverse,
+}
+
+fn action(word: &str) -> Result<Action, RuleError> {
+    match word.to_ascii_lowercase().as_str() {
+        "buy" | "long" => Ok(Action::Trade(Side::Buy)),
+        "sell" | "short" => Ok(Action::Trade(Side::Sell)),
+        "exit" | "close" | "flat" | "flatten" => Ok(Action::Exit),
+        "reverse" => Ok(Action::Reverse),
+        other => Err(RuleError::InvalidAlert(format!(
+            "action `{other}` is not supported; expected buy, sell, exit (close, flat) or reverse"
+        ))),
+    }
+}
+
+/// The signed position in `symbol` (0 when there is none).
+fn position(portfolio: Option<&Portfolio>, symbol: &str) -> Result<Decimal, RuleError> {
+    let p = portfolio.ok_or_else(|| {
+        RuleError::Unsupported("this action needs the account's positions, and the broker did not provide them".into())
+    })?;
+    let mut total = Decimal::ZERO;
+    for pos in p.positions.iter().filter(|p| p.symbol.eq_ignore_ascii_case(symbol)) {
+        total += money::from_wit(pos.quantity).map_err(|e| RuleError::Internal(e.to_string()))?;
+    }
+    Ok(total)
+}
+
+/// Intents that close the position: one reduce-only market order, or none
+/// when flat.
+fn exit_intents(template: &OrderIntent, position: Decimal) -> Result<Vec<OrderIntent>, RuleError> {
+    if position.is_zero() {
+        return Ok(Vec::new());
+    }
+    let mut close = template.clone();
+    close.side = if position > Decimal::ZERO {
+        Side::Sell
+    } else {
+        Side::Buy
+    };
+    close.quantity = wit(position.abs(), "quantity")?;
+    close.order_type = OrderType::Market;
+    close.reduce_only = true;
+    close.take_profit = None;
+    close.stop_loss = None;
+    close.client_order_id = template.client_order_id.as_ref().map(|c| format!("{c}-x"));
+    Ok(vec![close])
+}
+
+/// Quantity from the sizing rule, rounded down to `decimals`.
+fn sized(
+    settings: &Settings,
+    sizing: Sizing,
+    price: Option<Decimal>,
+    stop: Option<Decimal>,
+    portfolio: Option<&Portfolio>,
+) -> Result<Decimal, RuleError> {
+    let price = price.ok_or_else(|| {
+        RuleError::InvalidAlert("sizing by notional, equity or risk needs the alert's `price`".into())
+    })?;
+    let equity = || -> Result<Decimal, RuleError> {
+        let p = portfolio.ok_or_else(|| {
+            RuleError::Unsupported("sizing by equity needs the account, and the broker did not provide it".into())
+        })?;
+        money::from_wit(p.account.equity).map_err(|e| RuleError::Internal(e.to_string()))
+    };
+    let hundred = Decimal::from(100);
+    let raw = match sizing {
+        Sizing::Notional(n) => n / price,
+        Sizing::PercentOfEquity(pct) => equity()? * pct / hundred / price,
+        Sizing::RiskPercent(pct) => {
+            let stop = stop.ok_or_else(|| {
+                RuleError::InvalidAlert(
+                    "risk-percent sizing needs a stop: add \"stopLoss\": {\"stopPrice\": \"…\"}".into(),
+                )
+            })?;
+            let distance = (price - stop).abs();
+            if distance.is_zero() {
+                return Err(RuleError::InvalidAlert(
+                    "the stop equals the price; risk sizing needs a distance".into(),
+                ));
+            }
+            equity()? * pct / hundred / distance
+        }
+    };
+    let q = raw.trunc_with_scale(settings.quantity_decimals).normalize();
+    if q <= Decimal::ZERO {
+        return Err(RuleError::InvalidAlert(format!(
+            "the sizing rule gives a quantity of {raw}, which rounds to zero at {} decimals",
+            settings.quantity_decimals
+        )));
+    }
+    Ok(q)
+}
+
+fn parse_json(text: &str, settings: &Settings, portfolio: Option<&Portfolio>) -> Result<Vec<OrderIntent>, RuleError> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         RuleError::InvalidAlert(format!(
             "alert body is not valid JSON ({e}); expected an object such as {JSON_EXAMPLE}"
@@ -112,12 +258,16 @@ fn parse_json(text: &str, settings: &Settings) -> Result<OrderIntent, RuleError>
     })?;
     let symbol = check_symbol(&symbol)?;
 
-    let action = string_field(&map, &["action"])?.ok_or_else(|| {
+    let action_word = string_field(&map, &["action"])?.ok_or_else(|| {
         invalid(format!(
             "alert JSON has no `action`; expected \"buy\" or \"sell\", as in {JSON_EXAMPLE}"
         ))
     })?;
-    let side = side(&action)?;
+    let action = action(&action_word)?;
+    let side = match action {
+        Action::Trade(s) => s,
+        Action::Exit | Action::Reverse => Side::Sell,
+    };
 
     let sentiment = string_field(&map, &["sentiment"])?.map(|s| s.to_ascii_lowercase());
     let reduce_only = match sentiment.as_deref() {
@@ -130,15 +280,31 @@ fn parse_json(text: &str, settings: &Settings) -> Result<OrderIntent, RuleError>
         }
     };
 
+    let reference = number_field(&map, &["price", "close"])?;
+    let alert_sizing = match (
+        number_field(&map, &["notional"])?,
+        number_field(&map, &["percentOfEquity"])?,
+        number_field(&map, &["riskPercent"])?,
+    ) {
+        (Some(n), _, _) => Some(Sizing::Notional(positive(n, "notional")?)),
+        (_, Some(p), _) => Some(Sizing::PercentOfEquity(positive(p, "percentOfEquity")?)),
+        (_, _, Some(r)) => Some(Sizing::RiskPercent(positive(r, "riskPercent")?)),
+        _ => None,
+    };
+    let stop_for_sizing = bracket_leg(&map, "stopLoss", "stopPrice")?;
+    let exit_only = matches!(action, Action::Exit);
     let quantity = match number_field(&map, &["quantity", "contracts", "qty"])? {
         Some(q) => q,
-        None => settings.default_quantity.ok_or_else(|| {
-            invalid("alert JSON has no `quantity` (or `contracts`) and the route sets no `default_quantity`; add \"quantity\": \"10\" to the alert".into())
-        })?,
+        None if exit_only => Decimal::ONE,
+        None => match alert_sizing.or(settings.sizing) {
+            Some(sizing) => sized(settings, sizing, reference, stop_for_sizing, portfolio)?,
+            None => settings.default_quantity.ok_or_else(|| {
+                invalid("alert JSON has no `quantity` (or `contracts`) and the route sets no `default_quantity`; add \"quantity\": \"10\" to the alert".into())
+            })?,
+        },
     };
     check_quantity(quantity)?;
 
-    let reference = number_field(&map, &["price", "close"])?;
     let limit = number_field(&map, &["limitPrice", "limit_price"])?;
     let stop = number_field(&map, &["stopPrice", "stop_price"])?;
     let kind = string_field(&map, &["orderType", "order_type", "type"])?;
@@ -152,7 +318,7 @@ fn parse_json(text: &str, settings: &Settings) -> Result<OrderIntent, RuleError>
     let take_profit = bracket_leg(&map, "takeProfit", "limitPrice")?;
     let stop_loss = bracket_leg(&map, "stopLoss", "stopPrice")?;
 
-    Ok(OrderIntent {
+    let intent = OrderIntent {
         symbol,
         side,
         quantity: wit(quantity, "quantity")?,
@@ -163,17 +329,69 @@ fn parse_json(text: &str, settings: &Settings) -> Result<OrderIntent, RuleError>
         reference_price: reference.map(|p| wit(p, "price")).transpose()?,
         take_profit: take_profit.map(|p| wit(p, "takeProfit")).transpose()?,
         stop_loss: stop_loss.map(|p| wit(p, "stopLoss")).transpose()?,
-    })
+    };
+    finish(
+        action,
+        intent,
+        portfolio,
+        number_field(&map, &["quantity", "contracts", "qty"])?.is_some(),
+    )
+}
+
+/// Turns the parsed intent into the action's intents.
+fn finish(
+    action: Action,
+    intent: OrderIntent,
+    portfolio: Option<&Portfolio>,
+    explicit_quantity: bool,
+) -> Result<Vec<OrderIntent>, RuleError> {
+    match action {
+        Action::Trade(_) => Ok(vec![intent]),
+        Action::Exit => exit_intents(&intent, position(portfolio, &intent.symbol)?),
+        Action::Reverse => {
+            let p = position(portfolio, &intent.symbol)?;
+            if p.is_zero() {
+                return Err(RuleError::InvalidAlert(format!(
+                    "there is no position in {} to reverse; send buy or sell to open one",
+                    intent.symbol
+                )));
+            }
+            let mut out = exit_intents(&intent, p)?;
+            let mut open = intent;
+            open.side = if p > Decimal::ZERO { Side::Sell } else { Side::Buy };
+            open.reduce_only = false;
+            if !explicit_quantity {
+                open.quantity = wit(p.abs(), "quantity")?;
+            }
+            out.push(open);
+            Ok(out)
+        }
+    }
 }
 
 /// `buy 10 AAPL`, `sell 0.5 BTCUSD at 64250 limit`, `buy 5 MSFT @ 410 stop gtc`.
-fn parse_text(text: &str, settings: &Settings) -> Result<OrderIntent, RuleError> {
+fn parse_text(text: &str, settings: &Settings, portfolio: Option<&Portfolio>) -> Result<Vec<OrderIntent>, RuleError> {
     let words: Vec<&str> = text.split_whitespace().collect();
     let bad = |why: &str| RuleError::InvalidAlert(format!("{why}; expected text such as {TEXT_EXAMPLE}"));
-    let [action, rest @ ..] = words.as_slice() else {
+    let [action_word, rest @ ..] = words.as_slice() else {
         return Err(bad("alert text is empty"));
     };
-    let side = side(action)?;
+    let action = action(action_word)?;
+    let side = match action {
+        Action::Trade(s) => s,
+        Action::Exit | Action::Reverse => Side::Sell,
+    };
+    // `exit AAPL` / `reverse AAPL`: no quantity needed.
+    let rest: Vec<&str> = match (action, rest) {
+        (Action::Exit | Action::Reverse, [s, tail @ ..]) if money::parse(s).is_err() => {
+            let mut r = vec!["1", *s];
+            r.extend_from_slice(tail);
+            r
+        }
+        _ => rest.to_vec(),
+    };
+    let explicit_quantity = !matches!(action, Action::Exit | Action::Reverse) || rest.len() != words.len();
+    let rest = rest.as_slice();
     let (quantity, rest) = match rest {
         [q, s, rest @ ..] if money::parse(q).is_ok() => (money::parse(q).map_err(|e| bad(&e.to_string()))?, {
             let mut r = vec![*s];
@@ -222,7 +440,7 @@ fn parse_text(text: &str, settings: &Settings) -> Result<OrderIntent, RuleError>
         (Some(k), None) => return Err(bad(&format!("a {k} order needs a price: `... at 64250 {k}`"))),
         (Some(_), Some(_)) => unreachable!("only market, limit and stop are matched above"),
     };
-    Ok(OrderIntent {
+    let intent = OrderIntent {
         symbol,
         side,
         quantity: wit(quantity, "quantity")?,
@@ -233,22 +451,8 @@ fn parse_text(text: &str, settings: &Settings) -> Result<OrderIntent, RuleError>
         reference_price: price.map(|p| wit(p, "price")).transpose()?,
         take_profit: None,
         stop_loss: None,
-    })
-}
-
-fn side(action: &str) -> Result<Side, RuleError> {
-    match action.to_ascii_lowercase().as_str() {
-        "buy" | "long" => Ok(Side::Buy),
-        "sell" | "short" => Ok(Side::Sell),
-        a @ ("exit" | "close" | "flat" | "flatten" | "reverse" | "cancel" | "add") => {
-            Err(RuleError::Unsupported(format!(
-                "action `{a}` is not supported by this version of the tradingview rule; expected \"buy\" or \"sell\""
-            )))
-        }
-        other => Err(RuleError::InvalidAlert(format!(
-            "action `{other}` is not an order side; expected \"buy\" or \"sell\""
-        ))),
-    }
+    };
+    finish(action, intent, portfolio, explicit_quantity)
 }
 
 fn order_type(kind: Option<&str>, limit: Option<Decimal>, stop: Option<Decimal>) -> Result<OrderType, RuleError> {
