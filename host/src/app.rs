@@ -204,6 +204,24 @@ impl App {
             Ok(n) => tracing::info!(alerts = n, "resumed unfinished alerts"),
             Err(e) => tracing::error!(error = %e, "resuming unfinished alerts failed"),
         }
+        let reconciler = self.config.trading.reconcile_interval.map(|every| {
+            let app = self.clone();
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(every);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticker.tick().await;
+                loop {
+                    ticker.tick().await;
+                    match crate::trading::reconcile::sweep(&app).await {
+                        Ok(s) if !s.unknown_at_broker.is_empty() || !s.unreachable.is_empty() => {
+                            tracing::warn!(sweep = ?s, "reconciliation found drift");
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "reconciliation failed"),
+                    }
+                }
+            })
+        });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = crate::http::router(self.clone());
         let app = self.clone();
@@ -215,6 +233,9 @@ impl App {
                 .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "server stopped with an error");
+            }
+            if let Some(r) = reconciler {
+                r.abort();
             }
             let _ = app
                 .audit

@@ -512,3 +512,42 @@ async fn the_rule_sizes_from_the_account_and_exits_and_reverses_positions() -> a
     assert_eq!(flat["orders"], json!([]), "{flat}");
     Ok(())
 }
+
+#[tokio::test]
+async fn periodic_reconciliation_refreshes_working_orders_and_reports_drift() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .plugin("probe", HTTP_PROBE, "broker")
+        .grant("http = [\"http://127.0.0.1:9\"]\nallow_loopback = true\nsecrets = [\"k\"]\n")
+        .route("probe", "tradingview", "probe")
+        .broker_settings(json!({ "has_order": true, "open_orders": ["stray-1"] }))
+        .toml("[secrets.k]\nvalue = \"v\"\n[trading]\nreconcile_interval_s = 1\n")
+        .start()
+        .await?;
+    let placed = host.alert("probe", "text/plain", "buy 1 AAPL at 100").await?.json();
+    assert_eq!(placed["orders"][0]["outcome"], "accepted", "{placed}");
+    // The broker no longer lists it as working: the sweep asks and learns
+    // it filled. It also lists an order this host never sent.
+    let filled = eventually(Duration::from_secs(10), || {
+        let o = host.app.orders.all(10).ok()?;
+        (o[0].state == OrderState::Filled).then_some(o)
+    })
+    .await?;
+    assert_eq!(filled.len(), 1, "nothing was placed by reconciliation");
+    let drift = eventually(Duration::from_secs(10), || {
+        host.audit(&Filter {
+            action: Some("order.drift".into()),
+            ..Filter::default()
+        })
+        .ok()
+        .filter(|d| !d.is_empty())
+    })
+    .await?;
+    assert_eq!(drift[0].payload["client_order_id"], "stray-1");
+    let sweeps = host.audit(&Filter {
+        action: Some("reconcile.sweep".into()),
+        ..Filter::default()
+    })?;
+    assert!(!sweeps.is_empty());
+    assert_eq!(place_calls(&host), 1);
+    Ok(())
+}

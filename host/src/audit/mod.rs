@@ -57,6 +57,10 @@ pub mod action {
     pub const ORDER_REJECTED: &str = "order.rejected";
     /// The broker was asked about an order by client order id.
     pub const ORDER_RECONCILED: &str = "order.reconciled";
+    /// A broker lists an order this host never sent (or the reverse).
+    pub const ORDER_DRIFT: &str = "order.drift";
+    /// One reconciliation sweep of a broker account (positions seen).
+    pub const RECONCILE_SWEEP: &str = "reconcile.sweep";
     /// The risk rails' decision on one intent, naming the rail.
     pub const RISK_DECISION: &str = "risk.decision";
     /// The host started.

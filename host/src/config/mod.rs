@@ -69,6 +69,8 @@ pub struct TradingConfig {
     pub max_signal_age: Option<Duration>,
     /// How long a webhook waits for the result before answering 202.
     pub response_budget: Duration,
+    /// How often to reconcile with the brokers (`None`: only at start).
+    pub reconcile_interval: Option<Duration>,
 }
 
 impl Default for TradingConfig {
@@ -77,6 +79,7 @@ impl Default for TradingConfig {
             dedupe_window: Duration::from_secs(60),
             max_signal_age: Some(Duration::from_secs(300)),
             response_budget: Duration::from_millis(2500),
+            reconcile_interval: Some(Duration::from_secs(300)),
         }
     }
 }

@@ -318,6 +318,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             Some(0) => None,
             Some(n) => Some(Duration::from_secs(n)),
         },
+        reconcile_interval: match raw.trading.reconcile_interval_s {
+            None => d.reconcile_interval,
+            Some(0) => None,
+            Some(n) => Some(Duration::from_secs(n)),
+        },
         response_budget: match raw.trading.response_budget_ms {
             None => d.response_budget,
             Some(n) if (10..=60_000).contains(&n) => Duration::from_millis(n),

@@ -6,6 +6,7 @@ pub mod risk;
 
 pub mod kill;
 pub mod notify;
+pub mod reconcile;
 
 /// The `control` key of the kill switch.
 pub const KILL_SWITCH: &str = "kill_switch";

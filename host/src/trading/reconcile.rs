@@ -1,0 +1,133 @@
+//! Periodic reconciliation: every `trading.reconcile_interval_s` (and at
+//! start, for orders without a known outcome) the host asks each route's
+//! broker for its open orders and positions. Orders the host thinks are
+//! working but the broker no longer lists are looked up by client order id
+//! and their state updated; orders the broker lists that the host never
+//! sent are drift. Each sweep is an audit event with the positions it saw;
+//! each drift is an `order.drift` event. Reconciliation never places or
+//! cancels anything.
+
+use std::collections::BTreeSet;
+
+use serde_json::json;
+
+use crate::app::App;
+use crate::audit::{ActorKind, AuditEvent, Context, Outcome, action};
+use crate::pipeline::{PipelineError, reconcile_one};
+use crate::plugins::convert;
+use crate::plugins::invoke::{BrokerCall, BrokerReply, Returned};
+use crate::trading::orders::OrderState;
+
+/// What one sweep found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Sweep {
+    /// Accounts asked.
+    pub accounts: usize,
+    /// Working orders whose state was refreshed from the broker.
+    pub refreshed: usize,
+    /// Open orders at a broker that the host never sent.
+    pub unknown_at_broker: Vec<String>,
+    /// Accounts whose broker could not answer.
+    pub unreachable: Vec<String>,
+}
+
+/// One sweep over every route's broker account.
+///
+/// # Errors
+/// [`PipelineError`] when the audit or the store fails.
+pub async fn sweep(app: &App) -> Result<Sweep, PipelineError> {
+    let mut out = Sweep::default();
+    let mut seen = BTreeSet::new();
+    let ctx = Context::default();
+    let working: Vec<_> = app
+        .orders
+        .all(100_000)?
+        .into_iter()
+        .filter(|o| o.sent && !o.state.is_final())
+        .collect();
+    let all_coids: BTreeSet<String> = app
+        .orders
+        .all(100_000)?
+        .into_iter()
+        .map(|o| o.client_order_id)
+        .collect();
+    for (route_name, route) in &app.config.routes {
+        let settings = route.broker_settings.to_string();
+        if !seen.insert((route.broker.to_string(), settings.clone())) {
+            continue;
+        }
+        let Some(broker) = app.registry.get(&route.broker) else {
+            continue;
+        };
+        out.accounts += 1;
+        let account = format!("{}:{route_name}", route.broker);
+        let open = app
+            .registry
+            .call_broker(
+                &broker,
+                BrokerCall::OpenOrders {
+                    settings: settings.clone(),
+                },
+                &app.audit,
+                &ctx,
+            )
+            .await?;
+        let Returned::Ok(BrokerReply::Acks(open)) = open.returned else {
+            out.unreachable.push(account);
+            continue;
+        };
+        let positions = app
+            .registry
+            .call_broker(
+                &broker,
+                BrokerCall::Positions {
+                    settings: settings.clone(),
+                },
+                &app.audit,
+                &ctx,
+            )
+            .await?;
+        let positions = match positions.returned {
+            Returned::Ok(BrokerReply::Positions(ps)) => ps.iter().map(convert::position_json).collect::<Vec<_>>(),
+            _ => Vec::new(),
+        };
+        let open_ids: BTreeSet<&str> = open.iter().map(|a| a.client_order_id.as_str()).collect();
+        for o in working.iter().filter(|o| o.broker == route.broker.as_str()) {
+            if o.state == OrderState::Intent || !open_ids.contains(o.client_order_id.as_str()) {
+                reconcile_one(app, &broker, &settings, o.id, &o.client_order_id, &ctx).await?;
+                out.refreshed += 1;
+            }
+        }
+        for a in &open {
+            if !all_coids.contains(&a.client_order_id) {
+                out.unknown_at_broker.push(a.client_order_id.clone());
+                drop(
+                    app.audit
+                        .append(
+                            AuditEvent::new(ActorKind::System, "reconcile", action::ORDER_DRIFT, Outcome::Failure)
+                                .resource(format!("order:{}", a.client_order_id))
+                                .payload(json!({
+                                    "account": account, "client_order_id": a.client_order_id,
+                                    "broker_order_id": a.broker_order_id,
+                                    "drift": "the broker has a working order this host never sent",
+                                })),
+                        )
+                        .await?,
+                );
+            }
+        }
+        app.audit
+            .record(
+                AuditEvent::new(
+                    ActorKind::System,
+                    "reconcile",
+                    action::RECONCILE_SWEEP,
+                    Outcome::Success,
+                )
+                .resource(format!("account:{account}"))
+                .payload(json!({ "open_orders": open.len(), "positions": positions })),
+            )
+            .await?;
+    }
+    Ok(out)
+}
