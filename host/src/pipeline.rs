@@ -55,6 +55,8 @@ pub enum OrderOutcome {
 pub struct OrderResult {
     /// Position in the rule's output.
     pub index: usize,
+    /// The route's account (`main`, or a fan-out account).
+    pub account: String,
     /// The id sent to the broker (none when the intent was invalid).
     pub client_order_id: Option<ClientOrderId>,
     /// The validated intent (none when it was invalid).
@@ -329,18 +331,30 @@ pub async fn run(
             });
         }
         Returned::Ok(intents) => {
-            let settings = route.broker_settings.to_string();
-            let a = AlertCtx {
-                route: &route_name,
-                alert_id: &alert_id,
-                body_hash: &body_hash,
-                settings: &settings,
-                ctx: &ctx,
-            };
-            for (index, raw) in intents.iter().enumerate() {
-                let (result, receipt) = place(app, &a, index, raw, &broker).await?;
-                last = receipt;
-                report.orders.push(result);
+            // Every account of the route, the route's own broker first; each
+            // gets every intent, scaled by its size.
+            for (account_index, account) in route.accounts.iter().enumerate() {
+                let Some(account_broker) = app.registry.get(&account.broker) else {
+                    return Err(PipelineError::MissingPlugin(
+                        route_name.to_string(),
+                        account.broker.to_string(),
+                    ));
+                };
+                let settings = account.settings.to_string();
+                let a = AlertCtx {
+                    route: &route_name,
+                    alert_id: &alert_id,
+                    body_hash: &body_hash,
+                    settings: &settings,
+                    account: &account.name,
+                    account_index,
+                    ctx: &ctx,
+                };
+                for (index, raw) in intents.iter().enumerate() {
+                    let (result, receipt) = place(app, &a, index, &scaled(raw, account.size), &account_broker).await?;
+                    last = receipt;
+                    report.orders.push(result);
+                }
             }
         }
     }
@@ -428,7 +442,26 @@ struct AlertCtx<'a> {
     /// "the same signal" for the dedupe window.
     body_hash: &'a str,
     settings: &'a str,
+    /// The route's account (`main`, or a fan-out account) and its position
+    /// in the route's list.
+    account: &'a str,
+    account_index: usize,
     ctx: &'a Context,
+}
+
+/// `raw` with its quantity multiplied by `size` (fan-out sizing).
+fn scaled(raw: &wit::OrderIntent, size: rust_decimal::Decimal) -> wit::OrderIntent {
+    if size == rust_decimal::Decimal::ONE {
+        return raw.clone();
+    }
+    let mut out = raw.clone();
+    if let Ok(q) = crate::domain::money::decimal_from_parts(raw.quantity.mantissa, raw.quantity.scale, "quantity")
+        && let Some(v) = q.checked_mul(size)
+        && let Ok((mantissa, scale)) = crate::domain::money::decimal_to_parts(v.normalize())
+    {
+        out.quantity = wit::Decimal { mantissa, scale };
+    }
+    out
 }
 
 fn order_outcome(status: OrderStatus) -> (OrderOutcome, OrderState) {
@@ -542,6 +575,7 @@ async fn place(
                 .await?;
             let result = OrderResult {
                 index,
+                account: a.account.to_owned(),
                 client_order_id: None,
                 intent: None,
                 outcome: OrderOutcome::Rejected,
@@ -551,14 +585,17 @@ async fn place(
             return Ok((result, receipt));
         }
     };
-    let coid = intent
-        .requested_client_order_id
-        .clone()
-        .unwrap_or_else(|| ClientOrderId::derive(route, alert_id, index));
-    let fingerprint = format!("{}:{index}", a.body_hash);
+    let coid = match (&intent.requested_client_order_id, a.account_index) {
+        (Some(requested), 0) => requested.clone(),
+        (Some(requested), _) => requested.for_account(a.account),
+        (None, 0) => ClientOrderId::derive(route, alert_id, index),
+        (None, _) => ClientOrderId::derive_for_account(route, alert_id, index, a.account),
+    };
+    let fingerprint = format!("{}:{}:{index}", a.body_hash, a.account);
     let intent_json = serde_json::to_string(&intent).unwrap_or_default();
     let mut result = OrderResult {
         index,
+        account: a.account.to_owned(),
         client_order_id: Some(coid.clone()),
         intent: Some(intent.clone()),
         outcome: OrderOutcome::Error,
@@ -645,6 +682,7 @@ async fn place(
         fingerprint: &fingerprint,
         alert_id: &alert_id.to_string(),
         route: route.as_str(),
+        account: a.account,
         broker: broker.name.as_str(),
         intent: &intent_json,
     };
@@ -808,12 +846,13 @@ pub async fn reconcile_one(
 pub async fn reconcile_unresolved(app: &App) -> Result<usize, PipelineError> {
     let mut n = 0;
     for o in app.orders.unresolved()? {
-        let Some((route, broker)) = app
+        let Some((account, broker)) = app
             .config
             .routes
             .iter()
             .find(|(name, _)| name.as_str() == o.route)
-            .and_then(|(_, r)| app.registry.get(&r.broker).map(|b| (r, b)))
+            .and_then(|(_, r)| r.accounts.iter().find(|a| a.name == o.account))
+            .and_then(|a| app.registry.get(&a.broker).map(|b| (a, b)))
         else {
             continue;
         };
@@ -832,7 +871,7 @@ pub async fn reconcile_unresolved(app: &App) -> Result<usize, PipelineError> {
         reconcile_one(
             app,
             &broker,
-            &route.broker_settings.to_string(),
+            &account.settings.to_string(),
             o.id,
             &o.client_order_id,
             &ctx,

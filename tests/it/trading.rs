@@ -551,3 +551,55 @@ async fn periodic_reconciliation_refreshes_working_orders_and_reports_drift() ->
     assert_eq!(place_calls(&host), 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn one_alert_fans_out_to_every_account_with_its_own_size_exactly_once() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .toml(
+            "[[routes.accounts]]\nname = \"small\"\nbroker = \"paper\"\nbroker_settings = { account_id = \"small\" }\nsize = \"0.5\"\n\n[[routes.accounts]]\nname = \"double\"\nbroker = \"paper\"\nbroker_settings = { account_id = \"double\" }\nsize = 2\n",
+        )
+        .start()
+        .await?;
+    let alert = r#"{"ticker":"AAPL","action":"buy","quantity":"10","price":"100","signalId":"sig-7"}"#;
+    let reply = host.alert("default", "application/json", alert).await?.json();
+    let orders = reply["orders"].as_array().unwrap();
+    let got: Vec<(&str, &str, &str, &str)> = orders
+        .iter()
+        .map(|o| {
+            (
+                o["account"].as_str().unwrap(),
+                o["intent"]["quantity"].as_str().unwrap(),
+                o["client_order_id"].as_str().unwrap(),
+                o["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("main", "10", "sig-7", "filled"),
+            ("small", "5", "sig-7-small", "filled"),
+            ("double", "20", "sig-7-double", "filled")
+        ]
+    );
+    let again = host.alert("default", "application/json", alert).await?.json();
+    assert!(
+        again["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["outcome"] == "duplicate"),
+        "{again}"
+    );
+    assert_eq!(sent_orders(&host), 3);
+    // Derived ids differ per account too.
+    let text = host.alert("default", "text/plain", "buy 2 MSFT at 400").await?.json();
+    let ids: std::collections::BTreeSet<&str> = text["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["client_order_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{text}");
+    Ok(())
+}

@@ -351,6 +351,22 @@ pub struct RouteConfig {
     pub broker_settings: serde_json::Value,
     /// Returns true if and only if the route trades real money.
     pub live: bool,
+    /// Every account the route trades: the route's own broker first
+    /// (`name = "main"`, size 1), then `[[routes.accounts]]`.
+    pub accounts: Vec<AccountConfig>,
+}
+
+/// One broker account of a route.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    /// Its name in the route (`main` for the route's own broker).
+    pub name: String,
+    /// The broker plugin.
+    pub broker: PluginName,
+    /// Its settings (with `live` set by the host).
+    pub settings: serde_json::Value,
+    /// Quantity multiplier.
+    pub size: rust_decimal::Decimal,
 }
 
 /// What an operator types to let a route trade real money.

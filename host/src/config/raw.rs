@@ -58,6 +58,21 @@ pub struct RawRisk {
     pub price_band_pct: Option<toml::Value>,
 }
 
+/// `[[routes.accounts]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    /// A name for audit rows and responses (unique in the route).
+    pub name: String,
+    /// The broker plugin.
+    pub broker: String,
+    /// The account's settings.
+    #[serde(default)]
+    pub broker_settings: Option<toml::Table>,
+    /// Quantity multiplier for this account (integer or decimal string; default 1).
+    pub size: Option<toml::Value>,
+}
+
 /// `[[notifications]]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -204,6 +219,10 @@ pub struct RawRoute {
     /// Settings of the broker account, handed to the broker as a JSON object.
     #[serde(default)]
     pub broker_settings: Option<toml::Table>,
+    /// More broker accounts the same alert goes to (fan-out), each with its
+    /// own size multiplier. The route's own `broker` is the first account.
+    #[serde(default)]
+    pub accounts: Vec<RawAccount>,
     /// Whether the route trades real money (required for any broker but
     /// the built-in paper one).
     pub live: Option<bool>,

@@ -13,8 +13,8 @@ use rust_decimal::Decimal;
 use super::TradingConfig;
 use super::raw::{RawConfig, RawGrant, RawLimits, RawPlugin, RawRisk};
 use super::{
-    Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Grant, LIVE_ACKNOWLEDGEMENT, Limits, NotificationConfig, Origin,
-    PluginConfig, PluginSource, RouteConfig, SecretSource, ServerConfig, World,
+    AccountConfig, Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Grant, LIVE_ACKNOWLEDGEMENT, Limits,
+    NotificationConfig, Origin, PluginConfig, PluginSource, RouteConfig, SecretSource, ServerConfig, World,
 };
 use crate::domain::ids::{PluginName, RouteName};
 use crate::plugins::builtin;
@@ -198,6 +198,74 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         if let serde_json::Value::Object(m) = &mut broker_settings {
             m.insert("live".into(), serde_json::Value::Bool(live));
         }
+        let mut accounts = Vec::new();
+        if let Some(b) = &broker {
+            accounts.push(AccountConfig {
+                name: "main".into(),
+                broker: b.clone(),
+                settings: broker_settings.clone(),
+                size: Decimal::ONE,
+            });
+        }
+        for (j, ra) in rr.accounts.iter().enumerate() {
+            let akey = format!("{key}.accounts[{j}]");
+            if ra.name.is_empty()
+                || ra.name.len() > 32
+                || !ra
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                || ra.name == "main"
+                || rr.accounts[..j].iter().any(|o| o.name == ra.name)
+            {
+                p.push(format!(
+                    "{akey}.name: expected a unique name of 1–32 letters, digits, '-' or '_' (not `main`)"
+                ));
+            }
+            let ab = slot(
+                &plugins,
+                &raw,
+                &ra.broker,
+                World::Broker,
+                &format!("{akey}.broker"),
+                &mut p,
+            );
+            let paper = raw
+                .plugins
+                .get(&ra.broker)
+                .is_some_and(|bp| bp.source == "builtin:paper");
+            if !paper && rr.live.is_none() && raw.plugins.contains_key(&ra.broker) && is_builtin_paper {
+                p.push(format!(
+                    "{akey}.broker: `{}` is not the built-in paper broker; set the route's `live` (false for paper or sandbox accounts)",
+                    ra.broker
+                ));
+            }
+            let mut settings = table_json(ra.broker_settings.as_ref(), &format!("{akey}.broker_settings"), &mut p);
+            if let serde_json::Value::Object(m) = &mut settings {
+                m.insert("live".into(), serde_json::Value::Bool(live && !paper));
+            }
+            let size = match &ra.size {
+                None => Decimal::ONE,
+                Some(toml::Value::Integer(n)) if *n > 0 => Decimal::from(*n),
+                Some(toml::Value::String(t)) if t.trim().parse::<Decimal>().is_ok_and(|d| d > Decimal::ZERO) => {
+                    t.trim().parse::<Decimal>().unwrap_or(Decimal::ONE)
+                }
+                Some(_) => {
+                    p.push(format!(
+                        "{akey}.size: expected a positive multiplier, an integer or a decimal string such as \"0.5\""
+                    ));
+                    Decimal::ONE
+                }
+            };
+            if let Some(ab) = ab {
+                accounts.push(AccountConfig {
+                    name: ra.name.clone(),
+                    broker: ab,
+                    settings,
+                    size,
+                });
+            }
+        }
         if let (Ok(name), Some(h), Some(rule), Some(broker)) = (name, hash, rule, broker) {
             let route = RouteConfig {
                 hook_token_sha256: h,
@@ -206,6 +274,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 broker,
                 broker_settings,
                 live,
+                accounts,
             };
             if !routes.contains_key(&name) {
                 routes.insert(name, route);

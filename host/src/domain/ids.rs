@@ -111,6 +111,25 @@ impl RequestId {
 }
 
 impl ClientOrderId {
+    /// The id of intent `index` of `alert` for a route's extra account
+    /// (fan-out): distinct per account, equally deterministic.
+    pub fn derive_for_account(route: &RouteName, alert: &AlertId, index: usize, account: &str) -> Self {
+        let base = Self::derive(route, alert, index);
+        let mut h = Sha256::new();
+        h.update(b"algobanana-coid-account-v1\0");
+        h.update(base.0.as_bytes());
+        h.update([0]);
+        h.update(account.as_bytes());
+        Self(format!("ab-{}", base32(&h.finalize()[..16])))
+    }
+
+    /// The id of a requested (signal) id for a route's extra account.
+    pub fn for_account(&self, account: &str) -> Self {
+        let suffix = format!("-{account}");
+        let keep = 36usize.saturating_sub(suffix.len()).min(self.0.len());
+        Self(format!("{}{suffix}", &self.0[..keep]))
+    }
+
     /// The host's deterministic id for the `index`-th intent of an alert:
     /// `ab-` and 26 base32 characters of SHA-256 over the route, the alert id
     /// and the index. The same inputs always give the same id.

@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS orders(
   fingerprint TEXT NOT NULL,
   alert_id TEXT NOT NULL,
   route TEXT NOT NULL,
+  account TEXT NOT NULL DEFAULT 'main',
   broker TEXT NOT NULL,
   intent TEXT NOT NULL,
   state TEXT NOT NULL CHECK (state IN ('intent', 'submitted', 'accepted', 'partially_filled', 'filled', 'canceled', 'rejected', 'unknown')),

@@ -92,6 +92,8 @@ pub struct OrderRow {
     pub alert_id: String,
     /// The route.
     pub route: String,
+    /// The route's account (`main` for the route's own broker).
+    pub account: String,
     /// The broker plugin.
     pub broker: String,
     /// The state.
@@ -117,6 +119,8 @@ pub struct NewOrder<'a> {
     pub alert_id: &'a str,
     /// The route.
     pub route: &'a str,
+    /// The route's account.
+    pub account: &'a str,
     /// The broker plugin.
     pub broker: &'a str,
     /// The intent as JSON.
@@ -129,7 +133,8 @@ pub struct Orders {
     db: StateDb,
 }
 
-const COLUMNS: &str = "id, client_order_id, alert_id, route, broker, state, sent, intent, broker_order_id, reason";
+const COLUMNS: &str =
+    "id, client_order_id, alert_id, route, broker, state, sent, intent, broker_order_id, reason, account";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderRow> {
     Ok(OrderRow {
@@ -143,6 +148,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderRow> {
         intent: r.get(7)?,
         broker_order_id: r.get(8)?,
         reason: r.get(9)?,
+        account: r.get(10)?,
     })
 }
 
@@ -185,9 +191,9 @@ impl Orders {
         };
         self.db.with(|c| {
             c.execute(
-                "INSERT INTO orders(client_order_id, fingerprint, alert_id, route, broker, intent, state, sent, reason, created_at_ns, updated_at_ns)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
-                params![o.client_order_id, o.fingerprint, o.alert_id, o.route, o.broker, o.intent, state.as_str(), sent, refused, now],
+                "INSERT INTO orders(client_order_id, fingerprint, alert_id, route, broker, intent, state, sent, reason, created_at_ns, updated_at_ns, account)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
+                params![o.client_order_id, o.fingerprint, o.alert_id, o.route, o.broker, o.intent, state.as_str(), sent, refused, now, o.account],
             )?;
             Ok(c.last_insert_rowid())
         })
@@ -324,6 +330,7 @@ mod tests {
             fingerprint: "f",
             alert_id: "a",
             route: "r",
+            account: "main",
             broker: "b",
             intent: "{}",
         };

@@ -51,16 +51,22 @@ pub async fn sweep(app: &App) -> Result<Sweep, PipelineError> {
         .into_iter()
         .map(|o| o.client_order_id)
         .collect();
-    for (route_name, route) in &app.config.routes {
-        let settings = route.broker_settings.to_string();
-        if !seen.insert((route.broker.to_string(), settings.clone())) {
+    let mut accounts = Vec::new();
+    for (n, r) in &app.config.routes {
+        for a in &r.accounts {
+            accounts.push((n, a));
+        }
+    }
+    for (route_name, acct) in accounts {
+        let settings = acct.settings.to_string();
+        if !seen.insert((acct.broker.to_string(), settings.clone())) {
             continue;
         }
-        let Some(broker) = app.registry.get(&route.broker) else {
+        let Some(broker) = app.registry.get(&acct.broker) else {
             continue;
         };
         out.accounts += 1;
-        let account = format!("{}:{route_name}", route.broker);
+        let account = format!("{}:{route_name}/{}", acct.broker, acct.name);
         let open = app
             .registry
             .call_broker(
@@ -92,7 +98,10 @@ pub async fn sweep(app: &App) -> Result<Sweep, PipelineError> {
             _ => Vec::new(),
         };
         let open_ids: BTreeSet<&str> = open.iter().map(|a| a.client_order_id.as_str()).collect();
-        for o in working.iter().filter(|o| o.broker == route.broker.as_str()) {
+        for o in working
+            .iter()
+            .filter(|o| o.broker == acct.broker.as_str() && o.route == route_name.as_str() && o.account == acct.name)
+        {
             if o.state == OrderState::Intent || !open_ids.contains(o.client_order_id.as_str()) {
                 reconcile_one(app, &broker, &settings, o.id, &o.client_order_id, &ctx).await?;
                 out.refreshed += 1;
