@@ -657,6 +657,12 @@ async fn place(
         position,
         orders_last_minute: app.orders.sent_since(minute_ago)?,
         orders_today: app.orders.sent_since(midnight)?,
+        realized_today: if app.config.risk.max_daily_loss.is_some() {
+            app.orders.realized_since(midnight)?
+        } else {
+            rust_decimal::Decimal::ZERO
+        },
+        now_ns: now,
     };
     let decision = risk::check(&app.config.risk, &intent, &snapshot);
     app.audit
@@ -674,6 +680,7 @@ async fn place(
                 "rail": decision.rail.map(Rail::key), "reason": decision.reason, "bypassed": decision.bypassed.iter().map(|r| r.key()).collect::<Vec<_>>(),
                 "position": snapshot.position.map(|p| p.to_string()), "kill_switch": kill,
                 "orders_last_minute": snapshot.orders_last_minute, "orders_today": snapshot.orders_today,
+                "realized_today": snapshot.realized_today.to_string(),
             })),
         )
         .await?;
@@ -733,6 +740,8 @@ async fn place(
                 result.reason = ack.message.clone().filter(|_| outcome == OrderOutcome::Rejected);
                 app.orders
                     .transition(order_id, state, Some(&ack.broker_order_id), result.reason.as_deref())?;
+                app.orders
+                    .record_fill(order_id, ack.filled_quantity, ack.average_fill_price)?;
                 result.ack = Some(ack);
             }
             Err(e) => ambiguous = Some(format!("broker `{}` answered with an invalid number: {e}", broker.name)),
@@ -806,6 +815,7 @@ pub async fn reconcile_one(
             Ok(ack) => {
                 let (_, state) = order_outcome(ack.status);
                 app.orders.transition(order_id, state, Some(&ack.broker_order_id), None)?;
+                app.orders.record_fill(order_id, ack.filled_quantity, ack.average_fill_price)?;
                 (state, format!("the broker reports the order as {}", state.as_str()))
             }
             Err(_) => (OrderState::Unknown, "the broker's answer could not be read; the state stays unknown".to_owned()),

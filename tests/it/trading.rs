@@ -603,3 +603,27 @@ async fn one_alert_fans_out_to_every_account_with_its_own_size_exactly_once() ->
     assert_eq!(ids.len(), 3, "{text}");
     Ok(())
 }
+
+#[tokio::test]
+async fn past_the_daily_loss_limit_only_exits_pass() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .toml("[risk]\nmax_daily_loss = \"100\"\n")
+        .start()
+        .await?;
+    assert_eq!(order(&host, "buy 10 AAPL at 100").await?["outcome"], "filled");
+    // Selling half at 70 realizes (70 − 100) × 5 = −150.
+    assert_eq!(order(&host, "sell 5 AAPL at 70").await?["outcome"], "filled");
+    let refused = order(&host, "buy 1 AAPL at 70.5").await?;
+    assert_eq!(refused["outcome"], "rejected");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("today's realized loss is 150"),
+        "{refused}"
+    );
+    let exit = order(&host, r#"{"ticker":"AAPL","action":"exit","price":"71"}"#).await?;
+    assert_eq!(exit["outcome"], "filled", "{exit}");
+    assert_eq!(exit["intent"]["quantity"], "5");
+    Ok(())
+}

@@ -56,6 +56,24 @@ pub struct RawRisk {
     pub max_orders_per_day: Option<u32>,
     /// Price band around the reference price, percent.
     pub price_band_pct: Option<toml::Value>,
+    /// Realized loss per UTC day after which only reducing orders pass.
+    pub max_daily_loss: Option<toml::Value>,
+    /// When new positions may be opened.
+    pub trading_hours: Option<RawHours>,
+}
+
+/// `risk.trading_hours`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHours {
+    /// IANA time zone.
+    pub timezone: String,
+    /// `mon` … `sun` (default Monday to Friday).
+    pub days: Option<Vec<String>>,
+    /// `HH:MM`.
+    pub start: String,
+    /// `HH:MM` (exclusive).
+    pub end: String,
 }
 
 /// `[[routes.accounts]]`.

@@ -553,7 +553,60 @@ fn risk(raw: &RawRisk, p: &mut Vec<String>) -> RiskLimits {
         max_orders_per_minute: count(raw.max_orders_per_minute, d.max_orders_per_minute),
         max_orders_per_day: count(raw.max_orders_per_day, d.max_orders_per_day),
         price_band_pct: limit(raw.price_band_pct.as_ref(), d.price_band_pct, "price_band_pct", p),
+        max_daily_loss: limit(raw.max_daily_loss.as_ref(), d.max_daily_loss, "max_daily_loss", p),
+        trading_hours: raw.trading_hours.as_ref().and_then(|h| hours(h, p)),
     }
+}
+
+fn hours(raw: &super::raw::RawHours, p: &mut Vec<String>) -> Option<crate::trading::risk::TradingHours> {
+    let minutes = |t: &str, key: &str, p: &mut Vec<String>| -> Option<u16> {
+        let parsed = t
+            .split_once(':')
+            .and_then(|(h, m)| Some((h.parse::<u16>().ok()?, m.parse::<u16>().ok()?)))
+            .filter(|(h, m)| *h <= 24 && *m < 60 && *h * 60 + *m <= 24 * 60);
+        if parsed.is_none() {
+            p.push(format!(
+                "risk.trading_hours.{key}: `{t}` is not a time; expected HH:MM such as 09:30"
+            ));
+        }
+        parsed.map(|(h, m)| h * 60 + m)
+    };
+    if jiff::tz::TimeZone::get(&raw.timezone).is_err() {
+        p.push(format!(
+            "risk.trading_hours.timezone: `{}` is not a time zone; expected an IANA name such as America/New_York",
+            raw.timezone
+        ));
+    }
+    let days: Vec<String> = raw
+        .days
+        .clone()
+        .unwrap_or_else(|| {
+            ["mon", "tue", "wed", "thu", "fri"]
+                .iter()
+                .map(|d| (*d).to_owned())
+                .collect()
+        })
+        .into_iter()
+        .map(|d| d.to_ascii_lowercase())
+        .collect();
+    for d in &days {
+        if !["mon", "tue", "wed", "thu", "fri", "sat", "sun"].contains(&d.as_str()) {
+            p.push(format!(
+                "risk.trading_hours.days: `{d}` is not a day; expected mon, tue, wed, thu, fri, sat or sun"
+            ));
+        }
+    }
+    let start = minutes(&raw.start, "start", p)?;
+    let end = minutes(&raw.end, "end", p)?;
+    if end <= start {
+        p.push("risk.trading_hours: `end` must be after `start` (overnight windows: not supported yet)".into());
+    }
+    Some(crate::trading::risk::TradingHours {
+        timezone: raw.timezone.clone(),
+        days,
+        start_min: start,
+        end_min: end,
+    })
 }
 
 fn valid_secret_name(name: &str) -> bool {

@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS orders(
   state TEXT NOT NULL CHECK (state IN ('intent', 'submitted', 'accepted', 'partially_filled', 'filled', 'canceled', 'rejected', 'unknown')),
   sent INTEGER NOT NULL CHECK (sent IN (0, 1)),
   broker_order_id TEXT,
+  filled_quantity TEXT,
+  average_fill_price TEXT,
   reason TEXT,
   created_at_ns INTEGER NOT NULL,
   updated_at_ns INTEGER NOT NULL

@@ -236,6 +236,83 @@ impl Orders {
         })
     }
 
+    /// Records what the broker says was filled.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn record_fill(
+        &self,
+        id: i64,
+        filled: rust_decimal::Decimal,
+        average: Option<rust_decimal::Decimal>,
+    ) -> Result<(), StoreError> {
+        self.db.with(|c| {
+            c.execute(
+                "UPDATE orders SET filled_quantity = ?1, average_fill_price = ?2 WHERE id = ?3",
+                params![filled.to_string(), average.map(|a| a.to_string()), id],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Realized profit (negative: loss) of fills since `since_ns`, per the
+    /// average-cost method over every fill of the account and symbol: a
+    /// fill that reduces a position realizes (fill − average cost) × the
+    /// quantity closed.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn realized_since(&self, since_ns: i64) -> Result<rust_decimal::Decimal, StoreError> {
+        use rust_decimal::Decimal;
+        let fills: Vec<(String, String, i64, String, String)> = self.db.with(|c| {
+            let mut s = c.prepare(
+                "SELECT account || '/' || broker, intent, updated_at_ns, filled_quantity, average_fill_price FROM orders
+                 WHERE sent = 1 AND filled_quantity IS NOT NULL AND average_fill_price IS NOT NULL ORDER BY id",
+            )?;
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+                .collect()
+        })?;
+        let mut book: std::collections::HashMap<(String, String), (Decimal, Decimal)> =
+            std::collections::HashMap::new();
+        let mut realized = Decimal::ZERO;
+        for (account, intent, at, qty, price) in fills {
+            let intent: serde_json::Value = serde_json::from_str(&intent).unwrap_or_default();
+            let (Ok(qty), Ok(price)) = (qty.parse::<Decimal>(), price.parse::<Decimal>()) else {
+                continue;
+            };
+            let symbol = intent["symbol"].as_str().unwrap_or_default().to_owned();
+            let signed = if intent["side"] == "sell" { -qty } else { qty };
+            let (pos, avg) = book.entry((account, symbol)).or_insert((Decimal::ZERO, Decimal::ZERO));
+            if !pos.is_zero() && pos.is_sign_positive() != signed.is_sign_positive() {
+                let closed = signed.abs().min(pos.abs());
+                let pnl = if pos.is_sign_positive() {
+                    (price - *avg) * closed
+                } else {
+                    (*avg - price) * closed
+                };
+                if at >= since_ns {
+                    realized += pnl;
+                }
+                let rest = signed.abs() - closed;
+                *pos += if signed.is_sign_positive() { closed } else { -closed };
+                if !rest.is_zero() {
+                    // Flipped through zero: the rest opens at this price.
+                    *pos = if signed.is_sign_positive() { rest } else { -rest };
+                    *avg = price;
+                }
+            } else {
+                let total = pos.abs() + qty;
+                *avg = if total.is_zero() {
+                    price
+                } else {
+                    (*avg * pos.abs() + price * qty) / total
+                };
+                *pos += signed;
+            }
+        }
+        Ok(realized)
+    }
+
     /// Orders sent since `since_ns`.
     ///
     /// # Errors

@@ -65,6 +65,54 @@ pub struct RiskLimits {
     pub max_orders_per_day: Option<u32>,
     /// Limit and stop prices within this many percent of the reference price.
     pub price_band_pct: Option<Decimal>,
+    /// Realized loss since 00:00 UTC after which only orders that reduce a
+    /// position pass.
+    pub max_daily_loss: Option<Decimal>,
+    /// When new positions may be opened (exits pass at any time).
+    pub trading_hours: Option<TradingHours>,
+}
+
+/// A weekly trading window in a time zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TradingHours {
+    /// IANA time zone, e.g. `America/New_York`.
+    pub timezone: String,
+    /// Days (`mon` … `sun`).
+    pub days: Vec<String>,
+    /// Opening time, minutes after midnight.
+    pub start_min: u16,
+    /// Closing time, minutes after midnight (exclusive).
+    pub end_min: u16,
+}
+
+impl TradingHours {
+    /// Whether `now_ns` (UTC) falls in the window; `Err` with the local
+    /// time when it does not.
+    pub fn check(&self, now_ns: i64) -> Result<(), String> {
+        let tz = jiff::tz::TimeZone::get(&self.timezone).map_err(|e| format!("time zone {}: {e}", self.timezone))?;
+        let ts = jiff::Timestamp::from_nanosecond(i128::from(now_ns)).map_err(|e| e.to_string())?;
+        let local = ts.to_zoned(tz);
+        let day = local.strftime("%a").to_string().to_ascii_lowercase();
+        let minute = u16::from(local.hour().unsigned_abs()) * 60 + u16::from(local.minute().unsigned_abs());
+        let open = self.days.contains(&day) && minute >= self.start_min && minute < self.end_min;
+        if open {
+            Ok(())
+        } else {
+            Err(local.strftime("%a %H:%M %Z").to_string())
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{:02}:{:02}–{:02}:{:02} {} on {}",
+            self.start_min / 60,
+            self.start_min % 60,
+            self.end_min / 60,
+            self.end_min % 60,
+            self.timezone,
+            self.days.join(", ")
+        )
+    }
 }
 
 impl Default for RiskLimits {
@@ -78,6 +126,8 @@ impl Default for RiskLimits {
             max_orders_per_minute: Some(30),
             max_orders_per_day: Some(500),
             price_band_pct: Some(Decimal::from(10)),
+            max_daily_loss: None,
+            trading_hours: None,
         }
     }
 }
@@ -104,6 +154,10 @@ pub enum Rail {
     OrdersPerMinute,
     /// `risk.max_orders_per_day`.
     OrdersPerDay,
+    /// `risk.trading_hours`.
+    TradingHours,
+    /// `risk.max_daily_loss`.
+    DailyLoss,
 }
 
 impl Rail {
@@ -119,6 +173,8 @@ impl Rail {
             Self::MaxPosition => "risk.max_position",
             Self::OrdersPerMinute => "risk.max_orders_per_minute",
             Self::OrdersPerDay => "risk.max_orders_per_day",
+            Self::TradingHours => "risk.trading_hours",
+            Self::DailyLoss => "risk.max_daily_loss",
         }
     }
 }
@@ -134,6 +190,10 @@ pub struct Snapshot {
     pub orders_last_minute: u32,
     /// Orders sent since 00:00 UTC.
     pub orders_today: u32,
+    /// Realized profit (negative: loss) since 00:00 UTC.
+    pub realized_today: Decimal,
+    /// Now, UTC nanoseconds.
+    pub now_ns: i64,
 }
 
 /// The decision for one intent.
@@ -221,7 +281,32 @@ pub fn check(limits: &RiskLimits, intent: &OrderIntent, s: &Snapshot) -> Decisio
         );
     }
 
+    if let Some(max) = limits.max_daily_loss
+        && s.realized_today <= -max
+        && !(exit && reduces)
+    {
+        return Decision::deny(
+            Rail::DailyLoss,
+            format!(
+                "today's realized loss is {}, at or past risk.max_daily_loss = {max}: only orders that reduce a position pass until 00:00 UTC",
+                -s.realized_today
+            ),
+        );
+    }
+
     let mut bypassed = Vec::new();
+    if let Some(hours) = &limits.trading_hours
+        && let Err(now) = hours.check(s.now_ns)
+    {
+        if exit {
+            bypassed.push(Rail::TradingHours);
+        } else {
+            return Decision::deny(
+                Rail::TradingHours,
+                format!("outside risk.trading_hours ({}); it is {now}", hours.describe()),
+            );
+        }
+    }
     let mut gate = |rail: Rail, violated: Option<String>| -> Option<Decision> {
         let reason = violated?;
         if exit {
@@ -356,6 +441,8 @@ mod tests {
             max_orders_per_minute: Some(20),
             max_orders_per_day: Some(50),
             price_band_pct: Some(Decimal::from(5)),
+            max_daily_loss: None,
+            trading_hours: None,
         }
     }
 
@@ -365,7 +452,61 @@ mod tests {
             position: Some(position),
             orders_last_minute: minute,
             orders_today: day,
+            realized_today: Decimal::ZERO,
+            now_ns: 0,
         }
+    }
+
+    #[test]
+    fn trading_hours_follow_the_zone_and_exits_pass() {
+        let hours = TradingHours {
+            timezone: "America/New_York".into(),
+            days: ["mon", "tue", "wed", "thu", "fri"]
+                .iter()
+                .map(|d| (*d).to_owned())
+                .collect(),
+            start_min: 9 * 60 + 30,
+            end_min: 16 * 60,
+        };
+        let ns = |s: &str| i64::try_from(s.parse::<jiff::Timestamp>().unwrap().as_nanosecond()).unwrap();
+        // 2026-12-04 is a Friday; New York is UTC−5 in December.
+        assert!(hours.check(ns("2026-12-04T14:30:00Z")).is_ok(), "09:30 opens");
+        assert!(hours.check(ns("2026-12-04T14:29:59Z")).is_err());
+        assert!(hours.check(ns("2026-12-04T20:59:00Z")).is_ok());
+        assert!(hours.check(ns("2026-12-04T21:00:00Z")).is_err(), "16:00 closes");
+        assert_eq!(hours.check(ns("2026-12-05T15:00:00Z")).unwrap_err(), "Sat 10:00 EST");
+        // Summer time: 13:30 UTC is 09:30 EDT.
+        assert!(hours.check(ns("2026-07-06T13:30:00Z")).is_ok());
+        let l = RiskLimits {
+            trading_hours: Some(hours),
+            ..limits()
+        };
+        let mut s = snap(Decimal::from(10), 0, 0);
+        s.now_ns = ns("2026-12-05T15:00:00Z");
+        let buy = intent(Side::Buy, Decimal::from(1), Some(Decimal::from(100)), false);
+        let d = check(&l, &buy, &s);
+        assert_eq!(d.rail, Some(Rail::TradingHours));
+        assert!(d.reason.unwrap().contains("it is Sat 10:00 EST"));
+        let exit = intent(Side::Sell, Decimal::from(10), Some(Decimal::from(100)), true);
+        let d = check(&l, &exit, &s);
+        assert!(d.allowed);
+        assert_eq!(d.bypassed, [Rail::TradingHours]);
+    }
+
+    #[test]
+    fn past_the_daily_loss_only_reducing_orders_pass() {
+        let l = RiskLimits {
+            max_daily_loss: Some(Decimal::from(500)),
+            ..limits()
+        };
+        let mut s = snap(Decimal::from(10), 0, 0);
+        s.realized_today = Decimal::from(-500);
+        let buy = intent(Side::Buy, Decimal::from(1), Some(Decimal::from(100)), false);
+        assert_eq!(check(&l, &buy, &s).rail, Some(Rail::DailyLoss));
+        let exit = intent(Side::Sell, Decimal::from(10), Some(Decimal::from(100)), true);
+        assert!(check(&l, &exit, &s).allowed);
+        s.realized_today = Decimal::from(-499);
+        assert!(check(&l, &buy, &s).allowed);
     }
 
     #[test]
