@@ -300,3 +300,105 @@ fn audit_verify_exit_codes_and_json() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("could not verify"), "{text}");
 }
+
+#[path = "../build_plugins.rs"]
+#[allow(dead_code)]
+mod build_plugins;
+
+/// kill -9 after the intent is recorded and while the broker call runs:
+/// after the restart the host asks the broker by client order id and does
+/// not order twice (the resumed alert finds the order as a duplicate).
+#[test]
+fn kill_9_between_the_intent_and_the_broker_answer_never_orders_twice() {
+    // The fixture broker spins for 4 s in place-order, then would accept;
+    // `has_order = false`: the broker never got it.
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let wasm = build_plugins::build(&root, &["http-probe"]).join("http_probe.wasm");
+    assert!(wasm.exists(), "{}", wasm.display());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(env!("CARGO_BIN_EXE_algobanana"))
+        .args(["init", "--data-dir", data.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["hook_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let config_path = data.join("algobanana.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let config = config.replace("broker = \"paper\"", "broker = \"probe\"\nlive = false")
+        + &format!(
+            "\n[plugins.probe]\nsource = {:?}\nworld = \"broker\"\n[plugins.probe.grant]\nhttp = [\"http://127.0.0.1:9\"]\nallow_loopback = true\nsecrets = [\"k\"]\n[secrets.k]\nvalue = \"v\"\n",
+            wasm.display().to_string()
+        );
+    let config = config.replace(
+        "[routes.broker_settings]",
+        "[routes.broker_settings]\nbusy_ms = 4000\nhas_order = false",
+    );
+    std::fs::write(&config_path, &config).unwrap();
+
+    let (mut server, _) = start(&data);
+    let addr = server.addr.clone();
+    let path = format!("/v1/hooks/{token}");
+    let client = std::thread::spawn(move || post(&addr, &path, "buy 1 AAPL at 100"));
+    // Wait until the intent is recorded (the order row exists), then kill.
+    let conn = rusqlite::Connection::open(data.join("state.db")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM orders WHERE state = 'intent' AND sent = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(0);
+        if n == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the intent was never recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let _ = client.join();
+
+    // Restart: reconciliation asks the broker (it has no such order), the
+    // alert resumes and finds its order already recorded.
+    let (mut server, _) = start(&data);
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(server.child.wait().unwrap().success());
+    let (state, reason): (String, String) = conn
+        .query_row("SELECT state, reason FROM orders", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!(state, "rejected");
+    assert!(reason.contains("never placed"), "{reason}");
+    let orders: i64 = conn
+        .query_row("SELECT count(*) FROM orders WHERE sent = 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(orders, 1, "one order row, never a second");
+    let d = data.to_str().unwrap();
+    let (code, text) = audit_cli(&["search", "--data-dir", d, "--json", "--action", "plugin.call"]);
+    assert_eq!(code, 0);
+    let places = text
+        .lines()
+        .filter(|l| l.contains("\"export\":\"place-order\""))
+        .count();
+    assert_eq!(places, 0, "no placement was completed or repeated after the crash");
+    assert!(
+        text.contains("\"export\":\"get-order\""),
+        "the broker was asked by client order id"
+    );
+    let (code, text) = audit_cli(&["search", "--data-dir", d, "--json", "--action", "order.duplicate"]);
+    assert_eq!(code, 0);
+    assert_eq!(text.lines().count(), 1, "the resumed alert found its order: {text}");
+    let (code, text) = audit_cli(&["verify", "--data-dir", d]);
+    assert_eq!(code, 0, "{text}");
+}
