@@ -11,6 +11,8 @@
 //! - `capabilities`: grants at link time and per call, outbound HTTP
 //!   (allowlist, resolved-address check, quotas), secrets as handles (the
 //!   secret thief), and their audit rows.
+//! - `alpaca`: the Alpaca adapter against a local server speaking
+//!   Alpaca's wire format.
 //! - `audit`: the hash chain, append-only triggers, search, and a full
 //!   disk halting the host without losing acknowledged alerts.
 //! - `config_ui`: broken configs and plugins give errors that name the
@@ -25,6 +27,7 @@
 //! - `cli`: `init` and `audit search` through the command-line code.
 
 mod alerts;
+mod alpaca;
 mod audit;
 mod capabilities;
 mod cli;

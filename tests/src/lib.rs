@@ -15,6 +15,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use sha2::{Digest, Sha256};
 
+pub mod alpaca;
+
 /// Paths of the built plugins and `foreach_plugin!`.
 pub mod plugins {
     include!(concat!(env!("OUT_DIR"), "/plugins.rs"));

@@ -1,0 +1,227 @@
+//! The Alpaca adapter (`plugins/brokers/alpaca`) against the local fake in
+//! `tests/src/alpaca.rs`: wire format, key headers filled by the host,
+//! every error mapping, a 429 storm, and a timeout after Alpaca accepted.
+
+use std::sync::atomic::Ordering;
+
+use algobanana_tests::alpaca::{FakeAlpaca, KEY_ID, SECRET_KEY};
+use algobanana_tests::plugins::ALPACA;
+use algobanana_tests::{HostBuilder, TestHost};
+use serde_json::{Value, json};
+
+async fn host(fake: &FakeAlpaca, key_id: &str, extra_grant: &str) -> TestHost {
+    HostBuilder::new()
+        .plugin("alpaca", ALPACA, "broker")
+        .grant(&format!(
+            "http = [{:?}]\nallow_loopback = true\nsecrets = [\"alpaca_key_id\", \"alpaca_secret_key\"]\n{extra_grant}",
+            fake.origin()
+        ))
+        .route("alpaca", "tradingview", "alpaca")
+        .broker_settings(json!({ "base_url": fake.origin() }))
+        .toml(&format!(
+            "[secrets.alpaca_key_id]\nvalue = {key_id:?}\n[secrets.alpaca_secret_key]\nvalue = {SECRET_KEY:?}\n"
+        ))
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn send(host: &TestHost, body: &str) -> Value {
+    let ct = if body.starts_with('{') {
+        "application/json"
+    } else {
+        "text/plain"
+    };
+    host.alert("alpaca", ct, body).await.unwrap().json()
+}
+
+#[tokio::test]
+pub async fn alpaca() -> anyhow::Result<()> {
+    let fake = FakeAlpaca::start().await;
+    *fake.state.cash.lock().unwrap() = rust_decimal::Decimal::from(10_000);
+    let host = host(&fake, KEY_ID, "").await;
+
+    // A market order: the JSON Alpaca documents, quantities as strings, the
+    // keys in headers the plugin never saw.
+    let reply = send(
+        &host,
+        r#"{"ticker":"AAPL","action":"buy","quantity":"10","price":"190.35","signalId":"sig-a1"}"#,
+    )
+    .await;
+    let o = &reply["orders"][0];
+    assert_eq!(o["outcome"], "accepted", "{reply}");
+    assert_eq!(o["ack"]["client_order_id"], "sig-a1");
+    let sent = fake.state.requests.lock().unwrap().clone();
+    let post = sent.iter().find(|r| r.0 == "POST").unwrap();
+    assert_eq!(post.1, "/v2/orders");
+    assert_eq!(
+        post.3,
+        json!({ "symbol": "AAPL", "qty": "10", "side": "buy", "type": "market", "time_in_force": "day", "client_order_id": "sig-a1" })
+    );
+    let header = |n: &str| post.2.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    assert_eq!(header("apca-api-key-id"), Some(KEY_ID));
+    assert_eq!(header("apca-api-secret-key"), Some(SECRET_KEY));
+    // The fill shows up through get-order, positions and account.
+    let order = fake.order("sig-a1").unwrap();
+    assert_eq!(order["status"], "filled");
+    let ack = host
+        .app
+        .registry
+        .call_broker(
+            &host
+                .app
+                .registry
+                .get(&algobanana::domain::ids::PluginName::new("alpaca")?)
+                .unwrap(),
+            algobanana::plugins::invoke::BrokerCall::GetOrder {
+                settings: json!({ "base_url": fake.origin() }).to_string(),
+                client_order_id: "sig-a1".into(),
+            },
+            &host.app.audit,
+            &Default::default(),
+        )
+        .await?;
+    match ack.returned {
+        algobanana::plugins::invoke::Returned::Ok(algobanana::plugins::invoke::BrokerReply::Ack(a)) => {
+            assert_eq!(a.status, algobanana::plugins::bindings::types::OrderStatus::Filled);
+            assert_eq!(a.filled_quantity.mantissa, 10);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A limit order with a bracket: order_class and both legs.
+    let reply = send(
+        &host,
+        r#"{"ticker":"MSFT","action":"buy","quantity":"2","price":"410","orderType":"limit","limitPrice":"405.5","takeProfit":{"limitPrice":"420"},"stopLoss":{"stopPrice":"400"}}"#,
+    )
+    .await;
+    assert_eq!(reply["orders"][0]["outcome"], "accepted", "{reply}");
+    let post = fake
+        .state
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r.0 == "POST")
+        .unwrap()
+        .3
+        .clone();
+    assert_eq!(post["type"], "limit");
+    assert_eq!(post["limit_price"], "405.5");
+    assert_eq!(post["order_class"], "bracket");
+    assert_eq!(post["take_profit"], json!({ "limit_price": "420" }));
+    assert_eq!(post["stop_loss"], json!({ "stop_price": "400" }));
+
+    // 422 with Alpaca's own message; 403 insufficient buying power.
+    let bad = send(&host, "buy 1 BADSYM at 10").await;
+    assert_eq!(bad["orders"][0]["outcome"], "rejected");
+    assert!(
+        bad["orders"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_order: asset \"BADSYM\" not found"),
+        "{bad}"
+    );
+    let poor = send(
+        &host,
+        r#"{"ticker":"XYZ","action":"buy","quantity":"300","price":"99"}"#,
+    )
+    .await;
+    assert!(
+        poor["orders"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("insufficient_funds: insufficient buying power"),
+        "{poor}"
+    );
+    // Positions reach the rule: `exit` sells the 10 AAPL.
+    let exit = send(&host, r#"{"ticker":"AAPL","action":"exit","price":"190"}"#).await;
+    assert_eq!(exit["orders"][0]["intent"]["quantity"], "10", "{exit}");
+    assert_eq!(exit["orders"][0]["intent"]["side"], "sell");
+    Ok(())
+}
+
+#[tokio::test]
+async fn wrong_keys_are_an_auth_error() -> anyhow::Result<()> {
+    let fake = FakeAlpaca::start().await;
+    let host = host(&fake, "PKWRONG", "").await;
+    let reply = send(&host, "buy 1 AAPL at 190").await;
+    // The rails cannot learn the position without the broker: fail closed,
+    // and the broker's refusal is on record.
+    assert_eq!(reply["orders"][0]["outcome"], "rejected", "{reply}");
+    assert_eq!(fake.posts(), 0);
+    let calls = host.audit(&algobanana::audit::query::Filter {
+        action: Some("plugin.call".into()),
+        ..Default::default()
+    })?;
+    assert!(
+        calls.iter().any(|c| c.payload["output"]["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Alpaca refused the API keys")),
+        "{calls:#?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_429_storm_never_produces_a_second_order() -> anyhow::Result<()> {
+    let fake = FakeAlpaca::start().await;
+    fake.state.rate_limited.store(true, Ordering::SeqCst);
+    let host = host(&fake, KEY_ID, "").await;
+    let reply = send(
+        &host,
+        r#"{"ticker":"AAPL","action":"buy","quantity":"1","price":"190","signalId":"storm-1"}"#,
+    )
+    .await;
+    assert_eq!(reply["orders"][0]["outcome"], "rejected");
+    assert!(
+        reply["orders"][0]["reason"].as_str().unwrap().contains("rate_limited"),
+        "{reply}"
+    );
+    for _ in 0..3 {
+        let again = send(
+            &host,
+            r#"{"ticker":"AAPL","action":"buy","quantity":"1","price":"190","signalId":"storm-1"}"#,
+        )
+        .await;
+        assert_eq!(again["orders"][0]["outcome"], "duplicate", "{again}");
+    }
+    assert_eq!(fake.posts(), 1, "one submission, no retries");
+    assert!(fake.order("storm-1").is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_timeout_after_alpaca_accepted_is_reconciled_not_resent() -> anyhow::Result<()> {
+    let fake = FakeAlpaca::start().await;
+    fake.state.slow_accept_ms.store(3_000, Ordering::SeqCst);
+    let host = host(&fake, KEY_ID, "response_timeout_ms = 300\n").await;
+    let reply = send(
+        &host,
+        r#"{"ticker":"AAPL","action":"buy","quantity":"3","price":"190","signalId":"slow-1"}"#,
+    )
+    .await;
+    let o = &reply["orders"][0];
+    assert_eq!(o["outcome"], "filled", "reconciled by client order id: {reply}");
+    assert!(o["reason"].as_str().unwrap().contains("ambiguous"), "{o}");
+    assert!(
+        o["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the broker reports the order as filled"),
+        "{o}"
+    );
+    assert_eq!(fake.posts(), 1, "not resent");
+    // Alpaca's own duplicate refusal is reconciled the same way.
+    fake.state.slow_accept_ms.store(0, Ordering::SeqCst);
+    let dup = send(
+        &host,
+        r#"{"ticker":"AAPL","action":"buy","quantity":"3","price":"190","signalId":"slow-1"}"#,
+    )
+    .await;
+    assert_eq!(dup["orders"][0]["outcome"], "duplicate");
+    assert_eq!(fake.posts(), 1);
+    Ok(())
+}
