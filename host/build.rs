@@ -10,6 +10,8 @@ fn main() {
     let packages = [
         "tradingview",
         "paper",
+        "alpaca",
+        "binance",
         "notify-webhook",
         "notify-discord",
         "notify-slack",

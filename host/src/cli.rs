@@ -265,36 +265,41 @@ async fn serve(data_dir: &Path, listen: Option<SocketAddr>, out: &mut (dyn Write
         let o = setup::init(data_dir, configured).await?;
         print_init(&o, false, out)?;
     }
+    // Handlers first: a SIGTERM that arrives as soon as we say we are
+    // listening must shut down cleanly, not kill the process.
+    let stop = shutdown_signal()?;
     let app = App::open(data_dir, AppOptions::default()).await?;
     let addr = listen.unwrap_or(app.config.server.listen);
     let server = app.serve(addr).await?;
     writeln!(out, "listening on http://{}", server.addr)?;
     out.flush()?;
     tracing::info!(addr = %server.addr, "serving");
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(0)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers SIGINT and SIGTERM now; the returned future resolves on the
+/// first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 

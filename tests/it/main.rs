@@ -29,6 +29,7 @@
 mod alerts;
 mod alpaca;
 mod audit;
+mod binance;
 mod capabilities;
 mod cli;
 mod config_ui;

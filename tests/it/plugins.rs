@@ -18,6 +18,7 @@ macro_rules! assert_test_exists {
 algobanana_tests::foreach_plugin!(assert_test_exists);
 // Broker-world capability fixtures are tested next to the capabilities.
 use crate::alpaca::alpaca;
+use crate::binance::binance;
 use crate::capabilities::{http_probe, secret_thief};
 use crate::notify::{notify_discord, notify_slack, notify_telegram, notify_webhook};
 

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Full};
 use sha2::{Digest, Sha256};
 
 pub mod alpaca;
+pub mod binance;
 
 /// Paths of the built plugins and `foreach_plugin!`.
 pub mod plugins {

@@ -29,6 +29,18 @@ pub const ALL: &[Builtin] = &[
         wasm: include_bytes!(concat!(env!("OUT_DIR"), "/plugins/paper.wasm")),
     },
     Builtin {
+        name: "alpaca",
+        version: "0.1.0",
+        world: crate::config::World::Broker,
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/plugins/alpaca.wasm")),
+    },
+    Builtin {
+        name: "binance",
+        version: "0.1.0",
+        world: crate::config::World::Broker,
+        wasm: include_bytes!(concat!(env!("OUT_DIR"), "/plugins/binance.wasm")),
+    },
+    Builtin {
         name: "notify-webhook",
         version: "0.1.0",
         world: crate::config::World::Notifier,
