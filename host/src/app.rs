@@ -66,6 +66,8 @@ pub struct App {
     pub registry: Registry,
     /// Orders and their states.
     pub orders: crate::trading::orders::Orders,
+    /// Admin API tokens.
+    pub tokens: crate::admin::tokens::Tokens,
     /// Serialises the order path (risk snapshot, record, broker call, state)
     /// so concurrent alerts cannot together exceed a rail.
     pub order_lock: tokio::sync::Mutex<()>,
@@ -114,6 +116,7 @@ impl App {
             data_dir: data_dir.to_owned(),
             audit,
             orders: crate::trading::orders::Orders::new(state.clone()),
+            tokens: crate::admin::tokens::Tokens::new(state.clone()),
             order_lock: tokio::sync::Mutex::new(()),
             state,
             registry,

@@ -239,7 +239,7 @@ fn print_init(o: &setup::InitOutput, json: bool, out: &mut (dyn Write + Send)) -
         writeln!(
             out,
             "{}",
-            serde_json::json!({ "hook_path": o.hook_path, "hook_token": o.hook_token, "route": o.route, "data_dir": o.data_dir })
+            serde_json::json!({ "hook_path": o.hook_path, "hook_token": o.hook_token, "admin_token": o.admin_token, "route": o.route, "data_dir": o.data_dir })
         )?;
     } else {
         writeln!(out, "initialised {}", o.data_dir.display())?;
@@ -249,6 +249,11 @@ fn print_init(o: &setup::InitOutput, json: bool, out: &mut (dyn Write + Send)) -
             out,
             "hook token (shown only now; store it somewhere safe): {}",
             o.hook_token
+        )?;
+        writeln!(
+            out,
+            "admin API token (role admin; shown only now; store it somewhere safe): {}",
+            o.admin_token
         )?;
     }
     out.flush()?;

@@ -7,6 +7,7 @@
 //! ([`capabilities`]) is audited. [`pipeline`] ties these together; [`app`]
 //! owns the running pieces; [`cli`] is the command line.
 
+pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod capabilities;

@@ -31,6 +31,8 @@ pub struct InitOutput {
     pub hook_path: String,
     /// The hook token (256 random bits, URL-safe).
     pub hook_token: String,
+    /// The first admin API token (`abk_…`), shown once.
+    pub admin_token: String,
 }
 
 /// Why `init` failed.
@@ -162,13 +164,23 @@ pub async fn init(dir: &Path, listen: SocketAddr) -> Result<InitOutput, InitErro
     })?;
     let _ = std::fs::remove_file(&tmp);
 
-    StateDb::open(&dir.join(STATE_DB)).map_err(|e| io(dir, &e))?;
+    let state = StateDb::open(&dir.join(STATE_DB)).map_err(|e| io(dir, &e))?;
+    let (admin_token, admin_info) = crate::admin::tokens::Tokens::new(state)
+        .create("initial admin", crate::admin::rbac::Role::Admin, None)
+        .map_err(|e| io(dir, &e))?;
     let audit_path = dir.join(crate::audit::AUDIT_DB);
     let audit = AuditLog::open(&audit_path, AuditOptions::default()).map_err(|e| io(&audit_path, &e))?;
     let event = AuditEvent::new(ActorKind::System, "cli", action::CONFIG_CHANGED, Outcome::Success)
         .resource(format!("config:{}", config_path.display()))
         .payload(json!({ "change": "init", "config_sha256": hex::encode(Sha256::digest(text.as_bytes())), "routes": ["default"] }));
     let recorded = audit.record(event).await;
+    let token_event = AuditEvent::new(ActorKind::System, "cli", action::TOKEN_CREATED, Outcome::Success)
+        .resource(format!("token:{}", admin_info.id))
+        .payload(json!({ "token": admin_info }));
+    let recorded = match recorded {
+        Ok(_) => audit.record(token_event).await,
+        Err(e) => Err(e),
+    };
     audit.close();
     recorded.map_err(|e| io(&audit_path, &e))?;
 
@@ -177,6 +189,7 @@ pub async fn init(dir: &Path, listen: SocketAddr) -> Result<InitOutput, InitErro
         route: "default".into(),
         hook_path: config::hook_path(&token),
         hook_token: token,
+        admin_token,
     })
 }
 

@@ -17,10 +17,22 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 
-const ALERT: &str = r#"{"ticker":"AAPL","action":"buy","quantity":"1","price":"190.35"}"#;
+/// Each request carries a distinct signal id, so every alert is a new
+/// order (the same body twice would be a duplicate and skip the broker).
+fn alert(conn: u64, n: u64) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"ticker":"AAPL","action":"buy","quantity":"1","price":"190.35","signalId":"b{conn}-{n}"}}"#
+    ))
+}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A process-wide sequence: ids stay distinct across rounds.
+fn next_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The baseline: hyper, read the body, answer a small JSON body.
@@ -59,7 +71,7 @@ async fn load(addr: SocketAddr, path: String, connections: u64, seconds: u64) ->
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..connections {
+    for c in 0..connections {
         let path = path.clone();
         tasks.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -73,7 +85,7 @@ async fn load(addr: SocketAddr, path: String, connections: u64, seconds: u64) ->
                 let req = hyper::Request::post(&path)
                     .header("host", "bench")
                     .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from_static(ALERT.as_bytes())))
+                    .body(Full::new(alert(c, next_id())))
                     .unwrap();
                 let t = Instant::now();
                 match sender.send_request(req).await {
@@ -140,6 +152,9 @@ fn main() {
         .block_on(
             HostBuilder::new()
                 .broker_settings(serde_json::json!({"initial_cash": "1000000000000"}))
+                // Rails that would refuse a benchmark's volume are off here;
+                // every check still runs (position lookup, counts, audit).
+                .toml("[risk]\nmax_orders_per_minute = 0\nmax_orders_per_day = 0\nmax_position = 0\n[trading]\nreconcile_interval_s = 0\n")
                 .start(),
         )
         .unwrap();

@@ -2,6 +2,8 @@
 //! `127.0.0.1:0` with plugins built from `plugins/` source.
 //!
 //! Table of contents:
+//! - `admin`: the admin API: tokens, the role × endpoint table, the kill
+//!   switch and the audit log over HTTP.
 //! - `alerts`: webhook → rule → paper broker → response, field by field;
 //!   404, 413, malformed alerts, request ids, persistence, concurrency.
 //! - `plugins`: one test per plugin in `plugins/` (enforced by
@@ -26,6 +28,7 @@
 //!   service's wire format.
 //! - `cli`: `init` and `audit search` through the command-line code.
 
+mod admin;
 mod alerts;
 mod alpaca;
 mod audit;

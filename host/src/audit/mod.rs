@@ -57,6 +57,15 @@ pub mod action {
     pub const ORDER_REJECTED: &str = "order.rejected";
     /// The broker was asked about an order by client order id.
     pub const ORDER_RECONCILED: &str = "order.reconciled";
+    /// A request was refused: no, unknown, expired or revoked token, or a
+    /// role that may not.
+    pub const AUTH_DENIED: &str = "auth.denied";
+    /// An authorized admin API request.
+    pub const ADMIN_ACCESS: &str = "admin.access";
+    /// An API token was created.
+    pub const TOKEN_CREATED: &str = "token.created";
+    /// An API token was revoked.
+    pub const TOKEN_REVOKED: &str = "token.revoked";
     /// A broker lists an order this host never sent (or the reverse).
     pub const ORDER_DRIFT: &str = "order.drift";
     /// One reconciliation sweep of a broker account (positions seen).

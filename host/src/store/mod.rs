@@ -75,6 +75,18 @@ CREATE TABLE IF NOT EXISTS control(
   reason TEXT
 ) STRICT;
 
+-- Admin API tokens: only the SHA-256 of each token is stored.
+CREATE TABLE IF NOT EXISTS api_token(
+  id TEXT PRIMARY KEY,
+  hash BLOB NOT NULL CHECK (length(hash) = 32),
+  name TEXT NOT NULL,
+  role TEXT NOT NULL CHECK (role IN ('admin', 'trader', 'viewer', 'auditor')),
+  created_at_ns INTEGER NOT NULL,
+  expires_at_ns INTEGER,
+  revoked_at_ns INTEGER,
+  last_used_at_ns INTEGER
+) STRICT;
+
 CREATE TABLE IF NOT EXISTS plugin_kv(
   plugin TEXT NOT NULL,
   key TEXT NOT NULL,

@@ -1,0 +1,297 @@
+//! The admin API: bearer tokens, the role × endpoint table walked in full
+//! against an independent expectation table, denials audited, tokens
+//! revoked with immediate effect, and the kill switch and audit log over
+//! HTTP.
+
+use algobanana::admin::rbac::{Endpoint, Role};
+use algobanana::admin::{ROUTES, openapi_document};
+use algobanana::audit::query::Filter;
+use algobanana_tests::TestHost;
+use serde_json::json;
+
+/// What each role may do, written out independently of the host's table:
+/// `match` is exhaustive, so a new endpoint without an expectation does
+/// not compile.
+fn expected(role: Role, e: Endpoint) -> bool {
+    use Endpoint::*;
+    let (admin, trader, viewer, auditor) = match e {
+        Whoami | OpenApi => (true, true, true, true),
+        KillSwitchRead => (true, true, true, false),
+        KillSwitchSet => (true, true, false, false),
+        OrdersRead => (true, true, true, false),
+        AuditSearch => (true, true, true, true),
+        AuditExport | AuditVerify => (true, false, false, true),
+        TokensRead | TokensCreate | TokensRevoke => (true, false, false, false),
+    };
+    match role {
+        Role::Admin => admin,
+        Role::Trader => trader,
+        Role::Viewer => viewer,
+        Role::Auditor => auditor,
+    }
+}
+
+fn body_for(e: Endpoint) -> Vec<u8> {
+    match e {
+        Endpoint::KillSwitchSet => br#"{"state":"off","reason":"table test"}"#.to_vec(),
+        Endpoint::TokensCreate => br#"{"name":"made-by-test","role":"viewer"}"#.to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn every_role_and_endpoint_is_decided_by_the_table_and_denials_are_audited() -> anyhow::Result<()> {
+    let host = TestHost::start().await?;
+    let mut tokens = Vec::new();
+    for role in Role::ALL {
+        let (t, _) = host.app.tokens.create(&format!("{role:?}"), role, None)?;
+        tokens.push((role, t));
+    }
+    let (_, victim) = host.app.tokens.create("to revoke", Role::Viewer, None)?;
+    let mut covered = std::collections::BTreeSet::new();
+    for (method, path, endpoint, _) in ROUTES {
+        covered.insert(format!("{endpoint:?}"));
+        let path = path.replace("{id}", &victim.id);
+        let method = method.to_uppercase();
+        // No token: 401 everywhere.
+        let anon = host
+            .request(
+                &method,
+                &path,
+                &[("content-type", "application/json")],
+                body_for(*endpoint),
+            )
+            .await?;
+        assert_eq!(anon.status, 401, "{method} {path} without a token");
+        for (role, token) in &tokens {
+            let auth = format!("Bearer {token}");
+            let reply = host
+                .request(
+                    &method,
+                    &path,
+                    &[("authorization", auth.as_str()), ("content-type", "application/json")],
+                    body_for(*endpoint),
+                )
+                .await?;
+            if expected(*role, *endpoint) {
+                assert!(
+                    reply.status < 400 || reply.status == 404,
+                    "{role:?} {method} {path}: {} {}",
+                    reply.status,
+                    String::from_utf8_lossy(&reply.body)
+                );
+            } else {
+                assert_eq!(reply.status, 403, "{role:?} {method} {path}");
+                assert!(String::from_utf8_lossy(&reply.body).contains("may not use this endpoint"));
+            }
+        }
+    }
+    assert_eq!(
+        covered.len(),
+        Endpoint::ALL.len(),
+        "every endpoint is routed and tested"
+    );
+    // The host's table agrees with the expectation table everywhere.
+    for role in Role::ALL {
+        for e in Endpoint::ALL {
+            assert_eq!(
+                algobanana::admin::rbac::allowed(role, e),
+                expected(role, e),
+                "{role:?} {e:?}"
+            );
+        }
+    }
+    // Every denial is an audit event, with no token in it.
+    let denied = host.audit(&Filter {
+        action: Some("auth.denied".into()),
+        ..Filter::default()
+    })?;
+    let forbidden = ROUTES.len() * Role::ALL.len()
+        - ROUTES
+            .iter()
+            .map(|(_, _, e, _)| Role::ALL.iter().filter(|r| expected(**r, *e)).count())
+            .sum::<usize>();
+    assert_eq!(denied.len(), ROUTES.len() + forbidden);
+    let dump = std::fs::read(host.path().join("audit.db"))?;
+    for (_, t) in &tokens {
+        let secret = t.rsplit_once('_').unwrap().1.as_bytes();
+        assert!(
+            !dump.windows(secret.len()).any(|w| w == secret),
+            "no token in the audit log"
+        );
+    }
+    // Unknown admin paths are 404, as before.
+    let admin = format!("Bearer {}", tokens[0].1);
+    let none = host
+        .request("GET", "/v1/nothing", &[("authorization", admin.as_str())], Vec::new())
+        .await?;
+    assert_eq!(none.status, 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn tokens_are_revoked_and_expire_with_immediate_effect() -> anyhow::Result<()> {
+    let host = TestHost::start().await?;
+    let (admin, _) = host.app.tokens.create("admin", Role::Admin, None)?;
+    let admin = format!("Bearer {admin}");
+    let created = host
+        .request(
+            "POST",
+            "/v1/tokens",
+            &[("authorization", admin.as_str()), ("content-type", "application/json")],
+            br#"{"name":"dashboard","role":"viewer","expires_in_s":3600}"#.to_vec(),
+        )
+        .await?;
+    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    let body = created.json();
+    let viewer = body["token"].as_str().unwrap().to_owned();
+    assert!(viewer.starts_with("abk_"));
+    let id = body["info"]["id"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {viewer}");
+    let me = host
+        .request("GET", "/v1/whoami", &[("authorization", bearer.as_str())], Vec::new())
+        .await?;
+    assert_eq!(me.json()["role"], "viewer");
+    // Listing shows it without its secret, with its last use.
+    let list = host
+        .request("GET", "/v1/tokens", &[("authorization", admin.as_str())], Vec::new())
+        .await?;
+    let text = String::from_utf8_lossy(&list.body).into_owned();
+    assert!(text.contains(&id) && !text.contains(&viewer), "{text}");
+    assert!(
+        list.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == id && t["last_used_at_ns"].is_i64())
+    );
+    // Revoked: refused on the very next request.
+    let revoked = host
+        .request(
+            "DELETE",
+            &format!("/v1/tokens/{id}"),
+            &[("authorization", admin.as_str())],
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!(revoked.status, 204);
+    let after = host
+        .request("GET", "/v1/whoami", &[("authorization", bearer.as_str())], Vec::new())
+        .await?;
+    assert_eq!(after.status, 401);
+    assert!(String::from_utf8_lossy(&after.body).contains("revoked"));
+    // Expired.
+    let (old, _) = host.app.tokens.create("old", Role::Admin, Some(1))?;
+    let old = format!("Bearer {old}");
+    let expired = host
+        .request("GET", "/v1/whoami", &[("authorization", old.as_str())], Vec::new())
+        .await?;
+    assert_eq!(expired.status, 401);
+    assert!(String::from_utf8_lossy(&expired.body).contains("expired"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_kill_switch_and_the_audit_log_over_the_admin_api() -> anyhow::Result<()> {
+    let host = TestHost::start().await?;
+    let (trader, info) = host.app.tokens.create("desk", Role::Trader, None)?;
+    let trader = format!("Bearer {trader}");
+    let set = host
+        .request(
+            "PUT",
+            "/v1/kill-switch",
+            &[("authorization", trader.as_str()), ("content-type", "application/json")],
+            br#"{"state":"on","reason":"news"}"#.to_vec(),
+        )
+        .await?;
+    assert_eq!(set.status, 200, "{}", String::from_utf8_lossy(&set.body));
+    let refused = host.alert("default", "text/plain", "buy 1 AAPL at 100").await?.json();
+    assert!(
+        refused["orders"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the kill switch is on"),
+        "{refused}"
+    );
+    let read = host
+        .request(
+            "GET",
+            "/v1/kill-switch",
+            &[("authorization", trader.as_str())],
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!(read.json()["state"], "on");
+    assert_eq!(read.json()["set_by"], info.id);
+    // Who did it is in the audit log, with the request's context.
+    let changes = host.audit(&Filter {
+        action: Some("config.changed".into()),
+        ..Filter::default()
+    })?;
+    let kill = changes
+        .iter()
+        .find(|c| c.resource.as_deref() == Some("kill_switch"))
+        .unwrap();
+    assert_eq!(kill.actor_kind, "api_token");
+    assert_eq!(kill.actor_id, info.id);
+    assert_eq!(kill.source_ip.as_deref(), Some("127.0.0.1"));
+    assert!(kill.request_id.is_some());
+
+    // An auditor exports and verifies; the export verifies offline too.
+    let (auditor, _) = host.app.tokens.create("audit", Role::Auditor, None)?;
+    let auditor = format!("Bearer {auditor}");
+    let verify = host
+        .request(
+            "GET",
+            "/v1/audit/verify",
+            &[("authorization", auditor.as_str())],
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!(verify.json()["result"], "intact", "{}", verify.json());
+    let export = host
+        .request(
+            "GET",
+            "/v1/audit/export?format=jsonl",
+            &[("authorization", auditor.as_str())],
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!(export.status, 200);
+    let file = host.path().join("api-export.jsonl");
+    std::fs::write(&file, &export.body)?;
+    let report =
+        algobanana::audit::verify::verify_export(&file, &[], &Default::default()).map_err(anyhow::Error::msg)?;
+    assert!(report.intact(), "{:#?}", report.findings);
+    let search = host
+        .request(
+            "GET",
+            "/v1/audit/events?action=risk.decision",
+            &[("authorization", auditor.as_str())],
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!(search.json()[0]["payload"]["rail"], "kill switch");
+    let bad = host
+        .request(
+            "GET",
+            "/v1/audit/events?since=yesterday",
+            &[("authorization", auditor.as_str())],
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!(bad.status, 422);
+    assert!(String::from_utf8_lossy(&bad.body).contains("RFC 3339"));
+
+    // The OpenAPI document lists every route with the roles that may use it.
+    let doc = openapi_document();
+    assert_eq!(
+        doc["paths"]["/v1/kill-switch"]["put"]["x-roles"],
+        json!(["admin", "trader"])
+    );
+    assert_eq!(
+        doc["paths"]["/v1/audit/verify"]["get"]["x-roles"],
+        json!(["admin", "auditor"])
+    );
+    Ok(())
+}
