@@ -665,8 +665,13 @@ async fn place(
         now_ns: now,
     };
     let decision = risk::check(&app.config.risk, &intent, &snapshot);
-    app.audit
-        .record(
+    // Queued, not awaited on its own: the `order.intent` (or rejection) event
+    // after it is awaited, and the writer commits in queue order, so the
+    // decision is durable before anything acts on it. One fsync wait less
+    // inside the order lock.
+    let _decided = app
+        .audit
+        .append(
             AuditEvent::new(
                 ActorKind::System,
                 "risk",

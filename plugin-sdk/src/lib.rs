@@ -173,6 +173,25 @@ pub mod http {
         Header, HeaderValue, Method, Request, Response, SecretValue, send,
     };
 
+    /// The host's message in a capability error, without the variant name.
+    pub fn error_text(e: &crate::types::CapabilityError) -> String {
+        use crate::types::CapabilityError as E;
+        match e {
+            E::Denied(m) | E::QuotaExceeded(m) | E::InvalidArgument(m) | E::Unavailable(m) => m.clone(),
+        }
+    }
+
+    /// Percent-encodes `s` for a URL path segment or query value (RFC 3986
+    /// unreserved characters stay as they are).
+    pub fn urlencode(s: &str) -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
     /// A literal header.
     pub fn header(name: &str, value: &str) -> Header {
         Header {
@@ -191,6 +210,81 @@ pub mod http {
                 template: template.to_owned(),
             }),
         }
+    }
+}
+
+/// Helpers for notifier plugins: settings, secret handles by setting name,
+/// and a JSON POST whose answer is mapped to [`types::NotifyError`]
+/// (429 and 5xx are `unavailable`, other non-2xx `rejected`).
+pub mod notify {
+    use serde_json::Value;
+
+    use crate::http::{self, Method, Request};
+    use crate::types::{CapabilityError, NotificationKind, NotifyError};
+
+    /// The kind's name: `fill`, `rejection`, `error`, `kill_switch`.
+    pub fn kind(k: NotificationKind) -> &'static str {
+        match k {
+            NotificationKind::Fill => "fill",
+            NotificationKind::Rejection => "rejection",
+            NotificationKind::Error => "error",
+            NotificationKind::KillSwitch => "kill_switch",
+        }
+    }
+
+    /// The notifier's settings as JSON.
+    ///
+    /// # Errors
+    /// `invalid-config` when they are not JSON.
+    pub fn settings(text: &str) -> Result<Value, NotifyError> {
+        serde_json::from_str(text).map_err(|e| NotifyError::InvalidConfig(format!("settings are not JSON: {e}")))
+    }
+
+    /// A handle to the secret named by setting `key`.
+    ///
+    /// # Errors
+    /// `invalid-config` naming the setting or the secret.
+    pub fn secret(settings: &Value, key: &str) -> Result<crate::secrets::SecretHandle, NotifyError> {
+        let name = settings[key].as_str().ok_or_else(|| {
+            NotifyError::InvalidConfig(format!("settings need `{key}`: the name of a granted secret"))
+        })?;
+        crate::secrets::open(name).map_err(|e| NotifyError::InvalidConfig(format!("secret `{name}`: {}", message(&e))))
+    }
+
+    /// The text of a capability error.
+    pub fn message(e: &CapabilityError) -> String {
+        crate::http::error_text(e)
+    }
+
+    /// POSTs `body` as JSON to `url` (or to a secret URL); returns the
+    /// status and the answer's text.
+    ///
+    /// # Errors
+    /// `unavailable` for 429, 5xx and connection failures, `rejected` for
+    /// other non-2xx answers.
+    pub fn post_json(
+        url: String,
+        url_secret: Option<http::SecretValue>,
+        mut headers: Vec<http::Header>,
+        body: &Value,
+    ) -> Result<(u16, String), NotifyError> {
+        headers.push(http::header("content-type", "application/json"));
+        let request = Request {
+            method: Method::Post,
+            url,
+            url_secret,
+            headers,
+            body: body.to_string().into_bytes(),
+        };
+        let resp = http::send(&request).map_err(|e| NotifyError::Unavailable(message(&e)))?;
+        let text = String::from_utf8_lossy(&resp.body).into_owned();
+        if resp.status == 429 || resp.status >= 500 {
+            return Err(NotifyError::Unavailable(format!("HTTP {}: {text}", resp.status)));
+        }
+        if !(200..300).contains(&resp.status) {
+            return Err(NotifyError::Rejected(format!("HTTP {}: {text}", resp.status)));
+        }
+        Ok((resp.status, text))
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -68,43 +68,28 @@ impl FakeAlpaca {
     /// # Panics
     /// When it cannot bind.
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
             cash: Mutex::new(Decimal::from(100_000)),
             ..State::default()
         });
         let st = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
+        let addr = crate::serve_local(move |req| {
+            let st = st.clone();
+            async move {
+                let (status, body) = handle(&st, req).await;
+                let body = if status == 204 {
+                    Bytes::new()
+                } else {
+                    Bytes::from(body.to_string())
                 };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let st = st.clone();
-                        async move {
-                            let (status, body) = handle(&st, req).await;
-                            let mut resp = hyper::Response::new(Full::new(if status == 204 {
-                                Bytes::new()
-                            } else {
-                                Bytes::from(body.to_string())
-                            }));
-                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            resp.headers_mut().insert(
-                                "content-type",
-                                hyper::header::HeaderValue::from_static("application/json"),
-                            );
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
+                (
+                    status,
+                    vec![("content-type".to_owned(), "application/json".to_owned())],
+                    body,
+                )
             }
-        });
+        })
+        .await;
         Self { addr, state }
     }
 

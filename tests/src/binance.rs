@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use hmac::Mac as _;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -74,36 +74,20 @@ impl FakeBinance {
     /// # Panics
     /// When it cannot bind.
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
             usdt: Mutex::new(Decimal::from(10_000)),
             next_id: AtomicI64::new(28),
             ..State::default()
         });
         let st = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let st = st.clone();
-                        async move {
-                            let (status, body) = handle(&st, req).await;
-                            let mut resp = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
-                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
+        let addr = crate::serve_local(move |req| {
+            let st = st.clone();
+            async move {
+                let (status, body) = handle(&st, req).await;
+                (status, Vec::new(), Bytes::from(body.to_string()))
             }
-        });
+        })
+        .await;
         Self { addr, state }
     }
 

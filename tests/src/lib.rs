@@ -417,6 +417,52 @@ pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
+/// Serves HTTP/1.1 on 127.0.0.1:0 in the background: every request goes
+/// to `handler`, which answers with a status, extra headers and a body.
+/// The local servers the tests talk to (upstreams, fake brokers) use it.
+///
+/// # Panics
+/// When it cannot bind.
+pub async fn serve_local<H, F>(handler: H) -> SocketAddr
+where
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = (u16, Vec<(String, String)>, Bytes)> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move {
+                        let (status, headers, body) = handler(req).await;
+                        let mut resp = hyper::Response::new(Full::new(body));
+                        *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                        for (k, v) in headers {
+                            if let (Ok(k), Ok(v)) = (
+                                hyper::header::HeaderName::from_bytes(k.as_bytes()),
+                                hyper::header::HeaderValue::from_str(&v),
+                            ) {
+                                resp.headers_mut().insert(k, v);
+                            }
+                        }
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 /// One request an [`Upstream`] received.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -456,61 +502,41 @@ impl Upstream {
     /// # Panics
     /// When it cannot bind.
     pub async fn start_answering(status: u16, answer: Option<&'static str>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let received: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
         let rec = received.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let rec = rec.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let rec = rec.clone();
-                        async move {
-                            let method = req.method().to_string();
-                            let uri = req.uri().to_string();
-                            let headers: Vec<(String, String)> = req
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                                .collect();
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes().to_vec())
-                                .unwrap_or_default();
-                            let echo = serde_json::json!({ "headers": headers.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>() });
-                            rec.lock().unwrap().push(Received {
-                                method,
-                                uri,
-                                headers,
-                                body,
-                            });
-                            let text = answer.map_or_else(|| echo.to_string(), str::to_owned);
-                            let mut resp = hyper::Response::new(Full::new(Bytes::from(text)));
-                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-                            for (k, v) in echo["headers"].as_array().unwrap().iter().enumerate() {
-                                if let Ok(v) = hyper::header::HeaderValue::from_str(v.as_str().unwrap_or_default()) {
-                                    resp.headers_mut().insert(
-                                        hyper::header::HeaderName::from_bytes(format!("x-echo-{k}").as_bytes())
-                                            .unwrap(),
-                                        v,
-                                    );
-                                }
-                            }
-                            Ok::<_, std::convert::Infallible>(resp)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
+        let addr = serve_local(move |req: hyper::Request<hyper::body::Incoming>| {
+            let rec = rec.clone();
+            async move {
+                let method = req.method().to_string();
+                let uri = req.uri().to_string();
+                let headers: Vec<(String, String)> = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                    .collect();
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes().to_vec())
+                    .unwrap_or_default();
+                let echo: Vec<String> = headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                let reply_headers = echo
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("x-echo-{i}"), v.clone()))
+                    .collect();
+                rec.lock().unwrap().push(Received {
+                    method,
+                    uri,
+                    headers,
+                    body,
                 });
+                let text = answer.map_or_else(|| serde_json::json!({ "headers": echo }).to_string(), str::to_owned);
+                (status, reply_headers, Bytes::from(text))
             }
-        });
+        })
+        .await;
         Self { addr, received }
     }
 

@@ -47,7 +47,7 @@ fn conn(settings: &str) -> Result<Conn, BrokerError> {
         secrets::open(name).map_err(|e| {
             BrokerError::InvalidConfig(format!(
                 "secret `{name}` ({key}): {}; set it with the CLI and grant it to this plugin",
-                cap(&e)
+                http::error_text(&e)
             ))
         })
     };
@@ -56,15 +56,6 @@ fn conn(settings: &str) -> Result<Conn, BrokerError> {
         key_id: open("key_id_secret", "alpaca_key_id")?,
         secret_key: open("secret_key_secret", "alpaca_secret_key")?,
     })
-}
-
-fn cap(e: &CapabilityError) -> String {
-    match e {
-        CapabilityError::Denied(m)
-        | CapabilityError::QuotaExceeded(m)
-        | CapabilityError::InvalidArgument(m)
-        | CapabilityError::Unavailable(m) => m.clone(),
-    }
 }
 
 /// What went wrong with a request, before mapping to a broker error.
@@ -96,7 +87,7 @@ fn call(c: &Conn, method: Method, path: &str, body: Option<&Value>) -> Result<Va
     let resp = match http::send(&request) {
         Ok(r) => r,
         Err(CapabilityError::Unavailable(m)) => return Err(Fail::Unsure(m)),
-        Err(e) => return Err(Fail::Refused(cap(&e))),
+        Err(e) => return Err(Fail::Refused(http::error_text(&e))),
     };
     let text = String::from_utf8_lossy(&resp.body).into_owned();
     let message = || {
@@ -225,19 +216,10 @@ fn by_client_order_id(c: &Conn, id: &str) -> Result<Value, BrokerError> {
     call(
         c,
         Method::Get,
-        &format!("/v2/orders:by_client_order_id?client_order_id={}", urlencode(id)),
+        &format!("/v2/orders:by_client_order_id?client_order_id={}", http::urlencode(id)),
         None,
     )
     .map_err(|f| map(f, false))
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 impl Guest for Alpaca {
@@ -252,7 +234,7 @@ impl Guest for Alpaca {
         let c = conn(&settings)?;
         let o = by_client_order_id(&c, &client_order_id)?;
         let id = o["id"].as_str().unwrap_or_default();
-        call(&c, Method::Delete, &format!("/v2/orders/{}", urlencode(id)), None).map_err(|f| map(f, false))?;
+        call(&c, Method::Delete, &format!("/v2/orders/{}", http::urlencode(id)), None).map_err(|f| map(f, false))?;
         ack(&by_client_order_id(&c, &client_order_id)?)
     }
 

@@ -39,21 +39,13 @@ struct Conn {
     recv_window: u64,
 }
 
-fn cap(e: &CapabilityError) -> String {
-    match e {
-        CapabilityError::Denied(m)
-        | CapabilityError::QuotaExceeded(m)
-        | CapabilityError::InvalidArgument(m)
-        | CapabilityError::Unavailable(m) => m.clone(),
-    }
-}
-
 fn conn(settings: &str) -> Result<Conn, BrokerError> {
     let s: Value = serde_json::from_str(settings)
         .map_err(|e| BrokerError::InvalidConfig(format!("account settings are not JSON: {e}")))?;
     let open = |key: &str, default: &str| -> Result<u32, BrokerError> {
         let name = s[key].as_str().unwrap_or(default);
-        secrets::open(name).map_err(|e| BrokerError::InvalidConfig(format!("secret `{name}` ({key}): {}", cap(&e))))
+        secrets::open(name)
+            .map_err(|e| BrokerError::InvalidConfig(format!("secret `{name}` ({key}): {}", http::error_text(&e))))
     };
     Ok(Conn {
         base: s["base_url"]
@@ -68,15 +60,6 @@ fn conn(settings: &str) -> Result<Conn, BrokerError> {
     })
 }
 
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 enum Fail {
     Unsure(String),
     Api(u16, i64, String),
@@ -85,12 +68,15 @@ enum Fail {
 
 /// A signed request: `params` plus timestamp and recvWindow, signed by the host.
 fn signed(c: &Conn, method: Method, path: &str, params: &[(&str, String)]) -> Result<Value, Fail> {
-    let mut query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect();
+    let mut query: Vec<String> = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", http::urlencode(v)))
+        .collect();
     query.push(format!("recvWindow={}", c.recv_window));
     query.push(format!("timestamp={}", clock::now_ns() / 1_000_000));
     let query = query.join("&");
     let signature = secrets::sign(c.secret, SignAlgorithm::HmacSha256, query.as_bytes())
-        .map_err(|e| Fail::Refused(format!("signing: {}", cap(&e))))?;
+        .map_err(|e| Fail::Refused(format!("signing: {}", http::error_text(&e))))?;
     let hex: String = signature.iter().map(|b| format!("{b:02x}")).collect();
     let request = Request {
         method,
@@ -102,7 +88,7 @@ fn signed(c: &Conn, method: Method, path: &str, params: &[(&str, String)]) -> Re
     let resp = match http::send(&request) {
         Ok(r) => r,
         Err(CapabilityError::Unavailable(m)) => return Err(Fail::Unsure(m)),
-        Err(e) => return Err(Fail::Refused(cap(&e))),
+        Err(e) => return Err(Fail::Refused(http::error_text(&e))),
     };
     let v: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
     match resp.status {

@@ -4,62 +4,13 @@
 //! `{"content": …, "username": …}`, 204 on success.
 
 use algobanana_plugin_sdk::export_notifier;
-use algobanana_plugin_sdk::http::{self, Method, Request};
+use algobanana_plugin_sdk::http;
 use algobanana_plugin_sdk::notifier::Guest;
-use algobanana_plugin_sdk::secrets;
-use algobanana_plugin_sdk::types::{Notification, NotificationKind, NotifyError};
-use serde_json::{Value, json};
+use algobanana_plugin_sdk::notify::{kind, post_json, secret, settings};
+use algobanana_plugin_sdk::types::{Notification, NotifyError};
+use serde_json::json;
 
 struct Notifier;
-
-fn kind(k: NotificationKind) -> &'static str {
-    match k {
-        NotificationKind::Fill => "fill",
-        NotificationKind::Rejection => "rejection",
-        NotificationKind::Error => "error",
-        NotificationKind::KillSwitch => "kill_switch",
-    }
-}
-
-fn settings(text: &str) -> Result<Value, NotifyError> {
-    serde_json::from_str(text).map_err(|e| NotifyError::InvalidConfig(format!("settings are not JSON: {e}")))
-}
-
-fn secret(s: &Value, key: &str) -> Result<u32, NotifyError> {
-    let name = s[key]
-        .as_str()
-        .ok_or_else(|| NotifyError::InvalidConfig(format!("settings need `{key}`: the name of a granted secret")))?;
-    secrets::open(name).map_err(|e| NotifyError::InvalidConfig(format!("secret `{name}`: {e:?}")))
-}
-
-fn post(request: Request) -> Result<(u16, String), NotifyError> {
-    let resp = http::send(&request).map_err(|e| NotifyError::Unavailable(format!("{e:?}")))?;
-    let body = String::from_utf8_lossy(&resp.body).into_owned();
-    if resp.status == 429 || resp.status >= 500 {
-        return Err(NotifyError::Unavailable(format!("HTTP {}: {body}", resp.status)));
-    }
-    if !(200..300).contains(&resp.status) {
-        return Err(NotifyError::Rejected(format!("HTTP {}: {body}", resp.status)));
-    }
-    Ok((resp.status, body))
-}
-
-fn json_request(
-    url: String,
-    url_secret: Option<http::SecretValue>,
-    headers: Vec<http::Header>,
-    body: &Value,
-) -> Request {
-    let mut headers = headers;
-    headers.push(http::header("content-type", "application/json"));
-    Request {
-        method: Method::Post,
-        url,
-        url_secret,
-        headers,
-        body: body.to_string().into_bytes(),
-    }
-}
 
 impl Guest for Notifier {
     fn notify(n: Notification, settings_json: String) -> Result<(), NotifyError> {
@@ -77,7 +28,7 @@ impl Guest for Notifier {
             secret: secret(&s, "webhook_secret")?,
             template: "{secret}".into(),
         };
-        post(json_request(String::new(), Some(url_secret), Vec::new(), &body)).map(drop)
+        post_json(String::new(), Some(url_secret), Vec::new(), &body).map(drop)
     }
 }
 
