@@ -475,14 +475,15 @@ fn order_outcome(status: OrderStatus) -> (OrderOutcome, OrderState) {
     }
 }
 
-/// The route account's positions and balances (`None`: the broker could not say).
-async fn portfolio_of(
+/// The account's positions as the broker reports them (`None`: it could
+/// not say).
+async fn positions(
     app: &App,
     broker: &crate::plugins::LoadedPlugin,
     settings: &str,
     ctx: &Context,
-) -> Result<Option<wit::Portfolio>, PipelineError> {
-    let positions = app
+) -> Result<Option<Vec<wit::Position>>, PipelineError> {
+    let called = app
         .registry
         .call_broker(
             broker,
@@ -493,7 +494,20 @@ async fn portfolio_of(
             ctx,
         )
         .await?;
-    let Returned::Ok(BrokerReply::Positions(positions)) = positions.returned else {
+    Ok(match called.returned {
+        Returned::Ok(BrokerReply::Positions(ps)) => Some(ps),
+        _ => None,
+    })
+}
+
+/// The route account's positions and balances (`None`: the broker could not say).
+async fn portfolio_of(
+    app: &App,
+    broker: &crate::plugins::LoadedPlugin,
+    settings: &str,
+    ctx: &Context,
+) -> Result<Option<wit::Portfolio>, PipelineError> {
+    let Some(positions) = positions(app, broker, settings, ctx).await? else {
         return Ok(None);
     };
     let account = app
@@ -521,33 +535,20 @@ async fn position_of(
     symbol: &str,
     ctx: &Context,
 ) -> Result<Option<rust_decimal::Decimal>, PipelineError> {
-    let called = app
-        .registry
-        .call_broker(
-            broker,
-            BrokerCall::Positions {
-                settings: settings.to_owned(),
-            },
-            &app.audit,
-            ctx,
-        )
-        .await?;
-    Ok(match called.returned {
-        Returned::Ok(BrokerReply::Positions(ps)) => {
-            let mut total = Some(rust_decimal::Decimal::ZERO);
-            for p in ps.iter().filter(|p| p.symbol.eq_ignore_ascii_case(symbol)) {
-                total = match (
-                    total,
-                    crate::domain::money::decimal_from_parts(p.quantity.mantissa, p.quantity.scale, "quantity"),
-                ) {
-                    (Some(t), Ok(q)) => t.checked_add(q),
-                    _ => None,
-                };
-            }
-            total
-        }
-        _ => None,
-    })
+    let Some(ps) = positions(app, broker, settings, ctx).await? else {
+        return Ok(None);
+    };
+    let mut total = Some(rust_decimal::Decimal::ZERO);
+    for p in ps.iter().filter(|p| p.symbol.eq_ignore_ascii_case(symbol)) {
+        total = match (
+            total,
+            crate::domain::money::decimal_from_parts(p.quantity.mantissa, p.quantity.scale, "quantity"),
+        ) {
+            (Some(t), Ok(q)) => t.checked_add(q),
+            _ => None,
+        };
+    }
+    Ok(total)
 }
 
 /// Validates one intent, checks the rails, records it and places it with

@@ -121,6 +121,21 @@ fn error(status: StatusCode, kind: &'static str, message: impl Into<String>) -> 
     }
 }
 
+/// 422: the request itself is wrong; `message` says how to fix it.
+fn invalid(message: impl Into<String>) -> ApiError {
+    error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+}
+
+/// 503 from a store failure.
+fn state_unavailable(e: impl std::fmt::Display) -> ApiError {
+    error(StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", e.to_string())
+}
+
+/// 503 from an audit failure.
+fn audit_unavailable(e: impl std::fmt::Display) -> ApiError {
+    error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", e.to_string())
+}
+
 /// The choke point: authenticates the bearer token, decides with
 /// [`allowed`], audits a denial. Returns the caller and the request context.
 ///
@@ -158,10 +173,7 @@ pub async fn authorize(
             "this endpoint needs an API token: send `Authorization: Bearer abk_…` (`algobanana init` printed the first admin token)",
         ));
     };
-    let verdict = app
-        .tokens
-        .authenticate(presented)
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", e.to_string()))?;
+    let verdict = app.tokens.authenticate(presented).map_err(state_unavailable)?;
     let token = match verdict {
         Ok(t) => t,
         Err(refusal) => {
@@ -223,7 +235,7 @@ async fn access(
         )
         .await
         .map(drop)
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", e.to_string()))
+        .map_err(audit_unavailable)
 }
 
 type Peer = ConnectInfo<SocketAddr>;
@@ -285,7 +297,7 @@ pub async fn kill_switch_read(
     let row = app
         .state
         .control(crate::trading::KILL_SWITCH)
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", e.to_string()))?;
+        .map_err(state_unavailable)?;
     Ok(Json(match row {
         None => json!({ "state": "off", "set_by": null, "at": null }),
         Some((v, actor, at)) => json!({ "state": v, "set_by": actor, "at": crate::audit::format_ts(at) }),
@@ -311,21 +323,15 @@ pub async fn kill_switch_set(
 ) -> Result<Response, ApiError> {
     let (token, ctx) = authorize(&app, &headers, peer, Endpoint::KillSwitchSet).await?;
     let Some(Json(body)) = body else {
-        return Err(error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
+        return Err(invalid(
             "expected a JSON body {\"state\": \"on\"|\"reduce_only\"|\"off\", \"reason\": \"…\"}",
         ));
     };
     let Some(to) = KillSwitch::parse(&body.state) else {
-        return Err(error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            format!(
-                "`{}` is not a kill switch state; expected on, reduce_only or off",
-                body.state
-            ),
-        ));
+        return Err(invalid(format!(
+            "`{}` is not a kill switch state; expected on, reduce_only or off",
+            body.state
+        )));
     };
     let from = crate::trading::kill::set(
         &app.state,
@@ -359,7 +365,7 @@ pub async fn orders(
     let rows = app
         .orders
         .all(q.limit.unwrap_or(500).min(10_000))
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", e.to_string()))?;
+        .map_err(state_unavailable)?;
     Ok(Json(rows).into_response())
 }
 
@@ -384,13 +390,7 @@ fn time(t: Option<&str>, key: &str) -> Result<Option<i64>, ApiError> {
     t.map(|t| {
         t.parse::<jiff::Timestamp>()
             .map(|ts| i64::try_from(ts.as_nanosecond()).unwrap_or(i64::MAX))
-            .map_err(|e| {
-                error(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_request",
-                    format!("`{key}`: {e}; expected RFC 3339 such as 2026-12-04T00:00:00Z"),
-                )
-            })
+            .map_err(|e| invalid(format!("`{key}`: {e}; expected RFC 3339 such as 2026-12-04T00:00:00Z")))
     })
     .transpose()
 }
@@ -429,8 +429,7 @@ pub async fn audit_search(
         json!({ "filter": format!("{f:?}") }),
     )
     .await?;
-    let rows = crate::audit::query::search(app.audit.path(), &f)
-        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()))?;
+    let rows = crate::audit::query::search(app.audit.path(), &f).map_err(|e| invalid(e.to_string()))?;
     Ok(Json(rows).into_response())
 }
 
@@ -446,11 +445,7 @@ pub async fn audit_export(
         "jsonl" => crate::audit::export::Format::Jsonl,
         "csv" => crate::audit::export::Format::Csv,
         other => {
-            return Err(error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request",
-                format!("format `{other}`: expected jsonl or csv"),
-            ));
+            return Err(invalid(format!("format `{other}`: expected jsonl or csv")));
         }
     };
     let mut f = filter(&q)?;
@@ -458,8 +453,7 @@ pub async fn audit_export(
         f.limit = None;
     }
     access(&app, &token, &ctx, Endpoint::AuditExport, json!({ "format": q.format })).await?;
-    let conn = crate::audit::query::open_read_only(app.audit.path())
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", e.to_string()))?;
+    let conn = crate::audit::query::open_read_only(app.audit.path()).map_err(audit_unavailable)?;
     let mut out = Vec::new();
     crate::audit::export::export(&conn, &f, format, &mut out)
         .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", format!("{e:#}")))?;
@@ -494,10 +488,7 @@ pub async fn tokens_list(
 ) -> Result<Response, ApiError> {
     let (token, ctx) = authorize(&app, &headers, peer, Endpoint::TokensRead).await?;
     access(&app, &token, &ctx, Endpoint::TokensRead, Value::Null).await?;
-    let list = app
-        .tokens
-        .list()
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", e.to_string()))?;
+    let list = app.tokens.list().map_err(state_unavailable)?;
     Ok(Json(list).into_response())
 }
 
@@ -519,25 +510,18 @@ pub async fn tokens_create(
 ) -> Result<Response, ApiError> {
     let (token, ctx) = authorize(&app, &headers, peer, Endpoint::TokensCreate).await?;
     let Some(Json(body)) = body else {
-        return Err(error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
+        return Err(invalid(
             "expected {\"name\": \"…\", \"role\": \"admin|trader|viewer|auditor\", \"expires_in_s\": 86400}",
         ));
     };
     let Some(role) = Role::parse(&body.role) else {
-        return Err(error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            format!("role `{}`: expected admin, trader, viewer or auditor", body.role),
-        ));
+        return Err(invalid(format!(
+            "role `{}`: expected admin, trader, viewer or auditor",
+            body.role
+        )));
     };
     if body.name.trim().is_empty() || body.name.len() > 64 {
-        return Err(error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            "name: 1–64 characters",
-        ));
+        return Err(invalid("name: 1–64 characters"));
     }
     let expires = body.expires_in_s.map(|s| {
         crate::audit::now_ns().saturating_add(i64::try_from(s).unwrap_or(i64::MAX / 2).saturating_mul(1_000_000_000))
@@ -545,7 +529,7 @@ pub async fn tokens_create(
     let (secret, info) = app
         .tokens
         .create(&body.name, role, expires)
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", e.to_string()))?;
+        .map_err(state_unavailable)?;
     app.audit
         .record(
             AuditEvent::new(
@@ -559,7 +543,7 @@ pub async fn tokens_create(
             .payload(json!({ "token": info })),
         )
         .await
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", e.to_string()))?;
+        .map_err(audit_unavailable)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "token": secret, "info": info, "note": "shown only now; store it somewhere safe" })),
@@ -588,11 +572,8 @@ pub async fn tokens_revoke(
             .payload(json!({ "revoked": id })),
         )
         .await
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", e.to_string()))?;
-    let found = app
-        .tokens
-        .revoke(&id)
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", e.to_string()))?;
+        .map_err(audit_unavailable)?;
+    let found = app.tokens.revoke(&id).map_err(state_unavailable)?;
     if found {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
