@@ -41,6 +41,45 @@ pub enum StartError {
     },
 }
 
+/// Per-hook sliding rate windows and the webhook signatures seen within
+/// their window (replay protection). In memory: a restart forgets them, and
+/// the signature window (300 s) bounds what a replay after a restart could
+/// do; the dedupe window refuses the same alert again anyway.
+#[derive(Debug, Default)]
+pub struct HookLimits {
+    windows: std::sync::Mutex<HashMap<String, std::collections::VecDeque<std::time::Instant>>>,
+    seen: std::sync::Mutex<HashMap<Vec<u8>, i64>>,
+}
+
+impl HookLimits {
+    /// Counts one alert on `route`; false when the last minute already had
+    /// `per_minute`.
+    pub fn allow(&self, route: &str, per_minute: u32) -> bool {
+        let now = std::time::Instant::now();
+        let mut w = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let q = w.entry(route.to_owned()).or_default();
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(60))
+        {
+            q.pop_front();
+        }
+        if q.len() >= per_minute as usize {
+            return false;
+        }
+        q.push_back(now);
+        true
+    }
+
+    /// Records a signature until `expires_s`; false if it was seen before.
+    pub fn first_use(&self, signature: &[u8], expires_s: i64) -> bool {
+        let now_s = crate::audit::now_ns() / 1_000_000_000;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, exp| *exp >= now_s);
+        seen.insert(signature.to_vec(), expires_s).is_none()
+    }
+}
+
 /// Options that tests and tools set; production uses the defaults.
 #[derive(Debug, Clone, Default)]
 pub struct AppOptions {
@@ -68,6 +107,8 @@ pub struct App {
     pub orders: crate::trading::orders::Orders,
     /// Admin API tokens.
     pub tokens: crate::admin::tokens::Tokens,
+    /// Per-hook rate windows and seen webhook signatures.
+    pub hook_limits: HookLimits,
     /// Serialises the order path (risk snapshot, record, broker call, state)
     /// so concurrent alerts cannot together exceed a rail.
     pub order_lock: tokio::sync::Mutex<()>,
@@ -117,6 +158,7 @@ impl App {
             audit,
             orders: crate::trading::orders::Orders::new(state.clone()),
             tokens: crate::admin::tokens::Tokens::new(state.clone()),
+            hook_limits: HookLimits::default(),
             order_lock: tokio::sync::Mutex::new(()),
             state,
             registry,

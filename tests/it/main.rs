@@ -26,6 +26,7 @@
 //!   reconciliation, crash recovery, 202 and stale signals.
 //! - `notify`: notifier plugins against local servers speaking each
 //!   service's wire format.
+//! - `webhooks`: passphrase, signature, source allowlist, rate limit.
 //! - `cli`: `init` and `audit search` through the command-line code.
 
 mod admin;
@@ -40,3 +41,4 @@ mod notify;
 mod plugins;
 mod tamper;
 mod trading;
+mod webhooks;

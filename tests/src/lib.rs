@@ -41,6 +41,7 @@ pub struct RouteSpec {
     broker: String,
     rule_config: serde_json::Value,
     broker_settings: serde_json::Value,
+    extra: String,
 }
 
 /// Builds a [`TestHost`].
@@ -122,7 +123,15 @@ impl HostBuilder {
             broker: broker.into(),
             rule_config: serde_json::json!({}),
             broker_settings: serde_json::json!({}),
+            extra: String::new(),
         });
+        self
+    }
+
+    /// More TOML lines for the last route's table (webhook guards, say).
+    /// Test routes are not rate limited unless these lines say so.
+    pub fn route_toml(mut self, lines: &str) -> Self {
+        self.routes.last_mut().expect("add a route first").extra.push_str(lines);
         self
     }
 
@@ -185,7 +194,7 @@ impl HostBuilder {
                 .iter()
                 .any(|p| p.name == r.broker && p.source == "builtin:paper");
             text.push_str(&format!(
-                "[[routes]]\nname = {:?}\nhook_token_sha256 = {:?}\nrule = {:?}\nbroker = {:?}\nrule_config = {}\nbroker_settings = {}\n{}\n",
+                "[[routes]]\nname = {:?}\nhook_token_sha256 = {:?}\nrule = {:?}\nbroker = {:?}\nrule_config = {}\nbroker_settings = {}\n{}{}\n",
                 r.name,
                 hash,
                 r.rule,
@@ -193,6 +202,11 @@ impl HostBuilder {
                 inline_table(&r.rule_config)?,
                 inline_table(&r.broker_settings)?,
                 if paper { "" } else { "live = false\n" },
+                if r.extra.contains("rate_limit_per_minute") {
+                    r.extra.clone()
+                } else {
+                    format!("rate_limit_per_minute = 0\n{}", r.extra)
+                },
             ));
             tokens.insert(r.name.clone(), token);
         }

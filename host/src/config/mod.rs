@@ -354,6 +354,86 @@ pub struct RouteConfig {
     /// Every account the route trades: the route's own broker first
     /// (`name = "main"`, size 1), then `[[routes.accounts]]`.
     pub accounts: Vec<AccountConfig>,
+    /// Webhook guards beyond the URL token.
+    pub guard: HookGuard,
+}
+
+/// TradingView's published webhook source addresses.
+pub const TRADINGVIEW_IPS: [&str; 4] = ["52.89.214.238", "34.212.75.30", "54.218.53.128", "52.32.178.7"];
+
+/// An IP network (`a.b.c.d/n` or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network address.
+    pub addr: std::net::IpAddr,
+    /// Prefix length.
+    pub bits: u8,
+}
+
+impl Cidr {
+    /// Parses `addr[/bits]`.
+    ///
+    /// # Errors
+    /// What is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (a, b) = text.split_once('/').map_or((text, None), |(a, b)| (a, Some(b)));
+        let addr: std::net::IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}` is not an IP address or CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = match b {
+            None => max,
+            Some(b) => b
+                .parse::<u8>()
+                .ok()
+                .filter(|b| *b <= max)
+                .ok_or_else(|| format!("`{text}`: bad prefix length"))?,
+        };
+        Ok(Self { addr, bits })
+    }
+
+    /// Returns true if and only if `ip` is inside.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) => {
+                let mask = if self.bits == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.bits))
+                };
+                (u32::from(n) & mask) == (u32::from(a) & mask)
+            }
+            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) => {
+                let mask = if self.bits == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.bits))
+                };
+                (u128::from(n) & mask) == (u128::from(a) & mask)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Webhook guards of one route.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HookGuard {
+    /// Secret name of the body passphrase.
+    pub passphrase_secret: Option<String>,
+    /// Secret name of the HMAC signature key.
+    pub signature_secret: Option<String>,
+    /// Allowed sources (`None`: any).
+    pub allowed_ips: Option<Vec<Cidr>>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Alerts per minute (`None`: unlimited).
+    pub rate_limit_per_minute: Option<u32>,
 }
 
 /// One broker account of a route.

@@ -237,6 +237,19 @@ pub struct RawRoute {
     /// Settings of the broker account, handed to the broker as a JSON object.
     #[serde(default)]
     pub broker_settings: Option<toml::Table>,
+    /// A secret whose value must arrive as the JSON body's `passphrase`
+    /// field (removed before the alert is stored or handed to a plugin).
+    pub passphrase_secret: Option<String>,
+    /// A secret for `X-Algobanana-Signature: t=<unix s>,v1=<hex HMAC-SHA256
+    /// of "<t>.<body>">`, checked within 300 s and never accepted twice.
+    pub signature_secret: Option<String>,
+    /// Source addresses allowed to send (IPs or CIDRs; `"tradingview"` is
+    /// TradingView's four published addresses).
+    pub allowed_ips: Option<Vec<String>>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Alerts per minute on this hook (default 120; 0 disables).
+    pub rate_limit_per_minute: Option<u32>,
     /// More broker accounts the same alert goes to (fan-out), each with its
     /// own size multiplier. The route's own `broker` is the first account.
     #[serde(default)]

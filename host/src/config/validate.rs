@@ -13,8 +13,9 @@ use rust_decimal::Decimal;
 use super::TradingConfig;
 use super::raw::{RawConfig, RawGrant, RawLimits, RawPlugin, RawRisk};
 use super::{
-    AccountConfig, Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Grant, LIVE_ACKNOWLEDGEMENT, Limits,
-    NotificationConfig, Origin, PluginConfig, PluginSource, RouteConfig, SecretSource, ServerConfig, World,
+    AccountConfig, Cidr, Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Grant, HookGuard, LIVE_ACKNOWLEDGEMENT,
+    Limits, NotificationConfig, Origin, PluginConfig, PluginSource, RouteConfig, SecretSource, ServerConfig,
+    TRADINGVIEW_IPS, World,
 };
 use crate::domain::ids::{PluginName, RouteName};
 use crate::plugins::builtin;
@@ -266,6 +267,49 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 });
             }
         }
+        let mut cidrs = |list: &Option<Vec<String>>, field: &str| -> Option<Vec<Cidr>> {
+            list.as_ref().map(|l| {
+                let mut out = Vec::new();
+                for entry in l {
+                    if entry == "tradingview" {
+                        out.extend(TRADINGVIEW_IPS.iter().filter_map(|ip| Cidr::parse(ip).ok()));
+                        continue;
+                    }
+                    match Cidr::parse(entry) {
+                        Ok(c) => out.push(c),
+                        Err(e) => p.push(format!(
+                            "{key}.{field}: {e}; expected addresses, CIDRs or \"tradingview\""
+                        )),
+                    }
+                }
+                out
+            })
+        };
+        let allowed_ips = cidrs(&rr.allowed_ips, "allowed_ips");
+        let trusted_proxies = cidrs(&rr.trusted_proxies, "trusted_proxies").unwrap_or_default();
+        for (field, secret) in [
+            ("passphrase_secret", &rr.passphrase_secret),
+            ("signature_secret", &rr.signature_secret),
+        ] {
+            if let Some(sname) = secret
+                && !raw.secrets.contains_key(sname)
+            {
+                p.push(format!(
+                    "{key}.{field}: secret `{sname}` is not defined; add [secrets.{sname}] with `env = \"VARIABLE\"`"
+                ));
+            }
+        }
+        let guard = HookGuard {
+            passphrase_secret: rr.passphrase_secret.clone(),
+            signature_secret: rr.signature_secret.clone(),
+            allowed_ips,
+            trusted_proxies,
+            rate_limit_per_minute: match rr.rate_limit_per_minute {
+                None => Some(120),
+                Some(0) => None,
+                Some(n) => Some(n),
+            },
+        };
         if let (Ok(name), Some(h), Some(rule), Some(broker)) = (name, hash, rule, broker) {
             let route = RouteConfig {
                 hook_token_sha256: h,
@@ -275,6 +319,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 broker_settings,
                 live,
                 accounts,
+                guard,
             };
             if !routes.contains_key(&name) {
                 routes.insert(name, route);

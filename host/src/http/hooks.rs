@@ -107,6 +107,44 @@ async fn receive_inner(
         reject(app, ctx, None, "unknown hook token", 404).await;
         return Err(ApiError::not_found());
     };
+    // Guards beyond the token, cheapest first.
+    let g = &route.guard;
+    let source = client_ip(ctx.source_ip, headers, &g.trusted_proxies);
+    let mut ctx = ctx.clone();
+    ctx.source_ip = source;
+    let ctx = &ctx;
+    if let Some(allowed) = &g.allowed_ips
+        && !source.is_some_and(|ip| allowed.iter().any(|c| c.contains(ip)))
+    {
+        let shown = source.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+        reject(
+            app,
+            ctx,
+            Some(route_name.as_str()),
+            &format!("source {shown} not allowed"),
+            403,
+        )
+        .await;
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            kind: "forbidden_source",
+            message: format!(
+                "alerts from {shown} are not accepted on this hook; add the address to the route's allowed_ips (behind a proxy, list the proxy in trusted_proxies)"
+            ),
+        });
+    }
+    if let Some(per_minute) = g.rate_limit_per_minute
+        && !app.hook_limits.allow(route_name.as_str(), per_minute)
+    {
+        reject(app, ctx, Some(route_name.as_str()), "rate limit", 429).await;
+        return Err(ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: "rate_limited",
+            message: format!(
+                "more than {per_minute} alerts in the last minute on this hook; wait, or raise the route's rate_limit_per_minute"
+            ),
+        });
+    }
     let cap = app.config.server.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -144,6 +182,32 @@ async fn receive_inner(
         .chars()
         .take(128)
         .collect();
+    if let Some(secret) = &g.signature_secret
+        && let Err(why) = check_signature(app, secret, headers, &bytes)
+    {
+        reject(app, ctx, Some(route_name.as_str()), &format!("signature: {why}"), 401).await;
+        return Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "bad_signature",
+            message: format!(
+                "{why}; sign as X-Algobanana-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">"
+            ),
+        });
+    }
+    let bytes = match &g.passphrase_secret {
+        None => bytes,
+        Some(secret) => match strip_passphrase(app, secret, &bytes) {
+            Ok(stripped) => stripped.into(),
+            Err(why) => {
+                reject(app, ctx, Some(route_name.as_str()), &format!("passphrase: {why}"), 401).await;
+                return Err(ApiError {
+                    status: StatusCode::UNAUTHORIZED,
+                    kind: "bad_passphrase",
+                    message: format!("{why}; send the route's passphrase as the JSON field \"passphrase\""),
+                });
+            }
+        },
+    };
     if let Some(response) = kill_switch_action(app, ctx, route_name.as_str(), &bytes).await? {
         return Ok(response);
     }
@@ -198,6 +262,98 @@ async fn receive_inner(
         )
             .into_response()),
     }
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy,
+/// the right-most `X-Forwarded-For` entry that is not a trusted proxy.
+fn client_ip(
+    peer: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+    trusted: &[crate::config::Cidr],
+) -> Option<std::net::IpAddr> {
+    let peer = peer?;
+    if !trusted.iter().any(|c| c.contains(peer)) {
+        return Some(peer);
+    }
+    let forwarded: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    Some(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !trusted.iter().any(|c| c.contains(*ip)))
+            .unwrap_or(peer),
+    )
+}
+
+fn secret_value(app: &App, name: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    app.registry.secrets.value(name)
+}
+
+/// Checks `X-Algobanana-Signature: t=…,v1=…` within 300 s, once.
+fn check_signature(app: &App, secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
+    use hmac::Mac as _;
+    let header = headers
+        .get("x-algobanana-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no X-Algobanana-Signature header")?;
+    let (mut t, mut v1) = (None, None);
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", x)) => t = x.parse::<i64>().ok(),
+            Some(("v1", x)) => v1 = hex::decode(x).ok(),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return Err("the signature header is malformed".into());
+    };
+    let now = crate::audit::now_ns() / 1_000_000_000;
+    if (now - t).abs() > SIGNATURE_WINDOW_S {
+        return Err(format!(
+            "the signature is {} s from now; the window is {SIGNATURE_WINDOW_S} s",
+            (now - t).abs()
+        ));
+    }
+    let key = secret_value(app, secret)?;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).map_err(|e| e.to_string())?;
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    mac.verify_slice(&v1)
+        .map_err(|_| "the signature does not match".to_owned())?;
+    if !app.hook_limits.first_use(&v1, t + SIGNATURE_WINDOW_S) {
+        return Err("this signature was already used (replay)".into());
+    }
+    Ok(())
+}
+
+/// The window of `X-Algobanana-Signature` timestamps.
+pub const SIGNATURE_WINDOW_S: i64 = 300;
+
+/// Checks and removes the body's `passphrase`.
+fn strip_passphrase(app: &App, secret: &str, body: &[u8]) -> Result<Vec<u8>, String> {
+    let Ok(serde_json::Value::Object(mut m)) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Err("the body is not a JSON object with a passphrase".into());
+    };
+    let Some(serde_json::Value::String(given)) = m.remove("passphrase") else {
+        return Err("the body has no passphrase".into());
+    };
+    let expected = secret_value(app, secret)?;
+    let same = given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return Err("the passphrase is wrong".into());
+    }
+    serde_json::to_vec(&serde_json::Value::Object(m)).map_err(|e| e.to_string())
 }
 
 /// `{"kill_switch": "on" | "reduce_only", "reason": "…"}` on an

@@ -1,0 +1,189 @@
+//! Webhook guards beyond the URL token: body passphrase (stripped before
+//! anything stores it), HMAC signature header with a window and replay
+//! refusal, source allowlist with proxy trust, per-hook rate limit. Every
+//! refusal is audited without the secret.
+
+use algobanana::audit::query::Filter;
+use algobanana_tests::{HostBuilder, TestHost};
+use hmac::Mac as _;
+
+const PASS: &str = "correct horse battery staple";
+const KEY: &str = "whsec_4f1c2d9e7a";
+
+fn sign(t: i64, body: &str) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+fn now_s() -> i64 {
+    algobanana::audit::now_ns() / 1_000_000_000
+}
+
+async fn post(host: &TestHost, route: &str, body: &str, headers: &[(&str, &str)]) -> algobanana_tests::Reply {
+    let mut h = vec![("content-type", "application/json")];
+    h.extend_from_slice(headers);
+    host.request("POST", &host.hook(route), &h, body.as_bytes().to_vec())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_passphrase_is_checked_and_never_stored() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .route_toml("passphrase_secret = \"hook_pass\"\n")
+        .toml(&format!("[secrets.hook_pass]\nvalue = {PASS:?}\n"))
+        .start()
+        .await?;
+    let good = format!(r#"{{"ticker":"AAPL","action":"buy","quantity":"1","price":"100","passphrase":"{PASS}"}}"#);
+    let ok = post(&host, "default", &good, &[]).await;
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    for bad in [
+        r#"{"ticker":"AAPL","action":"buy","quantity":"1","price":"100","passphrase":"wrong"}"#,
+        r#"{"ticker":"AAPL","action":"buy","quantity":"1","price":"100"}"#,
+        "buy 1 AAPL at 100",
+    ] {
+        let r = post(&host, "default", bad, &[]).await;
+        assert_eq!(r.status, 401, "{bad}");
+        assert_eq!(r.json()["error"]["kind"], "bad_passphrase");
+    }
+    let (dir, _) = host.stop().await;
+    for f in std::fs::read_dir(dir.path())? {
+        let p = f?.path();
+        if p.to_string_lossy().contains(".db") {
+            let bytes = std::fs::read(&p)?;
+            assert!(
+                !bytes.windows(PASS.len()).any(|w| w == PASS.as_bytes()),
+                "{} holds the passphrase",
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn signatures_are_checked_within_their_window_and_only_once() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .route_toml("signature_secret = \"hook_key\"\n")
+        .toml(&format!("[secrets.hook_key]\nvalue = {KEY:?}\n"))
+        .start()
+        .await?;
+    let body = r#"{"ticker":"AAPL","action":"buy","quantity":"1","price":"100"}"#;
+    let sig = sign(now_s(), body);
+    let ok = post(&host, "default", body, &[("x-algobanana-signature", &sig)]).await;
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    let replay = post(&host, "default", body, &[("x-algobanana-signature", &sig)]).await;
+    assert_eq!(replay.status, 401);
+    assert!(replay.json()["error"]["message"].as_str().unwrap().contains("replay"));
+    let old = sign(now_s() - 400, body);
+    let stale = post(&host, "default", body, &[("x-algobanana-signature", &old)]).await;
+    assert_eq!(stale.status, 401);
+    assert!(
+        stale.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("window is 300 s")
+    );
+    let tampered = sign(now_s(), body).replace("v1=", "v1=00");
+    assert_eq!(
+        post(&host, "default", body, &[("x-algobanana-signature", &tampered)])
+            .await
+            .status,
+        401
+    );
+    let other_body = post(
+        &host,
+        "default",
+        r#"{"ticker":"AAPL","action":"buy","quantity":"9","price":"100"}"#,
+        &[("x-algobanana-signature", &sign(now_s(), body))],
+    )
+    .await;
+    assert_eq!(other_body.status, 401, "the signature covers the body");
+    assert_eq!(post(&host, "default", body, &[]).await.status, 401);
+    let denied = host.audit(&Filter {
+        action: Some("alert.rejected".into()),
+        ..Filter::default()
+    })?;
+    assert_eq!(denied.len(), 5);
+    assert!(!serde_json::to_string(&denied)?.contains(KEY));
+    Ok(())
+}
+
+#[tokio::test]
+async fn sources_are_allowlisted_and_forwarding_is_trusted_only_from_proxies() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .route_toml("allowed_ips = [\"tradingview\", \"203.0.113.0/24\"]\n")
+        .route("proxied", "tradingview", "paper")
+        .route_toml("allowed_ips = [\"203.0.113.7\"]\ntrusted_proxies = [\"127.0.0.1\"]\n")
+        .start()
+        .await?;
+    let body = r#"{"ticker":"AAPL","action":"buy","quantity":"1","price":"100"}"#;
+    // From 127.0.0.1, not allowed; a forged X-Forwarded-For is ignored
+    // because 127.0.0.1 is not a trusted proxy on this route.
+    let direct = post(&host, "default", body, &[("x-forwarded-for", "52.89.214.238")]).await;
+    assert_eq!(direct.status, 403);
+    assert!(
+        direct.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("alerts from 127.0.0.1")
+    );
+    // Behind the trusted proxy the forwarded client counts.
+    let ok = post(
+        &host,
+        "proxied",
+        body,
+        &[("x-forwarded-for", "198.51.100.9, 203.0.113.7")],
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    let received = host.audit(&Filter {
+        action: Some("alert.received".into()),
+        ..Filter::default()
+    })?;
+    assert_eq!(
+        received[0].source_ip.as_deref(),
+        Some("203.0.113.7"),
+        "the audit names the real client"
+    );
+    let wrong = post(&host, "proxied", body, &[("x-forwarded-for", "198.51.100.9")]).await;
+    assert_eq!(wrong.status, 403);
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_hook_is_rate_limited() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .route_toml("rate_limit_per_minute = 3\n")
+        .start()
+        .await?;
+    for i in 0..3 {
+        let r = post(
+            &host,
+            "default",
+            &format!(
+                r#"{{"ticker":"AAPL","action":"buy","quantity":"1","price":"{}"}}"#,
+                100 + i
+            ),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    let limited = post(
+        &host,
+        "default",
+        r#"{"ticker":"AAPL","action":"buy","quantity":"1","price":"99"}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(limited.status, 429);
+    assert!(
+        limited.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 3 alerts")
+    );
+    Ok(())
+}
