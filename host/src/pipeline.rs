@@ -640,9 +640,7 @@ async fn place(
 
     // The rails, on a snapshot of the world. A kill switch thrown from the
     // command line is audited here, before it decides anything.
-    crate::trading::kill::audit_pending(&app.state, &app.audit)
-        .await
-        .map_err(|e| PipelineError::Audit(AuditError::Write(format!("{e:#}"))))?;
+    crate::trading::kill::audit_pending(&app.state, &app.audit).await?;
     let kill = app.kill_switch()?;
     let needs_position = app.config.risk.max_position.is_some() || intent.reduce_only || kill != KillSwitch::Off;
     let position = if needs_position && kill != KillSwitch::On {

@@ -178,3 +178,37 @@ async fn rate_limits_are_not_retried() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn without_symbols_an_unclear_order_stays_unknown_not_never_placed() -> anyhow::Result<()> {
+    let fake = FakeBinance::start().await;
+    fake.state.orders.lock().unwrap().insert(
+        "b-9".into(),
+        json!({ "symbol": "BTCUSDT", "orderId": 9, "clientOrderId": "b-9", "status": "FILLED",
+                "executedQty": "0.00100000", "cummulativeQuoteQty": "64.25000000", "side": "BUY", "type": "MARKET" }),
+    );
+    let host = HostBuilder::new()
+        .plugin("binance", BINANCE, "broker")
+        .grant(&format!(
+            "http = [{:?}]\nallow_loopback = true\nsecrets = [\"binance_api_key\", \"binance_api_secret\"]\n",
+            fake.origin()
+        ))
+        .route("spot", "tradingview", "binance")
+        .broker_settings(json!({ "base_url": fake.origin() }))
+        .toml(&format!(
+            "[secrets.binance_api_key]\nvalue = {API_KEY:?}\n[secrets.binance_api_secret]\nvalue = {API_SECRET:?}\n[risk]\nmax_order_notional = 0\n"
+        ))
+        .start()
+        .await?;
+    let reply = send(
+        &host,
+        r#"{"ticker":"BTCUSDT","action":"buy","quantity":"0.001","price":"64250","signalId":"b-9"}"#,
+    )
+    .await;
+    let o = &reply["orders"][0];
+    assert_eq!(o["outcome"], "error", "{reply}");
+    assert!(o["reason"].as_str().unwrap().contains("state stays unknown"), "{o}");
+    let orders = host.app.orders.all(10)?;
+    assert_eq!(orders[0].state, algobanana::trading::orders::OrderState::Unknown);
+    Ok(())
+}

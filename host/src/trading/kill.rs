@@ -70,8 +70,8 @@ pub fn request(state: &StateDb, to: KillSwitch, actor: &str, reason: &str) -> an
 /// Audits a change made by [`request`], if there is one.
 ///
 /// # Errors
-/// When it cannot be audited (the caller must not act then).
-pub async fn audit_pending(state: &StateDb, audit: &AuditLog) -> anyhow::Result<()> {
+/// When it cannot be read or audited (the caller must not act then).
+pub async fn audit_pending(state: &StateDb, audit: &AuditLog) -> Result<(), crate::pipeline::PipelineError> {
     if let Some((value, actor, reason)) = state.unaudited_control(KILL_SWITCH)? {
         let to = KillSwitch::parse(&value).unwrap_or(KillSwitch::On);
         let mut e = event(to, to, ActorKind::User, &actor, &Context::default(), &reason);

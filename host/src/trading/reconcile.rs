@@ -39,18 +39,10 @@ pub async fn sweep(app: &App) -> Result<Sweep, PipelineError> {
     let mut out = Sweep::default();
     let mut seen = BTreeSet::new();
     let ctx = Context::default();
-    let working: Vec<_> = app
-        .orders
-        .all(100_000)?
-        .into_iter()
-        .filter(|o| o.sent && !o.state.is_final())
-        .collect();
-    let all_coids: BTreeSet<String> = app
-        .orders
-        .all(100_000)?
-        .into_iter()
-        .map(|o| o.client_order_id)
-        .collect();
+    // One read of the orders table for the whole sweep.
+    let orders = app.orders.all(100_000)?;
+    let all_coids: BTreeSet<String> = orders.iter().map(|o| o.client_order_id.clone()).collect();
+    let working: Vec<_> = orders.into_iter().filter(|o| o.sent && !o.state.is_final()).collect();
     let mut accounts = Vec::new();
     for (n, r) in &app.config.routes {
         for a in &r.accounts {

@@ -9,7 +9,7 @@
 //! `https://testnet.binance.vision`), `api_key_secret` / `api_secret_secret`
 //! (secret names, defaults `binance_api_key` / `binance_api_secret`),
 //! `quote` (the quote asset positions and cash are counted in, default
-//! `USDT`), `recv_window` (ms, default 5000), `symbols` (the symbols the
+//! `USDT`), `recv_window` (ms, default 5000), `symbols` (required: the symbols the
 //! account trades: the exchange looks orders up and cancels them per
 //! symbol).
 //!
@@ -119,14 +119,23 @@ fn map(f: Fail, placing: bool) -> BrokerError {
 
 /// The symbols the account trades (`symbols` in the settings): the
 /// exchange looks orders up per symbol.
-fn symbols(settings: &str) -> Vec<String> {
+///
+/// Without them the adapter cannot look an order up, and must not answer
+/// `not-found` (the host would take that as "never placed").
+fn symbols(settings: &str) -> Result<Vec<String>, BrokerError> {
     let s: Value = serde_json::from_str(settings).unwrap_or_default();
-    s["symbols"]
+    let list: Vec<String> = s["symbols"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect()
+        .collect();
+    if list.is_empty() {
+        return Err(BrokerError::InvalidConfig(
+            "set `symbols` in the account settings (the symbols this account trades): the exchange looks orders up per symbol".into(),
+        ));
+    }
+    Ok(list)
 }
 
 fn dec_str(d: algobanana_plugin_sdk::types::Decimal) -> Result<String, BrokerError> {
@@ -216,7 +225,7 @@ impl Guest for Binance {
 
     fn cancel_order(settings: String, client_order_id: String) -> Result<OrderAck, BrokerError> {
         let c = conn(&settings)?;
-        for symbol in symbols(&settings) {
+        for symbol in symbols(&settings)? {
             match signed(
                 &c,
                 Method::Delete,
@@ -238,7 +247,7 @@ impl Guest for Binance {
 
     fn get_order(settings: String, client_order_id: String) -> Result<OrderAck, BrokerError> {
         let c = conn(&settings)?;
-        let symbols = symbols(&settings);
+        let symbols = symbols(&settings)?;
         for symbol in &symbols {
             match signed(
                 &c,
