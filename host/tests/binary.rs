@@ -20,25 +20,9 @@ fn post(addr: &str, path: &str, body: &str) -> String {
 fn serve_initialises_serves_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_algobanana"))
-        .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut token, mut addr) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while addr.is_none() && Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(t) = line.strip_prefix("hook token (shown only now; store it somewhere safe): ") {
-            token = Some(t.to_owned());
-        }
-        if let Some(a) = line.strip_prefix("listening on http://") {
-            addr = Some(a.to_owned());
-        }
-    }
-    let (token, addr) = (token.expect("token printed"), addr.expect("address printed"));
+    let (server, token) = start(&data);
+    let (mut child, addr) = (server.child, server.addr);
+    let token = token.expect("token printed");
     assert!(!addr.ends_with(":0"), "the real port is printed: {addr}");
 
     let reply = post(&addr, &format!("/v1/hooks/{token}"), "buy 3 AAPL at 101.25");
