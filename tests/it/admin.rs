@@ -283,6 +283,29 @@ async fn the_kill_switch_and_the_audit_log_over_the_admin_api() -> anyhow::Resul
     assert_eq!(bad.status, 422);
     assert!(String::from_utf8_lossy(&bad.body).contains("RFC 3339"));
 
+    // A malformed body: 401 without a token (authentication first), a clear
+    // 422 with one.
+    let anon = host
+        .request(
+            "PUT",
+            "/v1/kill-switch",
+            &[("content-type", "application/json")],
+            b"{nope".to_vec(),
+        )
+        .await?;
+    assert_eq!(anon.status, 401);
+    let malformed = host
+        .request(
+            "PUT",
+            "/v1/kill-switch",
+            &[("authorization", trader.as_str()), ("content-type", "application/json")],
+            b"{nope".to_vec(),
+        )
+        .await?;
+    assert_eq!(malformed.status, 422);
+    let message = malformed.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("expected {\"state\""), "{message}");
+
     // The OpenAPI document lists every route with the roles that may use it.
     let doc = openapi_document();
     assert_eq!(

@@ -126,6 +126,16 @@ fn invalid(message: impl Into<String>) -> ApiError {
     error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
 }
 
+/// Parses a JSON request body after the caller is authorized (so an
+/// unauthenticated request is a 401, audited, whatever its body).
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        invalid(format!(
+            "the body is not what this endpoint takes ({e}); expected {expected}"
+        ))
+    })
+}
+
 /// 503 from a store failure.
 fn state_unavailable(e: impl std::fmt::Display) -> ApiError {
     error(StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", e.to_string())
@@ -319,14 +329,10 @@ pub async fn kill_switch_set(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    body: Option<Json<KillSwitchBody>>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let (token, ctx) = authorize(&app, &headers, peer, Endpoint::KillSwitchSet).await?;
-    let Some(Json(body)) = body else {
-        return Err(invalid(
-            "expected a JSON body {\"state\": \"on\"|\"reduce_only\"|\"off\", \"reason\": \"…\"}",
-        ));
-    };
+    let body: KillSwitchBody = json_body(&body, "{\"state\": \"on\"|\"reduce_only\"|\"off\", \"reason\": \"…\"}")?;
     let Some(to) = KillSwitch::parse(&body.state) else {
         return Err(invalid(format!(
             "`{}` is not a kill switch state; expected on, reduce_only or off",
@@ -506,14 +512,13 @@ pub async fn tokens_create(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    body: Option<Json<NewToken>>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let (token, ctx) = authorize(&app, &headers, peer, Endpoint::TokensCreate).await?;
-    let Some(Json(body)) = body else {
-        return Err(invalid(
-            "expected {\"name\": \"…\", \"role\": \"admin|trader|viewer|auditor\", \"expires_in_s\": 86400}",
-        ));
-    };
+    let body: NewToken = json_body(
+        &body,
+        "{\"name\": \"…\", \"role\": \"admin|trader|viewer|auditor\", \"expires_in_s\": 86400}",
+    )?;
     let Some(role) = Role::parse(&body.role) else {
         return Err(invalid(format!(
             "role `{}`: expected admin, trader, viewer or auditor",
