@@ -10,6 +10,9 @@
 //!   `foreach_plugin!`): first-party behaviour and hostile fixtures
 //!   (deadline, memory, panic, filesystem, environment, network, output and
 //!   log floods, kv atomicity and quotas, undeclared imports).
+//! - `languages`: the JavaScript and Python rules built from source give
+//!   the Rust rule's answers through the same host path; a Python
+//!   component importing all of WASI gets nothing.
 //! - `capabilities`: grants at link time and per call, outbound HTTP
 //!   (allowlist, resolved-address check, quotas), secrets as handles (the
 //!   secret thief), and their audit rows.
@@ -37,6 +40,7 @@ mod binance;
 mod capabilities;
 mod cli;
 mod config_ui;
+mod languages;
 mod notify;
 mod plugins;
 mod tamper;
