@@ -53,6 +53,35 @@ fn main() {
         )
         .unwrap();
     }
+    let toolchains = [
+        (
+            "WASM_TARGET_DIR",
+            "The cargo target dir of the wasm32-wasip2 plugin builds.",
+            release
+                .parent()
+                .and_then(|p| p.parent())
+                .map(|p| p.to_owned())
+                .unwrap_or_default(),
+        ),
+        (
+            "JS_NODE_MODULES",
+            "`node_modules` of the pinned JavaScript toolchain (componentize-js).",
+            build_guests::js_node_modules(),
+        ),
+        (
+            "PY_TOOLCHAIN_PYTHON",
+            "The Python of the venv holding the pinned componentize-py.",
+            build_guests::python_exe(),
+        ),
+    ];
+    for (name, doc, path) in toolchains {
+        writeln!(
+            out,
+            "/// {doc}\npub const {name}: &str = {:?};",
+            path.display().to_string()
+        )
+        .unwrap();
+    }
     out.push_str("\n/// Calls `$m!(name)` once per plugin in `plugins/`.\n#[macro_export]\nmacro_rules! foreach_plugin {\n    ($m:ident) => {\n");
     for name in &names {
         writeln!(out, "        $m!({});", name.replace('-', "_")).unwrap();

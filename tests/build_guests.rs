@@ -92,6 +92,21 @@ pub fn toolchain_dir() -> PathBuf {
     target_dir().join("guest-toolchains")
 }
 
+/// The `node_modules` of the installed JavaScript toolchain.
+pub fn js_node_modules() -> PathBuf {
+    toolchain_dir().join("js/node_modules")
+}
+
+/// The Python of the venv holding the installed componentize-py.
+pub fn python_exe() -> PathBuf {
+    let venv = toolchain_dir().join("python/venv");
+    if cfg!(windows) {
+        venv.join("Scripts/python.exe")
+    } else {
+        venv.join("bin/python")
+    }
+}
+
 fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(d) => PathBuf::from(d),

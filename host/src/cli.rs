@@ -70,6 +70,12 @@ pub enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Plugin authoring and installation: `new`, `test`, `install`.
+    Plugin {
+        /// The plugin subcommand.
+        #[command(subcommand)]
+        command: crate::author::PluginCommand,
+    },
     /// Read the audit log.
     Audit {
         /// The audit subcommand.
@@ -230,6 +236,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
         }
         Command::Serve { data_dir, listen } => serve(&data_dir, listen, out).await,
         Command::Audit { command } => audit(command, out).await,
+        Command::Plugin { command } => crate::author::run(command, out).await,
         Command::KillSwitch { to, data_dir, reason } => kill_switch(&data_dir, &to, &reason, out).await,
     }
 }

@@ -31,11 +31,15 @@
 //!   service's wire format.
 //! - `webhooks`: passphrase, signature, source allowlist, rate limit.
 //! - `cli`: `init` and `audit search` through the command-line code.
+//! - `author`: `plugin new` projects in Rust, JavaScript and Python build
+//!   and pass their sample tests; `plugin test` reports every limit;
+//!   `plugin install` precompiles for the next start.
 
 mod admin;
 mod alerts;
 mod alpaca;
 mod audit;
+mod author;
 mod binance;
 mod capabilities;
 mod cli;
