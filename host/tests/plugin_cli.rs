@@ -66,6 +66,13 @@ fn plugin_test_prints_outputs_and_limits_and_checks_expectations() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("MISMATCH: expected []"), "{out}");
 
+    let (code, _, err) = algobanana(&["plugin", "test", "builtin:paper", "--alert", alert]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("builtin:paper is a broker plugin (paper); plugin test runs rule plugins"),
+        "{err}"
+    );
+
     let (code, _, err) = algobanana(&["plugin", "test", "builtin:nope", "--alert", alert]);
     assert_eq!(code, 1);
     assert!(err.contains("there is no built-in plugin `nope`"), "{err}");

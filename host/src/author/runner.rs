@@ -192,6 +192,22 @@ fn load(run: &TestRun, data_dir: &Path) -> anyhow::Result<(Registry, Limits, Dur
         let abs = std::fs::canonicalize(path).with_context(|| format!("cannot find plugin file {}", path.display()))?;
         abs.display().to_string()
     };
+    let bytes = match run.plugin.strip_prefix("builtin:") {
+        Some(b) => crate::plugins::builtin::find(b)
+            .map(|b| b.wasm.to_vec())
+            .unwrap_or_default(),
+        None => std::fs::read(&source).with_context(|| format!("cannot read {source}"))?,
+    };
+    if let Ok(Some(m)) = crate::plugins::manifest::read(&bytes)
+        && m.world != "rule"
+    {
+        bail!(
+            "{} is a {} plugin ({}); plugin test runs rule plugins",
+            run.plugin,
+            m.world,
+            m.name
+        );
+    }
     let mut text = format!(
         "[plugins.{NAME}]\nsource = {}\nworld = \"rule\"\n",
         toml_string(&source)
