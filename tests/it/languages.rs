@@ -78,20 +78,19 @@ fn cases() -> Vec<(&'static str, &'static str, Value)> {
     ]
 }
 
-/// One host with the Rust rule on `default`, the JS port on `js` and the
-/// Python port on `py`, all trading with the built-in paper broker.
-async fn three_languages() -> anyhow::Result<TestHost> {
+/// A host with the Rust rule on `default` and `plugin` (built from `path`)
+/// on `route`, both trading with the built-in paper broker. One guest per
+/// host: each JS or Python component takes seconds to compile.
+async fn beside_rust(route: &str, plugin: &str, path: &str) -> anyhow::Result<TestHost> {
     HostBuilder::new()
-        .plugin("tradingview-js", TRADINGVIEW_JS, "rule")
-        .route("js", "tradingview-js", "paper")
-        .plugin("tradingview-py", TRADINGVIEW_PY, "rule")
-        .route("py", "tradingview-py", "paper")
+        .plugin(plugin, path, "rule")
+        .route(route, plugin, "paper")
         .start()
         .await
 }
 
-async fn same_answers_as_rust(route: &str, plugin: &str) -> anyhow::Result<()> {
-    let host = three_languages().await?;
+async fn same_answers_as_rust(route: &str, plugin: &str, path: &str) -> anyhow::Result<()> {
+    let host = beside_rust(route, plugin, path).await?;
     for (content_type, alert, expected) in cases() {
         let mut answers = Vec::new();
         for r in ["default", route] {
@@ -139,7 +138,7 @@ async fn same_answers_as_rust(route: &str, plugin: &str) -> anyhow::Result<()> {
 
 #[tokio::test]
 pub async fn tradingview_js() -> anyhow::Result<()> {
-    same_answers_as_rust("js", "tradingview-js").await?;
+    same_answers_as_rust("js", "tradingview-js", TRADINGVIEW_JS).await?;
     // No WASI at all: built with every componentize-js feature off, the
     // component imports only the rule world's interfaces.
     let imports = component_imports(TRADINGVIEW_JS)?;
@@ -156,7 +155,7 @@ pub async fn tradingview_js() -> anyhow::Result<()> {
 
 #[tokio::test]
 pub async fn tradingview_py() -> anyhow::Result<()> {
-    same_answers_as_rust("py", "tradingview-py").await?;
+    same_answers_as_rust("py", "tradingview-py", TRADINGVIEW_PY).await?;
     let imports = component_imports(TRADINGVIEW_PY)?;
     assert!(
         imports.iter().any(|i| i.starts_with("wasi:sockets/")),
