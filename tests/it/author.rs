@@ -226,6 +226,27 @@ async fn plugin_test_reports_use_against_every_limit() -> anyhow::Result<()> {
     assert_eq!(lines[1]["outcome"], "rule_error");
     assert_eq!(lines[1]["output"]["error"]["kind"], "invalid_alert");
 
+    // A rule that closes from the account gets it from --portfolio.
+    let dir = tempfile::tempdir()?;
+    let portfolio = dir.path().join("portfolio.json");
+    std::fs::write(
+        &portfolio,
+        r#"{"positions":[{"symbol":"AAPL","quantity":"5","average_price":190.5}],"account":{"currency":"USD","cash":"1000","equity":"1952.5","buying_power":"1000"}}"#,
+    )?;
+    let (code, lines) = plugin_test_json(
+        "builtin:tradingview",
+        &["--portfolio", portfolio.to_str().unwrap()],
+        &["exit AAPL"],
+    )
+    .await?;
+    assert_eq!(code, 0, "{lines:?}");
+    let close = &lines[0]["output"][0];
+    assert_eq!(
+        (close["side"].as_str(), close["quantity"].as_str()),
+        (Some("sell"), Some("5"))
+    );
+    assert_eq!(close["reduce_only"], true);
+
     // Each limit, hit.
     let (code, lines) = plugin_test_json(LOOP_FOREVER, &["--limit", "deadline_ms=20"], &["x"]).await?;
     assert_eq!((code, lines[0]["outcome"].as_str()), (1, Some("trap:deadline")));

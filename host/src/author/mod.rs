@@ -50,6 +50,11 @@ pub enum PluginCommand {
         /// The route's rule config, a JSON object.
         #[arg(long, default_value = "{}")]
         config: String,
+        /// A JSON file with the account's positions and balances, for rules
+        /// that size or close from them (the server fetches it from the
+        /// route's broker).
+        #[arg(long)]
+        portfolio: Option<PathBuf>,
         /// The content type of every alert, instead of guessing from the
         /// extension.
         #[arg(long)]
@@ -105,6 +110,7 @@ pub async fn run(cmd: PluginCommand, out: &mut (dyn Write + Send)) -> anyhow::Re
             plugin,
             alerts,
             config,
+            portfolio,
             content_type,
             limits,
             expect,
@@ -116,6 +122,7 @@ pub async fn run(cmd: PluginCommand, out: &mut (dyn Write + Send)) -> anyhow::Re
                     plugin,
                     alerts,
                     config,
+                    portfolio,
                     content_type,
                     limits,
                     expect,

@@ -34,6 +34,10 @@ pub struct TestRun {
     pub alerts: Vec<PathBuf>,
     /// The route's rule config (JSON object text).
     pub config: String,
+    /// A JSON file with the account the host would pass to the rule:
+    /// `{"positions": [{"symbol", "quantity", "average_price"}], "account":
+    /// {"currency", "cash", "equity", "buying_power"}}`.
+    pub portfolio: Option<PathBuf>,
     /// The content type of every alert; by default from the extension
     /// (`.json` is `application/json`, anything else `text/plain`).
     pub content_type: Option<String>,
@@ -77,6 +81,7 @@ pub async fn run(run: TestRun, out: &mut (dyn Write + Send)) -> anyhow::Result<u
             }
         }
     };
+    let portfolio = run.portfolio.as_deref().map(read_portfolio).transpose()?;
     let scratch;
     let data_dir = match &run.data_dir {
         Some(d) => d.clone(),
@@ -122,7 +127,7 @@ pub async fn run(run: TestRun, out: &mut (dyn Write + Send)) -> anyhow::Result<u
             body,
         };
         let ex = registry
-            .execute_rule(&plugin, &alert, &run.config, None)
+            .execute_rule(&plugin, &alert, &run.config, portfolio.as_ref())
             .await
             .context("plugin test runs rule plugins only")?;
         let (outcome, detail) = match &ex.returned {
@@ -181,6 +186,61 @@ pub async fn run(run: TestRun, out: &mut (dyn Write + Send)) -> anyhow::Result<u
         }
     }
     Ok(u8::from(failed))
+}
+
+/// A portfolio file, with exact decimals (text or bare JSON numbers).
+fn read_portfolio(path: &Path) -> anyhow::Result<wit::Portfolio> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Position {
+        symbol: String,
+        quantity: rust_decimal::Decimal,
+        average_price: rust_decimal::Decimal,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Account {
+        currency: String,
+        cash: rust_decimal::Decimal,
+        equity: rust_decimal::Decimal,
+        buying_power: rust_decimal::Decimal,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        #[serde(default)]
+        positions: Vec<Position>,
+        account: Account,
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let raw: Raw = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a portfolio: expected {{\"positions\": [{{\"symbol\": \"AAPL\", \"quantity\": \"10\", \"average_price\": \"190\"}}], \"account\": {{\"currency\": \"USD\", \"cash\": \"1000\", \"equity\": \"2900\", \"buying_power\": \"1000\"}}}}",
+            path.display()
+        )
+    })?;
+    let d = |v: rust_decimal::Decimal, field: &str| {
+        convert::to_wit_decimal(v).map_err(|e| anyhow::anyhow!("{}: `{field}`: {e}", path.display()))
+    };
+    Ok(wit::Portfolio {
+        positions: raw
+            .positions
+            .into_iter()
+            .map(|p| {
+                Ok(wit::Position {
+                    quantity: d(p.quantity, "quantity")?,
+                    average_price: d(p.average_price, "average_price")?,
+                    symbol: p.symbol,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+        account: wit::Account {
+            cash: d(raw.account.cash, "cash")?,
+            equity: d(raw.account.equity, "equity")?,
+            buying_power: d(raw.account.buying_power, "buying_power")?,
+            currency: raw.account.currency,
+        },
+    })
 }
 
 /// Writes the scratch config and loads it through the server's registry.
