@@ -28,6 +28,8 @@
 //!   service's wire format.
 //! - `webhooks`: passphrase, signature, source allowlist, rate limit.
 //! - `cli`: `init` and `audit search` through the command-line code.
+//! - `vault`: vault secrets used without a trace at rest, hook-token
+//!   rotation, paused routes, limits over the API, users and modes, HTTPS.
 
 mod admin;
 mod alerts;
@@ -41,4 +43,5 @@ mod notify;
 mod plugins;
 mod tamper;
 mod trading;
+mod vault;
 mod webhooks;

@@ -211,6 +211,17 @@ async fn receive_inner(
     if let Some(response) = kill_switch_action(app, ctx, route_name.as_str(), &bytes).await? {
         return Ok(response);
     }
+    // A paused route takes no alerts (a webhook kill switch still works).
+    if app.routes.is_paused(route_name) {
+        reject(app, ctx, Some(route_name.as_str()), "route paused", 409).await;
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            kind: "route_paused",
+            message: format!(
+                "route `{route_name}` is paused, so this alert was not taken; resume it with POST /v1/routes/{route_name}/resume"
+            ),
+        });
+    }
     let incoming = IncomingAlert {
         route: route_name.clone(),
         content_type,

@@ -4,11 +4,12 @@
 
 pub mod error;
 pub mod hooks;
+pub mod tls;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post, put};
 
 use crate::admin;
 use crate::app::App;
@@ -28,6 +29,17 @@ pub fn router(app: Arc<App>) -> Router {
             get(admin::kill_switch_read).put(admin::kill_switch_set),
         )
         .route("/v1/orders", get(admin::orders))
+        .route("/v1/alerts", get(admin::alerts))
+        .route("/v1/routes", get(admin::routes_list))
+        .route("/v1/routes/{name}/pause", post(admin::route_pause))
+        .route("/v1/routes/{name}/resume", post(admin::route_resume))
+        .route("/v1/routes/{name}/hook-token", post(admin::route_hook_token))
+        .route("/v1/plugins", get(admin::plugins_list))
+        .route("/v1/limits", get(admin::limits_read).patch(admin::limits_patch))
+        .route("/v1/secrets", get(admin::secrets_list))
+        .route("/v1/secrets/{name}", put(admin::secret_put).delete(admin::secret_delete))
+        .route("/v1/users", get(admin::users_list).post(admin::users_create))
+        .route("/v1/users/{name}", patch(admin::users_update))
         .route("/v1/audit/events", get(admin::audit_search))
         .route("/v1/audit/export", get(admin::audit_export))
         .route("/v1/audit/verify", get(admin::audit_verify))
