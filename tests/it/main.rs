@@ -26,6 +26,8 @@
 //!   reconciliation, crash recovery, 202 and stale signals.
 //! - `notify`: notifier plugins against local servers speaking each
 //!   service's wire format.
+//! - `openapi`: schemathesis against `/v1/openapi.json`: no 5xx, no admin
+//!   route without its token.
 //! - `webhooks`: passphrase, signature, source allowlist, rate limit.
 //! - `cli`: `init` and `audit search` through the command-line code.
 //! - `vault`: vault secrets used without a trace at rest, hook-token
@@ -40,6 +42,7 @@ mod capabilities;
 mod cli;
 mod config_ui;
 mod notify;
+mod openapi;
 mod plugins;
 mod tamper;
 mod trading;

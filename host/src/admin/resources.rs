@@ -332,11 +332,7 @@ pub async fn secret_put(
     let (token, ctx) = authorize(&app, &headers, peer, Endpoint::SecretsWrite).await?;
     let body: SecretBody = json_body(&body, "{\"value\": \"…\"}")?;
     let value = zeroize::Zeroizing::new(body.value.into_bytes());
-    if !crate::vault::valid_name(&name) || name.starts_with("algobanana.") {
-        return Err(invalid(
-            "secret names are 1–64 lowercase letters, digits, '-', '_' or '.' (not starting with `algobanana.`)",
-        ));
-    }
+    crate::vault::Vault::check(&name, &value).map_err(|e| invalid(e.to_string()))?;
     let vault = vault_of(&app)?;
     // Audit before the change: a change that cannot be audited is not made.
     app.audit

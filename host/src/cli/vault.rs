@@ -388,6 +388,7 @@ pub async fn secret(cmd: SecretCommand, out: &mut (dyn Write + Send)) -> anyhow:
             server,
         } => {
             let value = read_value()?;
+            Vault::check(&name, &value)?;
             if let Some(client) = server.client()? {
                 let text = std::str::from_utf8(&value)
                     .context("through the admin API a value must be UTF-8 text; set binary values against the data dir")?;

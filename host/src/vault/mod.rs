@@ -494,18 +494,27 @@ impl Vault {
         decrypt_record(&self.path, &self.dek, &st.doc.vault_id, r).map(Some)
     }
 
-    /// Sets `name` (a user secret) to `value`.
+    /// Checks a user secret's name and value before anything is recorded.
     ///
     /// # Errors
-    /// [`VaultError::Invalid`] for a bad or reserved name or an empty value;
-    /// I/O errors (the vault is then unchanged).
-    pub fn set(&self, name: &str, value: &[u8]) -> Result<(SetOutcome, u64), VaultError> {
+    /// [`VaultError::Invalid`] saying what is wrong.
+    pub fn check(name: &str, value: &[u8]) -> Result<(), VaultError> {
         if !valid_name(name) || name.starts_with("algobanana.") {
             return Err(VaultError::Invalid(format!(
                 "secret name `{}`: use 1–64 lowercase letters, digits, '-', '_' or '.' (names starting with `algobanana.` are the host's own)",
                 name.chars().take(80).collect::<String>()
             )));
         }
+        check_value(name, value)
+    }
+
+    /// Sets `name` (a user secret) to `value`.
+    ///
+    /// # Errors
+    /// [`VaultError::Invalid`] for a bad or reserved name or an empty value;
+    /// I/O errors (the vault is then unchanged).
+    pub fn set(&self, name: &str, value: &[u8]) -> Result<(SetOutcome, u64), VaultError> {
+        Self::check(name, value)?;
         self.set_kind(name, value, RecordKind::Secret)
     }
 
@@ -523,17 +532,7 @@ impl Vault {
     }
 
     fn set_kind(&self, name: &str, value: &[u8], kind: RecordKind) -> Result<(SetOutcome, u64), VaultError> {
-        if value.is_empty() {
-            return Err(VaultError::Invalid(format!(
-                "secret `{name}`: the value is empty; pass the value on standard input"
-            )));
-        }
-        if value.len() > 64 * 1024 {
-            return Err(VaultError::Invalid(format!(
-                "secret `{name}`: the value is {} bytes; the limit is 64 KiB",
-                value.len()
-            )));
-        }
+        check_value(name, value)?;
         let mut outcome = (SetOutcome::Created, 1);
         self.write_locked(|doc| {
             let now = crate::audit::now_ns();
@@ -660,6 +659,21 @@ impl Vault {
     pub fn slot_kinds(&self) -> Vec<&'static str> {
         self.lock_state().doc.slots.iter().map(|s| s.kind.as_str()).collect()
     }
+}
+
+fn check_value(name: &str, value: &[u8]) -> Result<(), VaultError> {
+    if value.is_empty() {
+        return Err(VaultError::Invalid(format!(
+            "secret `{name}`: the value is empty; pass the value on standard input"
+        )));
+    }
+    if value.len() > 64 * 1024 {
+        return Err(VaultError::Invalid(format!(
+            "secret `{name}`: the value is {} bytes; the limit is 64 KiB",
+            value.len()
+        )));
+    }
+    Ok(())
 }
 
 fn decrypt_record(path: &Path, dek: &[u8; 32], vault_id: &str, r: &Record) -> Result<Zeroizing<Vec<u8>>, VaultError> {
