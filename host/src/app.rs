@@ -212,7 +212,10 @@ impl App {
 
     /// The risk limits in force now.
     pub fn risk_limits(&self) -> crate::trading::risk::RiskLimits {
-        self.risk.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.risk
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Replaces the limits in force (after an admin API change was stored).
@@ -330,7 +333,11 @@ impl App {
                 let tls_listener = crate::http::tls::TlsListener::new(listener, config)
                     .map_err(|source| StartError::Bind { addr: listen, source })?
                     .tap_io(|_| {});
-                Box::pin(axum::serve(tls_listener, make).with_graceful_shutdown(stop).into_future())
+                Box::pin(
+                    axum::serve(tls_listener, make)
+                        .with_graceful_shutdown(stop)
+                        .into_future(),
+                )
             }
         };
         let task = tokio::spawn(async move {

@@ -442,16 +442,26 @@ fn the_vault_from_the_command_line() {
     let init: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     let admin = init["admin_token"].as_str().unwrap().to_owned();
     assert!(data.join("vault.abv").exists() && data.join("keys/vault.key").exists());
-    assert!(!data.join("keys/audit-signing.key").exists(), "the audit key lives in the vault");
+    assert!(
+        !data.join("keys/audit-signing.key").exists(),
+        "the audit key lives in the vault"
+    );
 
-    let (code, out) = cli(&["secret", "set", "alpaca-key", "--data-dir", d], &[], Some(&format!("{CANARY}\n")));
+    let (code, out) = cli(
+        &["secret", "set", "alpaca-key", "--data-dir", d],
+        &[],
+        Some(&format!("{CANARY}\n")),
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("secret `alpaca-key` created (version 1)"), "{out}");
     outputs += &out;
     let (code, out) = cli(&["secret", "list", "--data-dir", d], &[], None);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("alpaca-key") && out.contains("v1"), "{out}");
-    assert!(!out.contains("algobanana.audit-signing-key"), "system records are not listed: {out}");
+    assert!(
+        !out.contains("algobanana.audit-signing-key"),
+        "system records are not listed: {out}"
+    );
     outputs += &out;
     let (code, out) = cli(&["secret", "set", "Bad Name", "--data-dir", d], &[], Some("x"));
     assert_eq!(code, 1);
@@ -459,7 +469,11 @@ fn the_vault_from_the_command_line() {
 
     // A passphrase instead of the key file.
     let pass = [("ALGOBANANA_VAULT_NEW_PASSPHRASE", "correct horse battery staple")];
-    let (code, out) = cli(&["vault", "rekey", "--data-dir", d, "--kdf-memory-mib", "19"], &pass, None);
+    let (code, out) = cli(
+        &["vault", "rekey", "--data-dir", d, "--kdf-memory-mib", "19"],
+        &pass,
+        None,
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("opens with: passphrase"), "{out}");
     assert!(out.contains("no longer opens the vault; delete it"), "{out}");
@@ -494,7 +508,10 @@ fn the_vault_from_the_command_line() {
     };
     std::thread::spawn(move || for _ in lines {});
     let server = format!("http://{addr}");
-    let api = [("ALGOBANANA_TOKEN", admin.as_str()), ("ALGOBANANA_SERVER", server.as_str())];
+    let api = [
+        ("ALGOBANANA_TOKEN", admin.as_str()),
+        ("ALGOBANANA_SERVER", server.as_str()),
+    ];
     let (code, out) = cli(&["secret", "set", "binance-key"], &api, Some(&format!("{CANARY}-2")));
     assert_eq!(code, 0, "{out}");
     outputs += &out;
@@ -504,16 +521,30 @@ fn the_vault_from_the_command_line() {
     outputs += &out;
     // Against the data dir while the server holds the audit log: refused,
     // pointing at --server (no unaudited change).
-    let (code, out) = cli(&["secret", "delete", "alpaca-key", "--data-dir", d], &[("ALGOBANANA_VAULT_PASSPHRASE", right)], None);
+    let (code, out) = cli(
+        &["secret", "delete", "alpaca-key", "--data-dir", d],
+        &[("ALGOBANANA_VAULT_PASSPHRASE", right)],
+        None,
+    );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("--server"), "{out}");
     let (code, out) = cli(&["api", "get", "/v1/whoami"], &api, None);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"role\":\"admin\""), "{out}");
-    let (code, out) = cli(&["api", "get", "/v1/users"], &[("ALGOBANANA_SERVER", server.as_str()), ("ALGOBANANA_TOKEN", "abk_nope_x")], None);
+    let (code, out) = cli(
+        &["api", "get", "/v1/users"],
+        &[
+            ("ALGOBANANA_SERVER", server.as_str()),
+            ("ALGOBANANA_TOKEN", "abk_nope_x"),
+        ],
+        None,
+    );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not valid"), "{out}");
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(child.wait().unwrap().success());
 
     // No canary in any file of the data dir or any output.
@@ -529,7 +560,11 @@ fn the_vault_from_the_command_line() {
     // The audit log verifies, with the key from the vault.
     let (code, out) = audit_cli(&["verify", "--data-dir", d]);
     assert_eq!(code, 0, "{out}");
-    let (code, out) = cli(&["audit", "search", "--data-dir", d, "--action", "secret.*", "--json"], &[], None);
+    let (code, out) = cli(
+        &["audit", "search", "--data-dir", d, "--action", "secret.*", "--json"],
+        &[],
+        None,
+    );
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.lines().filter(|l| l.contains("\"secret.set\"")).count(), 2, "{out}");
 
@@ -539,7 +574,11 @@ fn the_vault_from_the_command_line() {
     let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
     doc["records"][0]["name"] = serde_json::json!("renamed");
     std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
-    let (code, out) = cli(&["serve", "--data-dir", d, "--listen", "127.0.0.1:0"], &[("ALGOBANANA_VAULT_PASSPHRASE", right)], None);
+    let (code, out) = cli(
+        &["serve", "--data-dir", d, "--listen", "127.0.0.1:0"],
+        &[("ALGOBANANA_VAULT_PASSPHRASE", right)],
+        None,
+    );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("has been altered or damaged"), "{out}");
 }

@@ -38,7 +38,11 @@ fn schemathesis() -> anyhow::Result<PathBuf> {
         .args(["-m", "venv"])
         .arg(&venv)
         .status()
-        .with_context(|| format!("`{python} -m venv` could not run: install Python 3 (or set PYTHON) to run the OpenAPI property test"))?;
+        .with_context(|| {
+            format!(
+                "`{python} -m venv` could not run: install Python 3 (or set PYTHON) to run the OpenAPI property test"
+            )
+        })?;
     anyhow::ensure!(status.success(), "`{python} -m venv {}` failed", venv.display());
     let req = venv.join("requirements.txt");
     std::fs::write(&req, REQUIREMENTS)?;
@@ -58,10 +62,7 @@ fn schemathesis() -> anyhow::Result<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_unauthenticated_admin_route() -> anyhow::Result<()> {
     let st = tokio::task::spawn_blocking(schemathesis).await??;
-    let host = HostBuilder::new()
-        .vault(&[("example", "value")])
-        .start()
-        .await?;
+    let host = HostBuilder::new().vault(&[("example", "value")]).start().await?;
     let (token, _) = host.app.tokens.create("schemathesis", "admin", Role::Admin, None)?;
     let spec = host.path().join("openapi.json");
     std::fs::write(&spec, serde_json::to_vec(&openapi_document())?)?;

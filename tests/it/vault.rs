@@ -39,9 +39,18 @@ fn admin_token(host: &TestHost) -> anyhow::Result<String> {
 }
 
 async fn call(host: &TestHost, auth: &str, method: &str, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
-    let body = if body.is_null() { Vec::new() } else { serde_json::to_vec(&body)? };
+    let body = if body.is_null() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(&body)?
+    };
     let r = host
-        .request(method, path, &[("authorization", auth), ("content-type", "application/json")], body)
+        .request(
+            method,
+            path,
+            &[("authorization", auth), ("content-type", "application/json")],
+            body,
+        )
         .await?;
     let v = if r.body.is_empty() { Value::Null } else { r.json() };
     Ok((r.status, v))
@@ -56,7 +65,9 @@ async fn vault_secrets_reach_the_granted_host_and_nothing_else_anywhere() -> any
         HashMap::from([("broker.test".to_owned(), vec![std::net::IpAddr::from([127, 0, 0, 1])])]);
     let host = HostBuilder::new()
         .plugin("thief", SECRET_THIEF, "broker")
-        .grant(&format!("http = [{granted:?}]\nallow_loopback = true\nsecrets = [\"canary\"]\n"))
+        .grant(&format!(
+            "http = [{granted:?}]\nallow_loopback = true\nsecrets = [\"canary\"]\n"
+        ))
         .route("thief", "tradingview", "thief")
         .broker_settings(json!({ "granted": granted, "other": granted }))
         .toml("[secrets.canary]\nvault = true\nhosts = [\"broker.test\"]\n[secrets.vault_master]\nvault = true\n")
@@ -83,11 +94,30 @@ async fn vault_secrets_reach_the_granted_host_and_nothing_else_anywhere() -> any
     let (status, list) = call(&host, &auth, "GET", "/v1/secrets", Value::Null).await?;
     assert_eq!(status, 200);
     assert!(!list.to_string().contains(CANARY), "{list}");
-    assert!(list.as_array().unwrap().iter().any(|s| s["name"] == "canary" && s["source"] == "vault"));
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "canary" && s["source"] == "vault")
+    );
     // Set and replace through the API: write-only, audited by name.
-    let (status, set) = call(&host, &auth, "PUT", "/v1/secrets/new-key", json!({ "value": format!("{CANARY}-3") })).await?;
+    let (status, set) = call(
+        &host,
+        &auth,
+        "PUT",
+        "/v1/secrets/new-key",
+        json!({ "value": format!("{CANARY}-3") }),
+    )
+    .await?;
     assert_eq!((status, &set["outcome"]), (200, &json!("created")), "{set}");
-    let (_, set) = call(&host, &auth, "PUT", "/v1/secrets/new-key", json!({ "value": format!("{CANARY}-4") })).await?;
+    let (_, set) = call(
+        &host,
+        &auth,
+        "PUT",
+        "/v1/secrets/new-key",
+        json!({ "value": format!("{CANARY}-4") }),
+    )
+    .await?;
     assert_eq!((&set["outcome"], &set["version"]), (&json!("replaced"), &json!(2)));
     let (status, _) = call(&host, &auth, "DELETE", "/v1/secrets/new-key", Value::Null).await?;
     assert_eq!(status, 204);
@@ -100,7 +130,10 @@ async fn vault_secrets_reach_the_granted_host_and_nothing_else_anywhere() -> any
         ..Filter::default()
     })?;
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
-    assert!(actions.contains(&"secret.set") && actions.contains(&"secret.deleted") && actions.contains(&"secret.used"), "{actions:?}");
+    assert!(
+        actions.contains(&"secret.set") && actions.contains(&"secret.deleted") && actions.contains(&"secret.used"),
+        "{actions:?}"
+    );
 
     // Nowhere at rest: every file of the data dir (databases, WAL, vault,
     // its backup, keys, cache), while running and after shutdown.
@@ -143,10 +176,14 @@ async fn a_vault_secret_the_config_names_must_exist_and_a_damaged_vault_refuses_
     let path = dir.path().join("vault.abv");
     let mut doc: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
     let ct = doc["records"][0]["ciphertext"].as_str().unwrap().to_owned();
-    let flipped = if ct.starts_with('A') { format!("B{}", &ct[1..]) } else { format!("A{}", &ct[1..]) };
+    let (first, rest) = ct.split_at(1);
+    let flipped = format!("{}{rest}", if first == "A" { "B" } else { "A" });
     doc["records"][0]["ciphertext"] = json!(flipped);
     std::fs::write(&path, serde_json::to_vec(&doc)?)?;
-    let err = TestHost::start_in(dir, tokens, AppOptions::default()).await.unwrap_err().to_string();
+    let err = TestHost::start_in(dir, tokens, AppOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("has been altered or damaged"), "{err}");
     assert!(err.contains("vault.abv.bak"), "{err}");
     Ok(())
@@ -157,31 +194,64 @@ async fn hook_tokens_rotate_with_an_overlap_and_routes_pause() -> anyhow::Result
     let host = TestHost::start().await?;
     let auth = admin_token(&host)?;
     let old = host.hook("default");
-    assert_eq!(host.alert("default", "text/plain", "buy 1 AAPL at 100").await?.status, 200);
+    assert_eq!(
+        host.alert("default", "text/plain", "buy 1 AAPL at 100").await?.status,
+        200
+    );
 
     // Rotate with a one-hour overlap: both work.
-    let (status, r) = call(&host, &auth, "POST", "/v1/routes/default/hook-token", json!({ "overlap_s": 3600 })).await?;
+    let (status, r) = call(
+        &host,
+        &auth,
+        "POST",
+        "/v1/routes/default/hook-token",
+        json!({ "overlap_s": 3600 }),
+    )
+    .await?;
     assert_eq!(status, 201, "{r}");
     let new = r["hook_path"].as_str().unwrap().to_owned();
     assert_ne!(new, old);
     for (path, n) in [(&old, 2), (&new, 3)] {
         let reply = host
-            .request("POST", path, &[("content-type", "text/plain")], format!("buy {n} AAPL at 100").into_bytes())
+            .request(
+                "POST",
+                path,
+                &[("content-type", "text/plain")],
+                format!("buy {n} AAPL at 100").into_bytes(),
+            )
             .await?;
         assert_eq!(reply.status, 200, "{path}");
     }
     let (_, routes) = call(&host, &auth, "GET", "/v1/routes", Value::Null).await?;
     let listed = routes[0]["hook_tokens"].as_array().unwrap();
     assert_eq!(listed.len(), 2);
-    assert!(listed[1]["expires_at_ns"].is_i64() && listed[0]["expires_at_ns"].is_null(), "{routes}");
-    assert!(!routes.to_string().contains(new.trim_start_matches("/v1/hooks/")), "never the token");
+    assert!(
+        listed[1]["expires_at_ns"].is_i64() && listed[0]["expires_at_ns"].is_null(),
+        "{routes}"
+    );
+    assert!(
+        !routes.to_string().contains(new.trim_start_matches("/v1/hooks/")),
+        "never the token"
+    );
 
     // Rotate again with no overlap: only the newest works, at once.
-    let (_, r) = call(&host, &auth, "POST", "/v1/routes/default/hook-token", json!({ "overlap_s": 0 })).await?;
+    let (_, r) = call(
+        &host,
+        &auth,
+        "POST",
+        "/v1/routes/default/hook-token",
+        json!({ "overlap_s": 0 }),
+    )
+    .await?;
     let newest = r["hook_path"].as_str().unwrap().to_owned();
     for (path, want) in [(&old, 404), (&new, 404), (&newest, 200)] {
         let reply = host
-            .request("POST", path, &[("content-type", "text/plain")], b"buy 4 AAPL at 100".to_vec())
+            .request(
+                "POST",
+                path,
+                &[("content-type", "text/plain")],
+                b"buy 4 AAPL at 100".to_vec(),
+            )
             .await?;
         assert_eq!(reply.status, want, "{path}");
     }
@@ -189,13 +259,28 @@ async fn hook_tokens_rotate_with_an_overlap_and_routes_pause() -> anyhow::Result
     // Pause: refused with 409, nothing stored; resume: accepted again.
     let (status, _) = call(&host, &auth, "POST", "/v1/routes/default/pause", Value::Null).await?;
     assert_eq!(status, 200);
-    let before = call(&host, &auth, "GET", "/v1/alerts", Value::Null).await?.1.as_array().unwrap().len();
+    let before = call(&host, &auth, "GET", "/v1/alerts", Value::Null)
+        .await?
+        .1
+        .as_array()
+        .unwrap()
+        .len();
     let paused = host
-        .request("POST", &newest, &[("content-type", "text/plain")], b"buy 5 AAPL at 100".to_vec())
+        .request(
+            "POST",
+            &newest,
+            &[("content-type", "text/plain")],
+            b"buy 5 AAPL at 100".to_vec(),
+        )
         .await?;
     assert_eq!(paused.status, 409);
     assert!(String::from_utf8_lossy(&paused.body).contains("/resume"));
-    let after = call(&host, &auth, "GET", "/v1/alerts", Value::Null).await?.1.as_array().unwrap().len();
+    let after = call(&host, &auth, "GET", "/v1/alerts", Value::Null)
+        .await?
+        .1
+        .as_array()
+        .unwrap()
+        .len();
     assert_eq!(before, after, "a paused route stores nothing");
     let (status, _) = call(&host, &auth, "POST", "/v1/routes/default/resume", Value::Null).await?;
     assert_eq!(status, 200);
@@ -206,16 +291,28 @@ async fn hook_tokens_rotate_with_an_overlap_and_routes_pause() -> anyhow::Result
     let (dir, mut tokens) = host.stop().await;
     tokens.insert("default".into(), newest.trim_start_matches("/v1/hooks/").to_owned());
     let host = TestHost::start_in(dir, tokens, AppOptions::default()).await?;
-    assert_eq!(host.alert("default", "text/plain", "buy 6 AAPL at 100").await?.status, 200);
+    assert_eq!(
+        host.alert("default", "text/plain", "buy 6 AAPL at 100").await?.status,
+        200
+    );
     let stale = host
-        .request("POST", &old, &[("content-type", "text/plain")], b"buy 7 AAPL at 100".to_vec())
+        .request(
+            "POST",
+            &old,
+            &[("content-type", "text/plain")],
+            b"buy 7 AAPL at 100".to_vec(),
+        )
         .await?;
     assert_eq!(stale.status, 404);
     let changes = host.audit(&Filter {
         action: Some("route.changed".into()),
         ..Filter::default()
     })?;
-    assert_eq!(changes.len(), 4, "two rotations, a pause and a resume (the 404 changed nothing): {changes:?}");
+    assert_eq!(
+        changes.len(),
+        4,
+        "two rotations, a pause and a resume (the 404 changed nothing): {changes:?}"
+    );
     Ok(())
 }
 
@@ -223,30 +320,71 @@ async fn hook_tokens_rotate_with_an_overlap_and_routes_pause() -> anyhow::Result
 async fn risk_limits_change_over_the_api_within_the_trader_ceiling() -> anyhow::Result<()> {
     let host = TestHost::start().await?;
     host.app.users.create("desk", Role::Trader)?;
-    let trader = format!("Bearer {}", host.app.tokens.create("desk", "desk", Role::Trader, None)?.0);
+    let trader = format!(
+        "Bearer {}",
+        host.app.tokens.create("desk", "desk", Role::Trader, None)?.0
+    );
     let (status, limits) = call(&host, &trader, "GET", "/v1/limits", Value::Null).await?;
     assert_eq!(status, 200);
     let ceiling = limits["config"]["max_order_quantity"].clone();
     assert!(ceiling.is_string(), "{limits}");
     // Tighten to 2: an order of 3 is refused by the rail, 2 passes.
-    let (status, r) = call(&host, &trader, "PATCH", "/v1/limits", json!({ "max_order_quantity": "2" })).await?;
+    let (status, r) = call(
+        &host,
+        &trader,
+        "PATCH",
+        "/v1/limits",
+        json!({ "max_order_quantity": "2" }),
+    )
+    .await?;
     assert_eq!(status, 200, "{r}");
     let refused = host.alert("default", "text/plain", "buy 3 AAPL at 100").await?.json();
-    assert!(refused.to_string().contains("max_order_quantity") || refused.to_string().contains("quantity"), "{refused}");
+    assert!(
+        refused.to_string().contains("max_order_quantity") || refused.to_string().contains("quantity"),
+        "{refused}"
+    );
     assert_eq!(refused["orders"][0]["outcome"], "rejected", "{refused}");
     let ok = host.alert("default", "text/plain", "buy 2 AAPL at 100").await?.json();
     assert_eq!(ok["orders"][0]["outcome"], "filled", "{ok}");
     // Back to the ceiling: allowed; past it or off: a trader may not.
-    let (status, _) = call(&host, &trader, "PATCH", "/v1/limits", json!({ "max_order_quantity": ceiling })).await?;
+    let (status, _) = call(
+        &host,
+        &trader,
+        "PATCH",
+        "/v1/limits",
+        json!({ "max_order_quantity": ceiling }),
+    )
+    .await?;
     assert_eq!(status, 200);
-    let (status, e) = call(&host, &trader, "PATCH", "/v1/limits", json!({ "max_order_quantity": null })).await?;
+    let (status, e) = call(
+        &host,
+        &trader,
+        "PATCH",
+        "/v1/limits",
+        json!({ "max_order_quantity": null }),
+    )
+    .await?;
     assert_eq!(status, 403, "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("ask an admin"));
-    let (status, e) = call(&host, &trader, "PATCH", "/v1/limits", json!({ "max_order_quantity": "abc" })).await?;
+    let (status, e) = call(
+        &host,
+        &trader,
+        "PATCH",
+        "/v1/limits",
+        json!({ "max_order_quantity": "abc" }),
+    )
+    .await?;
     assert_eq!(status, 422, "{e}");
     // An admin may loosen; the change is audited with from and to.
     let admin = admin_token(&host)?;
-    let (status, _) = call(&host, &admin, "PATCH", "/v1/limits", json!({ "max_orders_per_day": 100000 })).await?;
+    let (status, _) = call(
+        &host,
+        &admin,
+        "PATCH",
+        "/v1/limits",
+        json!({ "max_orders_per_day": 100000 }),
+    )
+    .await?;
     assert_eq!(status, 200);
     let changes = host.audit(&Filter {
         action: Some("limits.changed".into()),
@@ -265,21 +403,63 @@ async fn risk_limits_change_over_the_api_within_the_trader_ceiling() -> anyhow::
 async fn cloud_mode_users_roles_and_the_last_admin() -> anyhow::Result<()> {
     let host = HostBuilder::new().toml("[server]\nmode = \"cloud\"\n").start().await?;
     let admin = admin_token(&host)?;
-    let (status, u) = call(&host, &admin, "POST", "/v1/users", json!({ "name": "alice", "role": "trader" })).await?;
+    let (status, u) = call(
+        &host,
+        &admin,
+        "POST",
+        "/v1/users",
+        json!({ "name": "alice", "role": "trader" }),
+    )
+    .await?;
     assert_eq!(status, 201, "{u}");
-    let (status, _) = call(&host, &admin, "POST", "/v1/users", json!({ "name": "alice", "role": "viewer" })).await?;
+    let (status, _) = call(
+        &host,
+        &admin,
+        "POST",
+        "/v1/users",
+        json!({ "name": "alice", "role": "viewer" }),
+    )
+    .await?;
     assert_eq!(status, 409);
     // A token for alice: not above her role.
-    let (status, e) = call(&host, &admin, "POST", "/v1/tokens", json!({ "name": "a", "role": "admin", "user": "alice" })).await?;
+    let (status, e) = call(
+        &host,
+        &admin,
+        "POST",
+        "/v1/tokens",
+        json!({ "name": "a", "role": "admin", "user": "alice" }),
+    )
+    .await?;
     assert_eq!(status, 422, "{e}");
-    let (status, t) = call(&host, &admin, "POST", "/v1/tokens", json!({ "name": "a", "role": "trader", "user": "alice" })).await?;
+    let (status, t) = call(
+        &host,
+        &admin,
+        "POST",
+        "/v1/tokens",
+        json!({ "name": "a", "role": "trader", "user": "alice" }),
+    )
+    .await?;
     assert_eq!(status, 201, "{t}");
     let alice = format!("Bearer {}", t["token"].as_str().unwrap());
     // Alice makes her own viewer token, may not make one for someone else,
     // and sees only her own tokens.
-    let (status, own) = call(&host, &alice, "POST", "/v1/tokens", json!({ "name": "dash", "role": "viewer" })).await?;
+    let (status, own) = call(
+        &host,
+        &alice,
+        "POST",
+        "/v1/tokens",
+        json!({ "name": "dash", "role": "viewer" }),
+    )
+    .await?;
     assert_eq!(status, 201, "{own}");
-    let (status, _) = call(&host, &alice, "POST", "/v1/tokens", json!({ "name": "x", "role": "viewer", "user": "admin" })).await?;
+    let (status, _) = call(
+        &host,
+        &alice,
+        "POST",
+        "/v1/tokens",
+        json!({ "name": "x", "role": "viewer", "user": "admin" }),
+    )
+    .await?;
     assert_eq!(status, 403);
     let (_, mine) = call(&host, &alice, "GET", "/v1/tokens", Value::Null).await?;
     assert!(mine.as_array().unwrap().iter().all(|t| t["owner"] == "alice"), "{mine}");
@@ -289,7 +469,12 @@ async fn cloud_mode_users_roles_and_the_last_admin() -> anyhow::Result<()> {
     assert_eq!(status, 200);
     let (status, e) = call(&host, &alice, "PUT", "/v1/kill-switch", json!({ "state": "off" })).await?;
     assert_eq!(status, 403, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("releasing it takes an admin"));
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("releasing it takes an admin")
+    );
     let (status, _) = call(&host, &admin, "PUT", "/v1/kill-switch", json!({ "state": "off" })).await?;
     assert_eq!(status, 200);
     // Demote alice to viewer: her trader token is revoked at once, the
@@ -316,7 +501,14 @@ async fn cloud_mode_users_roles_and_the_last_admin() -> anyhow::Result<()> {
 async fn local_mode_has_one_user_and_answers_admin_calls_only_from_loopback() -> anyhow::Result<()> {
     let host = TestHost::start().await?;
     let admin = admin_token(&host)?;
-    let (status, e) = call(&host, &admin, "POST", "/v1/users", json!({ "name": "bob", "role": "viewer" })).await?;
+    let (status, e) = call(
+        &host,
+        &admin,
+        "POST",
+        "/v1/users",
+        json!({ "name": "bob", "role": "viewer" }),
+    )
+    .await?;
     assert_eq!(status, 409, "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("cloud"));
     // The choke point itself, as a request from another machine would

@@ -158,7 +158,12 @@ impl HostBuilder {
     /// A vault in the data dir, opened by `keys/vault.key` as `init` makes
     /// it, holding these secrets.
     pub fn vault(mut self, secrets: &[(&str, &str)]) -> Self {
-        self.vault = Some(secrets.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect());
+        self.vault = Some(
+            secrets
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
         self
     }
 

@@ -147,7 +147,10 @@ pub fn effective(db: &StateDb, config: &RiskLimits) -> Result<RiskLimits, StoreE
     })?;
     let mut limits = config.clone();
     for (rail, value) in rows {
-        let v: Value = value.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null);
+        let v: Value = value
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or(Value::Null);
         if let Ok(rv) = parse_rail(&rail, &v) {
             apply(&mut limits, &rail, rv);
         }
@@ -236,7 +239,9 @@ broker = "paper"
 "#;
 
     fn limits() -> RiskLimits {
-        crate::config::parse(CONFIG, std::path::Path::new("x.toml")).unwrap().risk
+        crate::config::parse(CONFIG, std::path::Path::new("x.toml"))
+            .unwrap()
+            .risk
     }
 
     #[test]
@@ -248,35 +253,80 @@ broker = "paper"
         let body = |v: Value| v.as_object().unwrap().clone();
         // Tighten.
         let half = (q / Decimal::TWO).to_string();
-        let (tight, changes) = change(&db, &ceiling, &ceiling, Role::Trader, "t", &body(json!({ "max_order_quantity": half })))
-            .unwrap()
-            .unwrap();
+        let (tight, changes) = change(
+            &db,
+            &ceiling,
+            &ceiling,
+            Role::Trader,
+            "t",
+            &body(json!({ "max_order_quantity": half })),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(changes["max_order_quantity"]["to"], json!(half));
         // Loosen back to the ceiling: allowed; past it: refused.
-        change(&db, &ceiling, &tight, Role::Trader, "t", &body(json!({ "max_order_quantity": q.to_string() })))
-            .unwrap()
-            .unwrap();
+        change(
+            &db,
+            &ceiling,
+            &tight,
+            Role::Trader,
+            "t",
+            &body(json!({ "max_order_quantity": q.to_string() })),
+        )
+        .unwrap()
+        .unwrap();
         let over = (q * Decimal::TWO).to_string();
         assert!(matches!(
-            change(&db, &ceiling, &tight, Role::Trader, "t", &body(json!({ "max_order_quantity": over }))).unwrap(),
+            change(
+                &db,
+                &ceiling,
+                &tight,
+                Role::Trader,
+                "t",
+                &body(json!({ "max_order_quantity": over }))
+            )
+            .unwrap(),
             Err(Refused::Forbidden(_))
         ));
         assert!(matches!(
-            change(&db, &ceiling, &tight, Role::Trader, "t", &body(json!({ "max_order_quantity": null }))).unwrap(),
+            change(
+                &db,
+                &ceiling,
+                &tight,
+                Role::Trader,
+                "t",
+                &body(json!({ "max_order_quantity": null }))
+            )
+            .unwrap(),
             Err(Refused::Forbidden(_))
         ));
         // An admin may.
-        let (loose, _) = change(&db, &ceiling, &tight, Role::Admin, "a", &body(json!({ "max_order_quantity": over })))
-            .unwrap()
-            .unwrap();
+        let (loose, _) = change(
+            &db,
+            &ceiling,
+            &tight,
+            Role::Admin,
+            "a",
+            &body(json!({ "max_order_quantity": over })),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(loose.max_order_quantity, Some(q * Decimal::TWO));
         assert_eq!(effective(&db, &ceiling).unwrap(), loose);
         // Bad input.
-        for bad in [json!({ "nope": 1 }), json!({ "max_order_quantity": "-1" }), json!({ "max_orders_per_day": 0 }), json!({})] {
-            assert!(matches!(
-                change(&db, &ceiling, &loose, Role::Admin, "a", &body(bad.clone())).unwrap(),
-                Err(Refused::Invalid(_))
-            ), "{bad}");
+        for bad in [
+            json!({ "nope": 1 }),
+            json!({ "max_order_quantity": "-1" }),
+            json!({ "max_orders_per_day": 0 }),
+            json!({}),
+        ] {
+            assert!(
+                matches!(
+                    change(&db, &ceiling, &loose, Role::Admin, "a", &body(bad.clone())).unwrap(),
+                    Err(Refused::Invalid(_))
+                ),
+                "{bad}"
+            );
         }
     }
 }

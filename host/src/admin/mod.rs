@@ -85,70 +85,214 @@ const AUDIT_QUERY: &[(&str, &str)] = &[
 
 /// Every admin route.
 pub const ROUTES: &[AdminRoute] = &[
-    r("get", "/v1/whoami", Endpoint::Whoami, "The calling token: id, name, user and role.", None, &[]),
-    r("get", "/v1/openapi.json", Endpoint::OpenApi, "This document.", None, &[]),
-    r("get", "/v1/kill-switch", Endpoint::KillSwitchRead, "The kill switch and who set it.", None, &[]),
+    r(
+        "get",
+        "/v1/whoami",
+        Endpoint::Whoami,
+        "The calling token: id, name, user and role.",
+        None,
+        &[],
+    ),
+    r(
+        "get",
+        "/v1/openapi.json",
+        Endpoint::OpenApi,
+        "This document.",
+        None,
+        &[],
+    ),
+    r(
+        "get",
+        "/v1/kill-switch",
+        Endpoint::KillSwitchRead,
+        "The kill switch and who set it.",
+        None,
+        &[],
+    ),
     r(
         "put",
         "/v1/kill-switch",
         Endpoint::KillSwitchSet,
         "Set the kill switch. Traders may engage it (on, reduce_only); releasing it (off) takes an admin.",
-        Some(r#"{"type":"object","required":["state"],"additionalProperties":false,"properties":{"state":{"type":"string","enum":["on","reduce_only","off"]},"reason":{"type":"string"}}}"#),
+        Some(
+            r#"{"type":"object","required":["state"],"additionalProperties":false,"properties":{"state":{"type":"string","enum":["on","reduce_only","off"]},"reason":{"type":"string"}}}"#,
+        ),
         &[],
     ),
-    r("get", "/v1/orders", Endpoint::OrdersRead, "Orders and their states.", None, &[("limit", "integer")]),
-    r("get", "/v1/alerts", Endpoint::AlertsRead, "Received alerts, newest first (secrets stripped before storage).", None, &[("limit", "integer"), ("route", "string")]),
-    r("get", "/v1/routes", Endpoint::RoutesRead, "Routes: rule, broker, accounts, guards, paused, hook tokens (never the tokens).", None, &[]),
-    r("post", "/v1/routes/{name}/pause", Endpoint::RoutesOperate, "Pause a route: its alerts are refused (409) and not stored.", None, &[]),
-    r("post", "/v1/routes/{name}/resume", Endpoint::RoutesOperate, "Resume a paused route.", None, &[]),
+    r(
+        "get",
+        "/v1/orders",
+        Endpoint::OrdersRead,
+        "Orders and their states.",
+        None,
+        &[("limit", "integer")],
+    ),
+    r(
+        "get",
+        "/v1/alerts",
+        Endpoint::AlertsRead,
+        "Received alerts, newest first (secrets stripped before storage).",
+        None,
+        &[("limit", "integer"), ("route", "string")],
+    ),
+    r(
+        "get",
+        "/v1/routes",
+        Endpoint::RoutesRead,
+        "Routes: rule, broker, accounts, guards, paused, hook tokens (never the tokens).",
+        None,
+        &[],
+    ),
+    r(
+        "post",
+        "/v1/routes/{name}/pause",
+        Endpoint::RoutesOperate,
+        "Pause a route: its alerts are refused (409) and not stored.",
+        None,
+        &[],
+    ),
+    r(
+        "post",
+        "/v1/routes/{name}/resume",
+        Endpoint::RoutesOperate,
+        "Resume a paused route.",
+        None,
+        &[],
+    ),
     r(
         "post",
         "/v1/routes/{name}/hook-token",
         Endpoint::RoutesOperate,
         "Rotate the route's hook token: the new token is shown once; older tokens keep working for overlap_s (default 86400, 0 ends them now).",
-        Some(r#"{"type":"object","additionalProperties":false,"properties":{"overlap_s":{"type":"integer","minimum":0,"maximum":2592000}}}"#),
+        Some(
+            r#"{"type":"object","additionalProperties":false,"properties":{"overlap_s":{"type":"integer","minimum":0,"maximum":2592000}}}"#,
+        ),
         &[],
     ),
-    r("get", "/v1/plugins", Endpoint::PluginsRead, "Loaded plugins: version, digest, world, grant and manifest.", None, &[]),
-    r("get", "/v1/limits", Endpoint::LimitsRead, "Risk limits in force, and the config's (the ceiling for traders).", None, &[]),
+    r(
+        "get",
+        "/v1/plugins",
+        Endpoint::PluginsRead,
+        "Loaded plugins: version, digest, world, grant and manifest.",
+        None,
+        &[],
+    ),
+    r(
+        "get",
+        "/v1/limits",
+        Endpoint::LimitsRead,
+        "Risk limits in force, and the config's (the ceiling for traders).",
+        None,
+        &[],
+    ),
     r(
         "patch",
         "/v1/limits",
         Endpoint::LimitsWrite,
         "Change risk rails: decimal strings, whole numbers or null (off). Traders may tighten, and loosen only up to the config's value.",
-        Some(r#"{"type":"object","additionalProperties":false,"minProperties":1,"properties":{"symbols":{"type":["array","null"],"items":{"type":"string"}},"max_order_quantity":{"type":["string","null"]},"max_order_notional":{"type":["string","null"]},"max_position":{"type":["string","null"]},"price_band_pct":{"type":["string","null"]},"max_daily_loss":{"type":["string","null"]},"max_orders_per_minute":{"type":["integer","null"],"minimum":1},"max_orders_per_day":{"type":["integer","null"],"minimum":1}}}"#),
+        Some(
+            r#"{"type":"object","additionalProperties":false,"minProperties":1,"properties":{"symbols":{"type":["array","null"],"items":{"type":"string"}},"max_order_quantity":{"type":["string","null"]},"max_order_notional":{"type":["string","null"]},"max_position":{"type":["string","null"]},"price_band_pct":{"type":["string","null"]},"max_daily_loss":{"type":["string","null"]},"max_orders_per_minute":{"type":["integer","null"],"minimum":1},"max_orders_per_day":{"type":["integer","null"],"minimum":1}}}"#,
+        ),
         &[],
     ),
-    r("get", "/v1/secrets", Endpoint::SecretsRead, "Secret names, where each comes from and its version; never a value.", None, &[]),
+    r(
+        "get",
+        "/v1/secrets",
+        Endpoint::SecretsRead,
+        "Secret names, where each comes from and its version; never a value.",
+        None,
+        &[],
+    ),
     r(
         "put",
         "/v1/secrets/{name}",
         Endpoint::SecretsWrite,
         "Set or replace a secret in the vault (write-only).",
-        Some(r#"{"type":"object","required":["value"],"additionalProperties":false,"properties":{"value":{"type":"string","minLength":1}}}"#),
+        Some(
+            r#"{"type":"object","required":["value"],"additionalProperties":false,"properties":{"value":{"type":"string","minLength":1}}}"#,
+        ),
         &[],
     ),
-    r("delete", "/v1/secrets/{name}", Endpoint::SecretsWrite, "Delete a secret from the vault.", None, &[]),
-    r("get", "/v1/audit/events", Endpoint::AuditSearch, "Search the audit log.", None, AUDIT_QUERY),
-    r("get", "/v1/audit/export", Endpoint::AuditExport, "Export the audit log (format=jsonl|csv and the search filters); JSONL verifies offline.", None, &[("format", "string"), ("action", "string"), ("since", "string"), ("until", "string"), ("limit", "integer")]),
-    r("get", "/v1/audit/verify", Endpoint::AuditVerify, "Verify the hash chain, checkpoints and keys.", None, &[]),
-    r("get", "/v1/tokens", Endpoint::TokensRead, "API tokens (never their secrets); traders see their own.", None, &[]),
+    r(
+        "delete",
+        "/v1/secrets/{name}",
+        Endpoint::SecretsWrite,
+        "Delete a secret from the vault.",
+        None,
+        &[],
+    ),
+    r(
+        "get",
+        "/v1/audit/events",
+        Endpoint::AuditSearch,
+        "Search the audit log.",
+        None,
+        AUDIT_QUERY,
+    ),
+    r(
+        "get",
+        "/v1/audit/export",
+        Endpoint::AuditExport,
+        "Export the audit log (format=jsonl|csv and the search filters); JSONL verifies offline.",
+        None,
+        &[
+            ("format", "string"),
+            ("action", "string"),
+            ("since", "string"),
+            ("until", "string"),
+            ("limit", "integer"),
+        ],
+    ),
+    r(
+        "get",
+        "/v1/audit/verify",
+        Endpoint::AuditVerify,
+        "Verify the hash chain, checkpoints and keys.",
+        None,
+        &[],
+    ),
+    r(
+        "get",
+        "/v1/tokens",
+        Endpoint::TokensRead,
+        "API tokens (never their secrets); traders see their own.",
+        None,
+        &[],
+    ),
     r(
         "post",
         "/v1/tokens",
         Endpoint::TokensCreate,
         "Create a token, shown once. Traders create their own, with role trader or viewer; admins for any user.",
-        Some(r#"{"type":"object","required":["name","role"],"additionalProperties":false,"properties":{"name":{"type":"string","minLength":1,"maxLength":64},"role":{"type":"string","enum":["admin","trader","viewer","auditor"]},"user":{"type":"string"},"expires_in_s":{"type":"integer","minimum":1}}}"#),
+        Some(
+            r#"{"type":"object","required":["name","role"],"additionalProperties":false,"properties":{"name":{"type":"string","minLength":1,"maxLength":64},"role":{"type":"string","enum":["admin","trader","viewer","auditor"]},"user":{"type":"string"},"expires_in_s":{"type":"integer","minimum":1}}}"#,
+        ),
         &[],
     ),
-    r("delete", "/v1/tokens/{id}", Endpoint::TokensRevoke, "Revoke a token, with immediate effect; traders their own.", None, &[]),
-    r("get", "/v1/users", Endpoint::UsersRead, "Users and their roles.", None, &[]),
+    r(
+        "delete",
+        "/v1/tokens/{id}",
+        Endpoint::TokensRevoke,
+        "Revoke a token, with immediate effect; traders their own.",
+        None,
+        &[],
+    ),
+    r(
+        "get",
+        "/v1/users",
+        Endpoint::UsersRead,
+        "Users and their roles.",
+        None,
+        &[],
+    ),
     r(
         "post",
         "/v1/users",
         Endpoint::UsersWrite,
         "Create a user (Cloud mode); then create a token for it.",
-        Some(r#"{"type":"object","required":["name","role"],"additionalProperties":false,"properties":{"name":{"type":"string","minLength":1,"maxLength":64},"role":{"type":"string","enum":["admin","trader","viewer","auditor"]}}}"#),
+        Some(
+            r#"{"type":"object","required":["name","role"],"additionalProperties":false,"properties":{"name":{"type":"string","minLength":1,"maxLength":64},"role":{"type":"string","enum":["admin","trader","viewer","auditor"]}}}"#,
+        ),
         &[],
     ),
     r(
@@ -156,7 +300,9 @@ pub const ROUTES: &[AdminRoute] = &[
         "/v1/users/{name}",
         Endpoint::UsersWrite,
         "Change a user's role or disable it (its tokens stop at once; tokens above the new role are revoked).",
-        Some(r#"{"type":"object","additionalProperties":false,"minProperties":1,"properties":{"role":{"type":"string","enum":["admin","trader","viewer","auditor"]},"disabled":{"type":"boolean"}}}"#),
+        Some(
+            r#"{"type":"object","additionalProperties":false,"minProperties":1,"properties":{"role":{"type":"string","enum":["admin","trader","viewer","auditor"]},"disabled":{"type":"boolean"}}}"#,
+        ),
         &[],
     ),
 ];
@@ -241,7 +387,10 @@ pub async fn authorize(
     if app.config.server.mode == crate::config::Mode::Local && !peer.ip().is_loopback() {
         let _ = app
             .audit
-            .record(deny("anonymous".into(), "local mode: admin API from a non-loopback address"))
+            .record(deny(
+                "anonymous".into(),
+                "local mode: admin API from a non-loopback address",
+            ))
             .await;
         return Err(error(
             StatusCode::FORBIDDEN,
@@ -346,20 +495,32 @@ async fn guard(
 }
 
 /// 403 for an object-level rule, audited like a role denial.
-async fn forbid(app: &App, token: &TokenInfo, ctx: &Context, endpoint: Endpoint, reason: &str, message: String) -> ApiError {
+async fn forbid(
+    app: &App,
+    token: &TokenInfo,
+    ctx: &Context,
+    endpoint: Endpoint,
+    reason: &str,
+    message: String,
+) -> ApiError {
     let _ = app
         .audit
         .record(
-            AuditEvent::new(ActorKind::ApiToken, token.id.clone(), action::AUTH_DENIED, Outcome::Deny)
-                .resource(format!(
-                    "admin:{}",
-                    serde_json::to_value(endpoint)
-                        .unwrap_or_default()
-                        .as_str()
-                        .unwrap_or("")
-                ))
-                .context(ctx)
-                .payload(json!({ "endpoint": endpoint, "reason": reason, "role": token.role })),
+            AuditEvent::new(
+                ActorKind::ApiToken,
+                token.id.clone(),
+                action::AUTH_DENIED,
+                Outcome::Deny,
+            )
+            .resource(format!(
+                "admin:{}",
+                serde_json::to_value(endpoint)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("")
+            ))
+            .context(ctx)
+            .payload(json!({ "endpoint": endpoint, "reason": reason, "role": token.role })),
         )
         .await;
     error(StatusCode::FORBIDDEN, "forbidden", message)
@@ -420,7 +581,10 @@ pub fn openapi_document() -> Value {
         if route.path.contains('{') {
             responses["404"] = json!({ "description": "no such object", "content": { "application/json": { "schema": error_schema } } });
         }
-        if matches!(route.endpoint, Endpoint::UsersWrite | Endpoint::RoutesOperate | Endpoint::SecretsWrite) {
+        if matches!(
+            route.endpoint,
+            Endpoint::UsersWrite | Endpoint::RoutesOperate | Endpoint::SecretsWrite
+        ) {
             responses["409"] = json!({ "description": "conflicts with the current state", "content": { "application/json": { "schema": error_schema } } });
         }
         let mut op = json!({
@@ -749,22 +913,35 @@ pub async fn tokens_create(
         return Err(if token.role == Role::Admin {
             invalid(message)
         } else {
-            forbid(&app, &token, &ctx, Endpoint::TokensCreate, "role above the user's", message).await
+            forbid(
+                &app,
+                &token,
+                &ctx,
+                Endpoint::TokensCreate,
+                "role above the user's",
+                message,
+            )
+            .await
         });
     }
-    let expires = body
-        .expires_in_s
-        .map(|s| crate::audit::now_ns().saturating_add(i64::try_from(s).unwrap_or(i64::MAX / 2).saturating_mul(1_000_000_000)));
+    let expires = body.expires_in_s.map(|s| {
+        crate::audit::now_ns().saturating_add(i64::try_from(s).unwrap_or(i64::MAX / 2).saturating_mul(1_000_000_000))
+    });
     let (secret, info) = app
         .tokens
         .create(&body.name, &owner.name, role, expires)
         .map_err(state_unavailable)?;
     app.audit
         .record(
-            AuditEvent::new(ActorKind::ApiToken, token.id.clone(), action::TOKEN_CREATED, Outcome::Success)
-                .resource(format!("token:{}", info.id))
-                .context(&ctx)
-                .payload(json!({ "token": info })),
+            AuditEvent::new(
+                ActorKind::ApiToken,
+                token.id.clone(),
+                action::TOKEN_CREATED,
+                Outcome::Success,
+            )
+            .resource(format!("token:{}", info.id))
+            .context(&ctx)
+            .payload(json!({ "token": info })),
         )
         .await
         .map_err(audit_unavailable)?;
@@ -785,19 +962,40 @@ pub async fn tokens_revoke(
     let (token, ctx) = authorize(&app, &headers, peer, Endpoint::TokensRevoke).await?;
     let target = app.tokens.get(&id).map_err(state_unavailable)?;
     let Some(target) = target else {
-        return Err(error(StatusCode::NOT_FOUND, "not_found", format!("there is no token `{id}`")));
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("there is no token `{id}`"),
+        ));
     };
     if token.role != Role::Admin && target.owner != token.owner {
         // Same answer as a missing token: no probing of other users' ids.
-        let _ = forbid(&app, &token, &ctx, Endpoint::TokensRevoke, "another user's token", String::new()).await;
-        return Err(error(StatusCode::NOT_FOUND, "not_found", format!("there is no token `{id}`")));
+        let _ = forbid(
+            &app,
+            &token,
+            &ctx,
+            Endpoint::TokensRevoke,
+            "another user's token",
+            String::new(),
+        )
+        .await;
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("there is no token `{id}`"),
+        ));
     }
     app.audit
         .record(
-            AuditEvent::new(ActorKind::ApiToken, token.id.clone(), action::TOKEN_REVOKED, Outcome::Success)
-                .resource(format!("token:{id}"))
-                .context(&ctx)
-                .payload(json!({ "revoked": id, "owner": target.owner })),
+            AuditEvent::new(
+                ActorKind::ApiToken,
+                token.id.clone(),
+                action::TOKEN_REVOKED,
+                Outcome::Success,
+            )
+            .resource(format!("token:{id}"))
+            .context(&ctx)
+            .payload(json!({ "revoked": id, "owner": target.owner })),
         )
         .await
         .map_err(audit_unavailable)?;

@@ -103,15 +103,26 @@ pub async fn routes_list(
     Ok(Json(list).into_response())
 }
 
-async fn set_paused(app: &App, headers: &HeaderMap, peer: std::net::SocketAddr, name: &str, paused: bool) -> Result<Response, ApiError> {
+async fn set_paused(
+    app: &App,
+    headers: &HeaderMap,
+    peer: std::net::SocketAddr,
+    name: &str,
+    paused: bool,
+) -> Result<Response, ApiError> {
     let (token, ctx) = authorize(app, headers, peer, Endpoint::RoutesOperate).await?;
     let route = route_name(app, name)?;
     app.audit
         .record(
-            AuditEvent::new(ActorKind::ApiToken, token.id.clone(), action::ROUTE_CHANGED, Outcome::Success)
-                .resource(format!("route:{route}"))
-                .context(&ctx)
-                .payload(json!({ "route": route.as_str(), "change": if paused { "pause" } else { "resume" } })),
+            AuditEvent::new(
+                ActorKind::ApiToken,
+                token.id.clone(),
+                action::ROUTE_CHANGED,
+                Outcome::Success,
+            )
+            .resource(format!("route:{route}"))
+            .context(&ctx)
+            .payload(json!({ "route": route.as_str(), "change": if paused { "pause" } else { "resume" } })),
         )
         .await
         .map_err(audit_unavailable)?;
@@ -170,10 +181,15 @@ pub async fn route_hook_token(
     }
     app.audit
         .record(
-            AuditEvent::new(ActorKind::ApiToken, token.id.clone(), action::ROUTE_CHANGED, Outcome::Success)
-                .resource(format!("route:{route}"))
-                .context(&ctx)
-                .payload(json!({ "route": route.as_str(), "change": "hook_token_rotated", "overlap_s": overlap })),
+            AuditEvent::new(
+                ActorKind::ApiToken,
+                token.id.clone(),
+                action::ROUTE_CHANGED,
+                Outcome::Success,
+            )
+            .resource(format!("route:{route}"))
+            .context(&ctx)
+            .payload(json!({ "route": route.as_str(), "change": "hook_token_rotated", "overlap_s": overlap })),
         )
         .await
         .map_err(audit_unavailable)?;
@@ -255,10 +271,15 @@ pub async fn limits_patch(
         Ok((next, changes)) => {
             app.audit
                 .record(
-                    AuditEvent::new(ActorKind::ApiToken, token.id.clone(), action::LIMITS_CHANGED, Outcome::Success)
-                        .resource("limits")
-                        .context(&ctx)
-                        .payload(json!({ "changes": changes, "role": token.role })),
+                    AuditEvent::new(
+                        ActorKind::ApiToken,
+                        token.id.clone(),
+                        action::LIMITS_CHANGED,
+                        Outcome::Success,
+                    )
+                    .resource("limits")
+                    .context(&ctx)
+                    .payload(json!({ "changes": changes, "role": token.role })),
                 )
                 .await
                 .map_err(audit_unavailable)?;
@@ -337,10 +358,15 @@ pub async fn secret_put(
     // Audit before the change: a change that cannot be audited is not made.
     app.audit
         .record(
-            AuditEvent::new(ActorKind::ApiToken, token.id.clone(), action::SECRET_SET, Outcome::Success)
-                .resource(format!("secret:{name}"))
-                .context(&ctx)
-                .payload(json!({ "secret": name, "via": "api" })),
+            AuditEvent::new(
+                ActorKind::ApiToken,
+                token.id.clone(),
+                action::SECRET_SET,
+                Outcome::Success,
+            )
+            .resource(format!("secret:{name}"))
+            .context(&ctx)
+            .payload(json!({ "secret": name, "via": "api" })),
         )
         .await
         .map_err(audit_unavailable)?;
@@ -367,15 +393,23 @@ pub async fn secret_delete(
         return Err(error(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("there is no secret `{}` in the vault", name.chars().take(64).collect::<String>()),
+            format!(
+                "there is no secret `{}` in the vault",
+                name.chars().take(64).collect::<String>()
+            ),
         ));
     }
     app.audit
         .record(
-            AuditEvent::new(ActorKind::ApiToken, token.id.clone(), action::SECRET_DELETED, Outcome::Success)
-                .resource(format!("secret:{name}"))
-                .context(&ctx)
-                .payload(json!({ "secret": name, "via": "api" })),
+            AuditEvent::new(
+                ActorKind::ApiToken,
+                token.id.clone(),
+                action::SECRET_DELETED,
+                Outcome::Success,
+            )
+            .resource(format!("secret:{name}"))
+            .context(&ctx)
+            .payload(json!({ "secret": name, "via": "api" })),
         )
         .await
         .map_err(audit_unavailable)?;
@@ -418,9 +452,7 @@ pub async fn users_create(
     let body: NewUser = json_body(&body, "{\"name\": \"…\", \"role\": \"trader\"}")?;
     let role = parse_role(&body.role)?;
     if !users::valid_name(&body.name) {
-        return Err(invalid(
-            "name: 1–64 lowercase letters, digits, '-', '_', '.' or '@'",
-        ));
+        return Err(invalid("name: 1–64 lowercase letters, digits, '-', '_', '.' or '@'"));
     }
     if app.config.server.mode == crate::config::Mode::Local {
         return Err(error(
@@ -431,10 +463,15 @@ pub async fn users_create(
     }
     app.audit
         .record(
-            AuditEvent::new(ActorKind::ApiToken, token.id.clone(), action::USER_CHANGED, Outcome::Success)
-                .resource(format!("user:{}", body.name))
-                .context(&ctx)
-                .payload(json!({ "change": "create", "user": body.name, "role": role })),
+            AuditEvent::new(
+                ActorKind::ApiToken,
+                token.id.clone(),
+                action::USER_CHANGED,
+                Outcome::Success,
+            )
+            .resource(format!("user:{}", body.name))
+            .context(&ctx)
+            .payload(json!({ "change": "create", "user": body.name, "role": role })),
         )
         .await
         .map_err(audit_unavailable)?;
@@ -442,10 +479,17 @@ pub async fn users_create(
         return Err(error(
             StatusCode::CONFLICT,
             "exists",
-            format!("user `{}` already exists; change it with PATCH /v1/users/{}", body.name, body.name),
+            format!(
+                "user `{}` already exists; change it with PATCH /v1/users/{}",
+                body.name, body.name
+            ),
         ));
     }
-    Ok((StatusCode::CREATED, Json(app.users.get(&body.name).map_err(state_unavailable)?)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(app.users.get(&body.name).map_err(state_unavailable)?),
+    )
+        .into_response())
 }
 
 /// Body of `PATCH /v1/users/{name}`.
@@ -489,10 +533,15 @@ pub async fn users_update(
     }
     app.audit
         .record(
-            AuditEvent::new(ActorKind::ApiToken, token.id.clone(), action::USER_CHANGED, Outcome::Success)
-                .resource(format!("user:{name}"))
-                .context(&ctx)
-                .payload(json!({ "change": "update", "user": name, "role": role, "disabled": change.disabled })),
+            AuditEvent::new(
+                ActorKind::ApiToken,
+                token.id.clone(),
+                action::USER_CHANGED,
+                Outcome::Success,
+            )
+            .resource(format!("user:{name}"))
+            .context(&ctx)
+            .payload(json!({ "change": "update", "user": name, "role": role, "disabled": change.disabled })),
         )
         .await
         .map_err(audit_unavailable)?;
@@ -500,5 +549,8 @@ pub async fn users_update(
         .users
         .update(&name, role, change.disabled)
         .map_err(state_unavailable)?;
-    Ok(Json(json!({ "user": app.users.get(&name).map_err(state_unavailable)?, "revoked_tokens": revoked })).into_response())
+    Ok(
+        Json(json!({ "user": app.users.get(&name).map_err(state_unavailable)?, "revoked_tokens": revoked }))
+            .into_response(),
+    )
 }

@@ -46,6 +46,9 @@ pub struct RouteControl {
     paused: RwLock<HashSet<RouteName>>,
 }
 
+/// A `hook_token` row: hash, route, origin, created, expires.
+type Row = (Vec<u8>, String, String, i64, Option<i64>);
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -58,7 +61,7 @@ impl RouteControl {
     /// [`StoreError`].
     pub fn load(db: StateDb, config: &Config) -> Result<Self, StoreError> {
         let now = crate::audit::now_ns();
-        let rows: Vec<(Vec<u8>, String, String, i64, Option<i64>)> = db.with_tx(|tx| {
+        let rows: Vec<Row> = db.with_tx(|tx| {
             let current: Vec<([u8; 32], &RouteName)> =
                 config.routes.iter().map(|(n, r)| (r.hook_token_sha256, n)).collect();
             // Config tokens no longer in the config are forgotten.
@@ -193,7 +196,7 @@ impl RouteControl {
                 expires_at_ns: e.expires_at_ns,
             })
             .collect();
-        v.sort_by(|a, b| b.created_at_ns.cmp(&a.created_at_ns));
+        v.sort_by_key(|t| std::cmp::Reverse(t.created_at_ns));
         v
     }
 

@@ -109,7 +109,12 @@ impl Client {
     ///
     /// # Errors
     /// Connection errors.
-    pub async fn raw(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(hyper::StatusCode, String)> {
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(hyper::StatusCode, String)> {
         let addr = format!("{}:{}", self.host, self.port);
         let tcp = tokio::net::TcpStream::connect(&addr)
             .await
@@ -121,7 +126,10 @@ impl Client {
             .header(hyper::header::HOST, &self.host)
             .header(hyper::header::AUTHORIZATION, format!("Bearer {}", self.token))
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::USER_AGENT, concat!("algobanana-cli/", env!("CARGO_PKG_VERSION")))
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("algobanana-cli/", env!("CARGO_PKG_VERSION")),
+            )
             .body(Full::new(bytes::Bytes::from(body_bytes)))?;
         let resp = if self.tls {
             let mut roots = tokio_rustls::rustls::RootCertStore::empty();

@@ -114,10 +114,11 @@ impl NewUnlockArgs {
             }
             u = u.with_passphrase(a.into_bytes());
         }
-        let key_file = self
-            .key_file
-            .clone()
-            .or_else(|| (!u.has_passphrase()).then(|| default_key_file.map(Path::to_owned)).flatten());
+        let key_file = self.key_file.clone().or_else(|| {
+            (!u.has_passphrase())
+                .then(|| default_key_file.map(Path::to_owned))
+                .flatten()
+        });
         if let Some(k) = key_file {
             if !k.exists() {
                 unlock::create_key_file(&k)?;
@@ -298,7 +299,12 @@ pub async fn vault(cmd: VaultCommand, out: &mut (dyn Write + Send)) -> anyhow::R
         }
         VaultCommand::Status { data_dir, unlock } => {
             let v = open_required(&data_dir, &unlock)?;
-            writeln!(out, "vault {}: opened by {}", v.path().display(), v.slot_kinds().join(", "))?;
+            writeln!(
+                out,
+                "vault {}: opened by {}",
+                v.path().display(),
+                v.slot_kinds().join(", ")
+            )?;
             for m in v.list()? {
                 writeln!(
                     out,
@@ -390,12 +396,18 @@ pub async fn secret(cmd: SecretCommand, out: &mut (dyn Write + Send)) -> anyhow:
             let value = read_value()?;
             Vault::check(&name, &value)?;
             if let Some(client) = server.client()? {
-                let text = std::str::from_utf8(&value)
-                    .context("through the admin API a value must be UTF-8 text; set binary values against the data dir")?;
+                let text = std::str::from_utf8(&value).context(
+                    "through the admin API a value must be UTF-8 text; set binary values against the data dir",
+                )?;
                 let r = client
                     .call("PUT", &format!("/v1/secrets/{name}"), Some(json!({ "value": text })))
                     .await?;
-                writeln!(out, "secret `{name}` {} (version {})", r["outcome"].as_str().unwrap_or("set"), r["version"])?;
+                writeln!(
+                    out,
+                    "secret `{name}` {} (version {})",
+                    r["outcome"].as_str().unwrap_or("set"),
+                    r["version"]
+                )?;
                 return Ok(0);
             }
             require_data_dir(&data_dir)?;
@@ -410,7 +422,11 @@ pub async fn secret(cmd: SecretCommand, out: &mut (dyn Write + Send)) -> anyhow:
             )
             .await?;
             let (outcome, version) = v.set(&name, &value)?;
-            writeln!(out, "secret `{name}` {} (version {version})", serde_json::to_value(outcome)?.as_str().unwrap_or(""))?;
+            writeln!(
+                out,
+                "secret `{name}` {} (version {version})",
+                serde_json::to_value(outcome)?.as_str().unwrap_or("")
+            )?;
             Ok(0)
         }
         SecretCommand::List {
@@ -423,7 +439,12 @@ pub async fn secret(cmd: SecretCommand, out: &mut (dyn Write + Send)) -> anyhow:
             } else {
                 require_data_dir(&data_dir)?;
                 let v = open_required(&data_dir, &unlock)?;
-                serde_json::to_value(v.list()?.into_iter().filter(|m| m.kind == crate::vault::RecordKind::Secret).collect::<Vec<_>>())?
+                serde_json::to_value(
+                    v.list()?
+                        .into_iter()
+                        .filter(|m| m.kind == crate::vault::RecordKind::Secret)
+                        .collect::<Vec<_>>(),
+                )?
             };
             for m in list.as_array().map(Vec::as_slice).unwrap_or_default() {
                 writeln!(
@@ -431,7 +452,10 @@ pub async fn secret(cmd: SecretCommand, out: &mut (dyn Write + Send)) -> anyhow:
                     "{:<40} v{}  updated {}",
                     m["name"].as_str().unwrap_or(""),
                     m["version"],
-                    m["updated_at_ns"].as_i64().map(crate::audit::format_ts).unwrap_or_default()
+                    m["updated_at_ns"]
+                        .as_i64()
+                        .map(crate::audit::format_ts)
+                        .unwrap_or_default()
                 )?;
             }
             Ok(0)

@@ -10,6 +10,7 @@ use indexmap::IndexMap;
 
 use rust_decimal::Decimal;
 
+use super::Mode;
 use super::TradingConfig;
 use super::raw::{RawConfig, RawGrant, RawLimits, RawPlugin, RawRisk};
 use super::{
@@ -17,7 +18,6 @@ use super::{
     Limits, NotificationConfig, Origin, PluginConfig, PluginSource, RouteConfig, SecretSource, ServerConfig,
     TRADINGVIEW_IPS, TlsFiles, World,
 };
-use super::Mode;
 use crate::domain::ids::{PluginName, RouteName};
 use crate::plugins::builtin;
 use crate::trading::risk::RiskLimits;

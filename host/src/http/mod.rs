@@ -37,7 +37,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/plugins", get(admin::plugins_list))
         .route("/v1/limits", get(admin::limits_read).patch(admin::limits_patch))
         .route("/v1/secrets", get(admin::secrets_list))
-        .route("/v1/secrets/{name}", put(admin::secret_put).delete(admin::secret_delete))
+        .route(
+            "/v1/secrets/{name}",
+            put(admin::secret_put).delete(admin::secret_delete),
+        )
         .route("/v1/users", get(admin::users_list).post(admin::users_create))
         .route("/v1/users/{name}", patch(admin::users_update))
         .route("/v1/audit/events", get(admin::audit_search))

@@ -25,7 +25,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A message naming the file and what to do.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(|e| format!("server.tls_cert {}: {e}; expected a PEM certificate chain", files.cert.display()))?
+        .map_err(|e| {
+            format!(
+                "server.tls_cert {}: {e}; expected a PEM certificate chain",
+                files.cert.display()
+            )
+        })?
         .collect::<Result<_, _>>()
         .map_err(|e| format!("server.tls_cert {}: {e}", files.cert.display()))?;
     if certs.is_empty() {
@@ -40,12 +45,13 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
             files.key.display()
         )
     })?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("server.tls_cert/tls_key: {e}; check that the key belongs to the certificate"))?;
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("server.tls_cert/tls_key: {e}; check that the key belongs to the certificate"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

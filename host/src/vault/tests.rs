@@ -55,7 +55,12 @@ fn bad_names_and_values_are_refused_with_a_reason() {
         assert!(e.contains("lowercase"), "{bad}: {e}");
     }
     assert!(v.set("ok", b"").unwrap_err().to_string().contains("empty"));
-    assert!(v.set("ok", &vec![0; 70_000]).unwrap_err().to_string().contains("64 KiB"));
+    assert!(
+        v.set("ok", &vec![0; 70_000])
+            .unwrap_err()
+            .to_string()
+            .contains("64 KiB")
+    );
 }
 
 #[test]
@@ -95,7 +100,11 @@ fn wrong_passphrase_missing_unlock_and_key_file_slots() {
     let v = v.rotate(&pass("newer"), FAST).unwrap();
     assert_eq!(v.get("s").unwrap().unwrap().as_slice(), b"value");
     let after = std::fs::read_to_string(&path).unwrap();
-    let ct = |s: &str| serde_json::from_str::<Document>(s).unwrap().records[0].ciphertext.clone();
+    let ct = |s: &str| {
+        serde_json::from_str::<Document>(s).unwrap().records[0]
+            .ciphertext
+            .clone()
+    };
     assert_ne!(ct(&before), ct(&after));
     assert!(Vault::open(&path, &pass("newer")).is_ok());
 }
