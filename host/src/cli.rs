@@ -2,6 +2,7 @@
 //! `secret …`, `token …` and `api` (any admin API call). `main.rs` only
 //! parses arguments and calls [`run`], so tests drive the same code.
 
+pub mod admin;
 pub mod client;
 pub mod vault;
 
@@ -97,6 +98,18 @@ pub enum Command {
         /// The secret subcommand.
         #[command(subcommand)]
         command: vault::SecretCommand,
+    },
+    /// Admin API tokens: create (shown once), list, revoke.
+    Token {
+        /// The token subcommand.
+        #[command(subcommand)]
+        command: admin::TokenCommand,
+    },
+    /// Users (Cloud mode), through the running server.
+    User {
+        /// The user subcommand.
+        #[command(subcommand)]
+        command: admin::UserCommand,
     },
     /// Call any admin API endpoint on a running server, e.g.
     /// `algobanana api get /v1/orders` (token in ALGOBANANA_TOKEN).
@@ -285,6 +298,8 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
         } => kill_switch(&data_dir, &to, &reason, &unlock, out).await,
         Command::Vault { command } => vault::vault(command, out).await,
         Command::Secret { command } => vault::secret(command, out).await,
+        Command::Token { command } => admin::token(command, out).await,
+        Command::User { command } => admin::user(command, out).await,
         Command::Api {
             method,
             path,

@@ -492,11 +492,13 @@ fn the_vault_from_the_command_line() {
 
     // Right: it serves, and takes secrets over the admin API.
     let right = "correct horse battery staple";
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_algobanana"))
         .args(["serve", "--data-dir", d, "--listen", "127.0.0.1:0"])
         .env("ALGOBANANA_VAULT_PASSPHRASE", right)
+        .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -547,8 +549,10 @@ fn the_vault_from_the_command_line() {
         .unwrap();
     assert!(child.wait().unwrap().success());
 
-    // No canary in any file of the data dir or any output.
+    // No canary in any file of the data dir, any output, or the server's log.
     assert!(!outputs.contains(CANARY), "{outputs}");
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(!log.contains(CANARY) && !log.contains(right), "{log}");
     for p in files_under(&data) {
         let bytes = std::fs::read(&p).unwrap();
         assert!(
@@ -581,4 +585,96 @@ fn the_vault_from_the_command_line() {
     );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("has been altered or damaged"), "{out}");
+}
+
+/// A lost admin token is recovered with file access to the data dir (the
+/// server stopped): `token create` prints a new one once, audited; with
+/// the server running, tokens are listed and revoked through `--server`.
+#[test]
+fn tokens_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    assert_eq!(cli(&["init", "--data-dir", d], &[], None).0, 0);
+    let (code, out) = cli(
+        &[
+            "token",
+            "create",
+            "--name",
+            "recovery",
+            "--role",
+            "admin",
+            "--data-dir",
+            d,
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{out}");
+    let token = out.lines().next().unwrap().trim().to_owned();
+    assert!(token.starts_with("abk_"), "{out}");
+    let (code, out) = cli(
+        &["token", "create", "--name", "x", "--role", "boss", "--data-dir", d],
+        &[],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(out.contains("expected admin, trader, viewer or auditor"), "{out}");
+    let (code, out) = cli(&["token", "list", "--data-dir", d], &[], None);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("recovery") && out.contains("initial admin") && !out.contains(&token),
+        "{out}"
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_algobanana"))
+        .args(["serve", "--data-dir", d, "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(a) = line.strip_prefix("listening on http://") {
+            break a.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let server = format!("http://{addr}");
+    let api = [
+        ("ALGOBANANA_TOKEN", token.as_str()),
+        ("ALGOBANANA_SERVER", server.as_str()),
+    ];
+    let (code, out) = cli(&["token", "create", "--name", "dash", "--role", "viewer"], &api, None);
+    assert_eq!(code, 0, "{out}");
+    let viewer = out.trim().to_owned();
+    let id = viewer
+        .strip_prefix("abk_")
+        .unwrap()
+        .split('_')
+        .next()
+        .unwrap()
+        .to_owned();
+    let as_viewer = [
+        ("ALGOBANANA_TOKEN", viewer.as_str()),
+        ("ALGOBANANA_SERVER", server.as_str()),
+    ];
+    assert_eq!(cli(&["api", "get", "/v1/whoami"], &as_viewer, None).0, 0);
+    let (code, out) = cli(&["token", "revoke", &id], &api, None);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(&["api", "get", "/v1/whoami"], &as_viewer, None);
+    assert_eq!(code, 1, "revoked at once: {out}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let (code, out) = cli(
+        &["audit", "search", "--data-dir", d, "--action", "token.*", "--json"],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().count(), 4, "init's, recovery, dash, the revocation: {out}");
 }
