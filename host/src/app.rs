@@ -168,6 +168,7 @@ impl App {
                 return Err(e.into());
             }
         };
+        registry.load_disabled()?;
         registry.secrets = std::sync::Arc::new(
             crate::capabilities::secrets::ConfigSecrets::new(config.secrets.clone()).with_vault(vault.clone()),
         );

@@ -120,6 +120,9 @@ pub enum PipelineError {
     /// The route references a plugin that is not loaded (a host bug).
     #[error("route `{0}` references plugin `{1}`, which is not loaded")]
     MissingPlugin(String, String),
+    /// An admin disabled a plugin the alert needs.
+    #[error(transparent)]
+    PluginDisabled(CallError),
 }
 
 impl From<CallError> for PipelineError {
@@ -127,6 +130,7 @@ impl From<CallError> for PipelineError {
         match e {
             CallError::Audit(a) => Self::Audit(a),
             CallError::WrongWorld(p, w) => Self::MissingPlugin(w.to_owned(), p),
+            e @ CallError::Disabled(_) => Self::PluginDisabled(e),
         }
     }
 }

@@ -20,7 +20,7 @@ fn expected(role: Role, e: Endpoint) -> bool {
             (true, true, true, false)
         }
         KillSwitchSet | RoutesOperate | LimitsWrite => (true, true, false, false),
-        SecretsWrite | UsersRead | UsersWrite => (true, false, false, false),
+        SecretsWrite | UsersRead | UsersWrite | PluginsManage => (true, false, false, false),
         AuditSearch => (true, true, false, true),
         AuditExport | AuditVerify => (true, false, false, true),
         TokensRead | TokensCreate | TokensRevoke => (true, true, false, false),
@@ -70,6 +70,7 @@ async fn every_role_and_endpoint_is_decided_by_the_table_and_denials_are_audited
             .replace("{id}", &victim.id)
             .replace("/routes/{name}", "/routes/default")
             .replace("/secrets/{name}", "/secrets/canary-secret")
+            .replace("/plugins/{name}", "/plugins/no-such-plugin")
             .replace("/users/{name}", "/users/nobody");
         let method = route.method.to_uppercase();
         // No token: 401 everywhere.

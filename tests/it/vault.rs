@@ -589,3 +589,75 @@ async fn cloud_mode_serves_https_and_refuses_plain_http_off_loopback() -> anyhow
     server.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_admin_disables_a_plugin_and_every_call_to_it_is_refused() -> anyhow::Result<()> {
+    let host = TestHost::start().await?;
+    let admin = admin_token(&host)?;
+    let (status, r) = call(&host, &admin, "POST", "/v1/plugins/paper/disable", Value::Null).await?;
+    assert_eq!(status, 200, "{r}");
+    let (_, list) = call(&host, &admin, "GET", "/v1/plugins", Value::Null).await?;
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "paper" && p["disabled"] == true),
+        "{list}"
+    );
+    // The webhook refuses the route's alerts (nothing stored)…
+    let refused = host.alert("default", "text/plain", "buy 1 AAPL at 100").await?;
+    assert_eq!(refused.status, 409);
+    assert!(String::from_utf8_lossy(&refused.body).contains("/v1/plugins/paper/enable"));
+    // …and the call path itself refuses, audited, whoever calls.
+    let paper = host
+        .app
+        .registry
+        .get(&algobanana::domain::ids::PluginName::new("paper")?)
+        .unwrap();
+    let err = host
+        .app
+        .registry
+        .call_broker(
+            &paper,
+            algobanana::plugins::invoke::BrokerCall::Positions { settings: "{}".into() },
+            &host.app.audit,
+            &Default::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("disabled by an admin"), "{err}");
+    let denied = host.audit(&Filter {
+        action: Some("plugin.call".into()),
+        outcome: Some("deny".into()),
+        ..Filter::default()
+    })?;
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0].payload["refused"], "plugin disabled");
+    // A trader may not; it survives a restart; enabling restores service.
+    host.app.users.create("desk", Role::Trader)?;
+    let trader = format!(
+        "Bearer {}",
+        host.app.tokens.create("desk", "desk", Role::Trader, None)?.0
+    );
+    assert_eq!(
+        call(&host, &trader, "POST", "/v1/plugins/paper/enable", Value::Null)
+            .await?
+            .0,
+        403
+    );
+    let (dir, tokens) = host.stop().await;
+    let host = TestHost::start_in(dir, tokens, AppOptions::default()).await?;
+    assert_eq!(
+        host.alert("default", "text/plain", "buy 1 AAPL at 100").await?.status,
+        409
+    );
+    let (status, _) = call(&host, &admin, "POST", "/v1/plugins/paper/enable", Value::Null).await?;
+    assert_eq!(status, 200);
+    assert_eq!(
+        host.alert("default", "text/plain", "buy 1 AAPL at 100").await?.status,
+        200
+    );
+    let (status, _) = call(&host, &admin, "POST", "/v1/plugins/nope/disable", Value::Null).await?;
+    assert_eq!(status, 404);
+    Ok(())
+}

@@ -178,6 +178,22 @@ pub const ROUTES: &[AdminRoute] = &[
         &[],
     ),
     r(
+        "post",
+        "/v1/plugins/{name}/disable",
+        Endpoint::PluginsManage,
+        "Disable a plugin (revoke its grant at once): every call to it is refused and audited until it is enabled.",
+        None,
+        &[],
+    ),
+    r(
+        "post",
+        "/v1/plugins/{name}/enable",
+        Endpoint::PluginsManage,
+        "Enable a disabled plugin.",
+        None,
+        &[],
+    ),
+    r(
         "get",
         "/v1/limits",
         Endpoint::LimitsRead,

@@ -84,6 +84,8 @@ endpoints! {
     RoutesOperate,
     /// `GET /v1/plugins` (with grants).
     PluginsRead,
+    /// Disable (revoke) or enable a plugin.
+    PluginsManage,
     /// `GET /v1/limits`.
     LimitsRead,
     /// `PATCH /v1/limits`.

@@ -221,6 +221,7 @@ pub async fn plugins_list(
         .map(|p| {
             json!({
                 "name": p.name.as_str(), "version": p.version, "digest": p.digest, "world": p.world.as_str(),
+                "disabled": app.registry.is_disabled(&p.name),
                 "manifest": p.manifest, "grant_carried_from": p.grant_carried_from,
                 "grant": {
                     "digest": p.grant.digest, "kv": p.grant.kv, "kv_max_keys": p.grant.kv_max_keys,
@@ -237,6 +238,68 @@ pub async fn plugins_list(
         })
         .collect();
     Ok(Json(list).into_response())
+}
+
+async fn set_plugin(
+    app: &App,
+    headers: &HeaderMap,
+    peer: std::net::SocketAddr,
+    name: &str,
+    disabled: bool,
+) -> Result<Response, ApiError> {
+    let (token, ctx) = authorize(app, headers, peer, Endpoint::PluginsManage).await?;
+    let plugin = crate::domain::ids::PluginName::new(name)
+        .ok()
+        .filter(|n| app.registry.get(n).is_some())
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "there is no plugin `{}` (GET /v1/plugins lists them)",
+                    name.chars().take(64).collect::<String>()
+                ),
+            )
+        })?;
+    app.audit
+        .record(
+            AuditEvent::new(
+                ActorKind::ApiToken,
+                token.id.clone(),
+                action::CONFIG_CHANGED,
+                Outcome::Success,
+            )
+            .resource(format!("plugin:{plugin}"))
+            .context(&ctx)
+            .payload(json!({ "plugin": plugin.as_str(), "change": if disabled { "disable" } else { "enable" } })),
+        )
+        .await
+        .map_err(audit_unavailable)?;
+    let was = app
+        .registry
+        .set_disabled(&plugin, disabled, &token.id)
+        .map_err(state_unavailable)?;
+    Ok(Json(json!({ "plugin": plugin.as_str(), "disabled": disabled, "was_disabled": was })).into_response())
+}
+
+/// `POST /v1/plugins/{name}/disable`.
+pub async fn plugin_disable(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    set_plugin(&app, &headers, peer, &name, true).await
+}
+
+/// `POST /v1/plugins/{name}/enable`.
+pub async fn plugin_enable(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    set_plugin(&app, &headers, peer, &name, false).await
 }
 
 /// `GET /v1/limits`.

@@ -222,6 +222,27 @@ async fn receive_inner(
             ),
         });
     }
+    // A disabled (revoked) rule or broker takes no alerts either.
+    if let Some(p) = [&route.rule, &route.broker]
+        .into_iter()
+        .find(|p| app.registry.is_disabled(p))
+    {
+        reject(
+            app,
+            ctx,
+            Some(route_name.as_str()),
+            &format!("plugin {p} disabled"),
+            409,
+        )
+        .await;
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            kind: "plugin_disabled",
+            message: format!(
+                "route `{route_name}` uses plugin `{p}`, which an admin disabled, so this alert was not taken; enable it with POST /v1/plugins/{p}/enable"
+            ),
+        });
+    }
     let incoming = IncomingAlert {
         route: route_name.clone(),
         content_type,

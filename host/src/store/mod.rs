@@ -114,6 +114,14 @@ CREATE TABLE IF NOT EXISTS route_state(
   changed_at_ns INTEGER NOT NULL
 ) STRICT;
 
+-- Plugins an admin disabled (a revoked grant): every call is refused.
+CREATE TABLE IF NOT EXISTS plugin_state(
+  plugin TEXT PRIMARY KEY,
+  disabled INTEGER NOT NULL,
+  changed_by TEXT NOT NULL,
+  changed_at_ns INTEGER NOT NULL
+) STRICT;
+
 -- Risk limits changed through the admin API (JSON of the changed rails).
 CREATE TABLE IF NOT EXISTS risk_override(
   rail TEXT PRIMARY KEY,
