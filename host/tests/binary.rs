@@ -83,12 +83,20 @@ struct Server {
 }
 
 fn start(data: &std::path::Path) -> (Server, Option<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_algobanana"))
-        .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+    start_with(data, &[], Stdio::null())
+}
+
+/// `serve` on 127.0.0.1:0 with `env`; returns once it prints its address.
+fn start_with(data: &std::path::Path, env: &[(&str, &str)], stderr: Stdio) -> (Server, Option<String>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_algobanana"));
+    cmd.args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .env_remove("ALGOBANANA_VAULT_PASSPHRASE")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(stderr);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut token, mut addr) = (None, None);
     while addr.is_none() {
@@ -493,22 +501,11 @@ fn the_vault_from_the_command_line() {
     // Right: it serves, and takes secrets over the admin API.
     let right = "correct horse battery staple";
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_algobanana"))
-        .args(["serve", "--data-dir", d, "--listen", "127.0.0.1:0"])
-        .env("ALGOBANANA_VAULT_PASSPHRASE", right)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(a) = line.strip_prefix("listening on http://") {
-            break a.to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (Server { mut child, addr }, _) = start_with(
+        &data,
+        &[("ALGOBANANA_VAULT_PASSPHRASE", right), ("RUST_LOG", "debug")],
+        Stdio::from(log),
+    );
     let server = format!("http://{addr}");
     let api = [
         ("ALGOBANANA_TOKEN", admin.as_str()),
@@ -627,20 +624,7 @@ fn tokens_from_the_command_line() {
         "{out}"
     );
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_algobanana"))
-        .args(["serve", "--data-dir", d, "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().unwrap().unwrap();
-        if let Some(a) = line.strip_prefix("listening on http://") {
-            break a.to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (Server { mut child, addr }, _) = start(&data);
     let server = format!("http://{addr}");
     let api = [
         ("ALGOBANANA_TOKEN", token.as_str()),

@@ -510,6 +510,28 @@ async fn guard(
     Ok((token, ctx))
 }
 
+/// Records an admin change by `token` (before the change is made: a change
+/// that cannot be audited is not made).
+async fn record_change(
+    app: &App,
+    token: &TokenInfo,
+    ctx: &Context,
+    action: &'static str,
+    resource: impl Into<String>,
+    payload: Value,
+) -> Result<(), ApiError> {
+    app.audit
+        .record(
+            AuditEvent::new(ActorKind::ApiToken, token.id.clone(), action, Outcome::Success)
+                .resource(resource)
+                .context(ctx)
+                .payload(payload),
+        )
+        .await
+        .map(drop)
+        .map_err(audit_unavailable)
+}
+
 /// 403 for an object-level rule, audited like a role denial.
 async fn forbid(
     app: &App,
@@ -947,20 +969,15 @@ pub async fn tokens_create(
         .tokens
         .create(&body.name, &owner.name, role, expires)
         .map_err(state_unavailable)?;
-    app.audit
-        .record(
-            AuditEvent::new(
-                ActorKind::ApiToken,
-                token.id.clone(),
-                action::TOKEN_CREATED,
-                Outcome::Success,
-            )
-            .resource(format!("token:{}", info.id))
-            .context(&ctx)
-            .payload(json!({ "token": info })),
-        )
-        .await
-        .map_err(audit_unavailable)?;
+    record_change(
+        &app,
+        &token,
+        &ctx,
+        action::TOKEN_CREATED,
+        format!("token:{}", info.id),
+        json!({ "token": info }),
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "token": secret, "info": info, "note": "shown only now; store it somewhere safe" })),
@@ -1001,20 +1018,15 @@ pub async fn tokens_revoke(
             format!("there is no token `{id}`"),
         ));
     }
-    app.audit
-        .record(
-            AuditEvent::new(
-                ActorKind::ApiToken,
-                token.id.clone(),
-                action::TOKEN_REVOKED,
-                Outcome::Success,
-            )
-            .resource(format!("token:{id}"))
-            .context(&ctx)
-            .payload(json!({ "revoked": id, "owner": target.owner })),
-        )
-        .await
-        .map_err(audit_unavailable)?;
+    record_change(
+        &app,
+        &token,
+        &ctx,
+        action::TOKEN_REVOKED,
+        format!("token:{id}"),
+        json!({ "revoked": id, "owner": target.owner }),
+    )
+    .await?;
     app.tokens.revoke(&id).map_err(state_unavailable)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -13,9 +13,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::rbac::{Endpoint, Role};
-use super::{Peer, audit_unavailable, authorize, error, forbid, guard, invalid, json_body, state_unavailable, users};
+use super::{Peer, authorize, error, forbid, guard, invalid, json_body, record_change, state_unavailable, users};
 use crate::app::App;
-use crate::audit::{ActorKind, AuditEvent, Outcome, action};
+use crate::audit::action;
 use crate::domain::ids::RouteName;
 use crate::http::error::ApiError;
 
@@ -112,20 +112,15 @@ async fn set_paused(
 ) -> Result<Response, ApiError> {
     let (token, ctx) = authorize(app, headers, peer, Endpoint::RoutesOperate).await?;
     let route = route_name(app, name)?;
-    app.audit
-        .record(
-            AuditEvent::new(
-                ActorKind::ApiToken,
-                token.id.clone(),
-                action::ROUTE_CHANGED,
-                Outcome::Success,
-            )
-            .resource(format!("route:{route}"))
-            .context(&ctx)
-            .payload(json!({ "route": route.as_str(), "change": if paused { "pause" } else { "resume" } })),
-        )
-        .await
-        .map_err(audit_unavailable)?;
+    record_change(
+        app,
+        &token,
+        &ctx,
+        action::ROUTE_CHANGED,
+        format!("route:{route}"),
+        json!({ "route": route.as_str(), "change": if paused { "pause" } else { "resume" } }),
+    )
+    .await?;
     let was = app
         .routes
         .set_paused(&route, paused, &token.id)
@@ -179,20 +174,15 @@ pub async fn route_hook_token(
     if overlap > 30 * 86_400 {
         return Err(invalid("overlap_s: at most 2592000 (30 days)"));
     }
-    app.audit
-        .record(
-            AuditEvent::new(
-                ActorKind::ApiToken,
-                token.id.clone(),
-                action::ROUTE_CHANGED,
-                Outcome::Success,
-            )
-            .resource(format!("route:{route}"))
-            .context(&ctx)
-            .payload(json!({ "route": route.as_str(), "change": "hook_token_rotated", "overlap_s": overlap })),
-        )
-        .await
-        .map_err(audit_unavailable)?;
+    record_change(
+        &app,
+        &token,
+        &ctx,
+        action::ROUTE_CHANGED,
+        format!("route:{route}"),
+        json!({ "route": route.as_str(), "change": "hook_token_rotated", "overlap_s": overlap }),
+    )
+    .await?;
     let overlap_ns = i64::try_from(overlap).unwrap_or(0).saturating_mul(1_000_000_000);
     let (secret, info) = app.routes.rotate(&route, overlap_ns).map_err(state_unavailable)?;
     Ok((
@@ -261,20 +251,15 @@ async fn set_plugin(
                 ),
             )
         })?;
-    app.audit
-        .record(
-            AuditEvent::new(
-                ActorKind::ApiToken,
-                token.id.clone(),
-                action::CONFIG_CHANGED,
-                Outcome::Success,
-            )
-            .resource(format!("plugin:{plugin}"))
-            .context(&ctx)
-            .payload(json!({ "plugin": plugin.as_str(), "change": if disabled { "disable" } else { "enable" } })),
-        )
-        .await
-        .map_err(audit_unavailable)?;
+    record_change(
+        app,
+        &token,
+        &ctx,
+        action::CONFIG_CHANGED,
+        format!("plugin:{plugin}"),
+        json!({ "plugin": plugin.as_str(), "change": if disabled { "disable" } else { "enable" } }),
+    )
+    .await?;
     let was = app
         .registry
         .set_disabled(&plugin, disabled, &token.id)
@@ -332,20 +317,15 @@ pub async fn limits_patch(
             Err(forbid(&app, &token, &ctx, Endpoint::LimitsWrite, "above the trader ceiling", m).await)
         }
         Ok((next, changes)) => {
-            app.audit
-                .record(
-                    AuditEvent::new(
-                        ActorKind::ApiToken,
-                        token.id.clone(),
-                        action::LIMITS_CHANGED,
-                        Outcome::Success,
-                    )
-                    .resource("limits")
-                    .context(&ctx)
-                    .payload(json!({ "changes": changes, "role": token.role })),
-                )
-                .await
-                .map_err(audit_unavailable)?;
+            record_change(
+                &app,
+                &token,
+                &ctx,
+                action::LIMITS_CHANGED,
+                "limits",
+                json!({ "changes": changes, "role": token.role }),
+            )
+            .await?;
             app.set_risk_limits(next.clone());
             Ok(Json(json!({ "in_force": next, "changes": changes })).into_response())
         }
@@ -419,20 +399,15 @@ pub async fn secret_put(
     crate::vault::Vault::check(&name, &value).map_err(|e| invalid(e.to_string()))?;
     let vault = vault_of(&app)?;
     // Audit before the change: a change that cannot be audited is not made.
-    app.audit
-        .record(
-            AuditEvent::new(
-                ActorKind::ApiToken,
-                token.id.clone(),
-                action::SECRET_SET,
-                Outcome::Success,
-            )
-            .resource(format!("secret:{name}"))
-            .context(&ctx)
-            .payload(json!({ "secret": name, "via": "api" })),
-        )
-        .await
-        .map_err(audit_unavailable)?;
+    record_change(
+        &app,
+        &token,
+        &ctx,
+        action::SECRET_SET,
+        format!("secret:{name}"),
+        json!({ "secret": name, "via": "api" }),
+    )
+    .await?;
     let (outcome, version) = vault.set(&name, &value).map_err(|e| match e {
         crate::vault::VaultError::Invalid(m) => invalid(m),
         other => error(StatusCode::SERVICE_UNAVAILABLE, "vault_unavailable", other.to_string()),
@@ -462,20 +437,15 @@ pub async fn secret_delete(
             ),
         ));
     }
-    app.audit
-        .record(
-            AuditEvent::new(
-                ActorKind::ApiToken,
-                token.id.clone(),
-                action::SECRET_DELETED,
-                Outcome::Success,
-            )
-            .resource(format!("secret:{name}"))
-            .context(&ctx)
-            .payload(json!({ "secret": name, "via": "api" })),
-        )
-        .await
-        .map_err(audit_unavailable)?;
+    record_change(
+        &app,
+        &token,
+        &ctx,
+        action::SECRET_DELETED,
+        format!("secret:{name}"),
+        json!({ "secret": name, "via": "api" }),
+    )
+    .await?;
     vault
         .delete(&name)
         .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, "vault_unavailable", e.to_string()))?;
@@ -524,20 +494,15 @@ pub async fn users_create(
             "Local mode has one user (admin); set server.mode = \"cloud\" (with HTTPS) for several users",
         ));
     }
-    app.audit
-        .record(
-            AuditEvent::new(
-                ActorKind::ApiToken,
-                token.id.clone(),
-                action::USER_CHANGED,
-                Outcome::Success,
-            )
-            .resource(format!("user:{}", body.name))
-            .context(&ctx)
-            .payload(json!({ "change": "create", "user": body.name, "role": role })),
-        )
-        .await
-        .map_err(audit_unavailable)?;
+    record_change(
+        &app,
+        &token,
+        &ctx,
+        action::USER_CHANGED,
+        format!("user:{}", body.name),
+        json!({ "change": "create", "user": body.name, "role": role }),
+    )
+    .await?;
     if !app.users.create(&body.name, role).map_err(state_unavailable)? {
         return Err(error(
             StatusCode::CONFLICT,
@@ -594,20 +559,15 @@ pub async fn users_update(
             "this is the last enabled admin; make another admin first",
         ));
     }
-    app.audit
-        .record(
-            AuditEvent::new(
-                ActorKind::ApiToken,
-                token.id.clone(),
-                action::USER_CHANGED,
-                Outcome::Success,
-            )
-            .resource(format!("user:{name}"))
-            .context(&ctx)
-            .payload(json!({ "change": "update", "user": name, "role": role, "disabled": change.disabled })),
-        )
-        .await
-        .map_err(audit_unavailable)?;
+    record_change(
+        &app,
+        &token,
+        &ctx,
+        action::USER_CHANGED,
+        format!("user:{name}"),
+        json!({ "change": "update", "user": name, "role": role, "disabled": change.disabled }),
+    )
+    .await?;
     let revoked = app
         .users
         .update(&name, role, change.disabled)

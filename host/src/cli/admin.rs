@@ -15,8 +15,7 @@ use super::vault::UnlockArgs;
 use crate::admin::rbac::Role;
 use crate::admin::tokens::Tokens;
 use crate::admin::users::{self, Users};
-use crate::audit::writer::AuditOptions;
-use crate::audit::{AUDIT_DB, ActorKind, AuditEvent, AuditLog, Outcome, action};
+use crate::audit::{ActorKind, AuditEvent, Outcome, action};
 use crate::store::{STATE_DB, StateDb};
 
 /// `token` subcommands.
@@ -119,26 +118,7 @@ fn state(data_dir: &Path) -> anyhow::Result<StateDb> {
 }
 
 async fn audit(data_dir: &Path, unlock: &UnlockArgs, event: AuditEvent) -> anyhow::Result<()> {
-    let log = AuditLog::open(
-        &data_dir.join(AUDIT_DB),
-        AuditOptions {
-            vault: unlock.open(data_dir)?,
-            ..AuditOptions::default()
-        },
-    )
-    .map_err(|e| {
-        anyhow::anyhow!(
-            "{e}\nIf the server is running it holds the audit log: use --server http://ADDRESS with ALGOBANANA_TOKEN"
-        )
-    })?;
-    let r = log.record(event).await;
-    log.close();
-    r?;
-    Ok(())
-}
-
-fn actor() -> String {
-    std::env::var("USER").map_or_else(|_| "cli".to_owned(), |u| format!("cli:{u}"))
+    super::vault::audit_in(data_dir, unlock.open(data_dir)?, event).await
 }
 
 fn print_tokens(list: &Value, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
@@ -214,9 +194,14 @@ pub async fn token(cmd: TokenCommand, out: &mut (dyn Write + Send)) -> anyhow::R
             let recorded = audit(
                 &data_dir,
                 &unlock,
-                AuditEvent::new(ActorKind::User, actor(), action::TOKEN_CREATED, Outcome::Success)
-                    .resource(format!("token:{}", info.id))
-                    .payload(json!({ "token": info, "via": "cli" })),
+                AuditEvent::new(
+                    ActorKind::User,
+                    super::vault::actor(),
+                    action::TOKEN_CREATED,
+                    Outcome::Success,
+                )
+                .resource(format!("token:{}", info.id))
+                .payload(json!({ "token": info, "via": "cli" })),
             )
             .await;
             if let Err(e) = recorded {
@@ -260,9 +245,14 @@ pub async fn token(cmd: TokenCommand, out: &mut (dyn Write + Send)) -> anyhow::R
             audit(
                 &data_dir,
                 &unlock,
-                AuditEvent::new(ActorKind::User, actor(), action::TOKEN_REVOKED, Outcome::Success)
-                    .resource(format!("token:{id}"))
-                    .payload(json!({ "revoked": id, "via": "cli" })),
+                AuditEvent::new(
+                    ActorKind::User,
+                    super::vault::actor(),
+                    action::TOKEN_REVOKED,
+                    Outcome::Success,
+                )
+                .resource(format!("token:{id}"))
+                .payload(json!({ "revoked": id, "via": "cli" })),
             )
             .await?;
             tokens.revoke(&id)?;

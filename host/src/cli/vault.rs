@@ -225,17 +225,19 @@ pub enum SecretCommand {
     },
 }
 
-fn actor() -> String {
+/// Who acts from the command line, for the audit log.
+pub(super) fn actor() -> String {
     std::env::var("USER").map_or_else(|_| "cli".to_owned(), |u| format!("cli:{u}"))
 }
 
-/// Records `event` in the data dir's audit log, which must not be held by a
-/// running server (then the change must go through the admin API).
-async fn audit_now(data_dir: &Path, vault: &Arc<Vault>, event: AuditEvent) -> anyhow::Result<()> {
+/// Records `event` in the data dir's audit log (signed with the key in
+/// `vault`), which must not be held by a running server: then the change
+/// must go through the admin API.
+pub(super) async fn audit_in(data_dir: &Path, vault: Option<Arc<Vault>>, event: AuditEvent) -> anyhow::Result<()> {
     let log = AuditLog::open(
         &data_dir.join(AUDIT_DB),
         AuditOptions {
-            vault: Some(vault.clone()),
+            vault,
             ..AuditOptions::default()
         },
     )
@@ -248,6 +250,10 @@ async fn audit_now(data_dir: &Path, vault: &Arc<Vault>, event: AuditEvent) -> an
     log.close();
     r?;
     Ok(())
+}
+
+async fn audit_now(data_dir: &Path, vault: &Arc<Vault>, event: AuditEvent) -> anyhow::Result<()> {
+    audit_in(data_dir, Some(vault.clone()), event).await
 }
 
 fn require_data_dir(data_dir: &Path) -> anyhow::Result<()> {
