@@ -81,6 +81,12 @@ pub enum Command {
         #[command(flatten)]
         unlock: vault::UnlockArgs,
     },
+    /// Plugin authoring and installation: `new`, `test`, `install`.
+    Plugin {
+        /// The plugin subcommand.
+        #[command(subcommand)]
+        command: crate::author::PluginCommand,
+    },
     /// Read the audit log.
     Audit {
         /// The audit subcommand.
@@ -316,6 +322,7 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
             writeln!(out, "{text}")?;
             Ok(if status.is_success() { 0 } else { 1 })
         }
+        Command::Plugin { command } => crate::author::run(command, out).await,
     }
 }
 

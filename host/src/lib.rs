@@ -5,11 +5,13 @@
 //! WebAssembly component ([`plugins`]). The rule's order intents go to the
 //! route's broker plugin, and every plugin call and capability use
 //! ([`capabilities`]) is audited. [`pipeline`] ties these together; [`app`]
-//! owns the running pieces; [`cli`] is the command line.
+//! owns the running pieces; [`cli`] is the command line, and [`author`]
+//! its tools for plugin authors.
 
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub mod author;
 pub mod capabilities;
 pub mod cli;
 pub mod config;

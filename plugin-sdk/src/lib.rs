@@ -45,6 +45,37 @@
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2` and install the
 //! `.wasm` file from `target/wasm32-wasip2/release/`.
+//!
+//! `algobanana plugin new --lang rust NAME` writes such a project, with a
+//! manifest ([`manifest!`]), unit tests and sample alerts;
+//! `algobanana plugin test FILE.wasm --alert ALERT` runs the component in the
+//! host's sandbox and reports its use of every limit. The authoring guide,
+//! `docs/plugins.md`, explains the contract, the capabilities and the limits,
+//! with the same rule in JavaScript and Python.
+//!
+//! # Testing the logic natively
+//!
+//! The bindings compile for the host target too, so a rule's logic can be
+//! unit-tested with `cargo test` as long as the test does not call a host
+//! import ([`log`], [`clock`], [`kv`]): those exist only inside the host.
+//!
+//! ```
+//! use algobanana_plugin_sdk::money;
+//! use algobanana_plugin_sdk::types::{OrderType, Side};
+//!
+//! fn side(word: &str) -> Option<Side> {
+//!     match word {
+//!         "buy" => Some(Side::Buy),
+//!         "sell" => Some(Side::Sell),
+//!         _ => None,
+//!     }
+//! }
+//!
+//! assert_eq!(side("buy"), Some(Side::Buy));
+//! assert_eq!(OrderType::Market, OrderType::Market);
+//! let q = money::parse_wit("0.25").unwrap();
+//! assert_eq!((q.mantissa, q.scale), (25, 2));
+//! ```
 #![deny(missing_docs)]
 
 pub mod money;
@@ -101,7 +132,7 @@ pub mod broker {
 /// secrets = ["alpaca_key_id", "alpaca_secret_key"]
 /// ```
 ///
-/// ```ignore
+/// ```no_run
 /// algobanana_plugin_sdk::manifest!(r#"
 /// name = "buy-one"
 /// version = "0.1.0"
@@ -295,7 +326,13 @@ pub mod types {
 }
 
 /// Levelled log lines into the host's log (1 KiB a line, 4 KiB a call by
-/// default; the host truncates past that and never fails the call).
+/// default; the host truncates past that and never fails the call). Lines
+/// are stored in the call's audit row: never log secrets.
+///
+/// ```no_run
+/// algobanana_plugin_sdk::log::info("sizing from equity");
+/// algobanana_plugin_sdk::log::warn(&format!("no price in alert {}", "0192f6c4"));
+/// ```
 pub mod log {
     use crate::rule::algobanana::plugin::log::{Level, write};
 
@@ -318,6 +355,12 @@ pub mod log {
 }
 
 /// Wall-clock time from the host.
+///
+/// ```no_run
+/// let now = algobanana_plugin_sdk::clock::now_ns();
+/// let seconds = now / 1_000_000_000;
+/// # let _ = seconds;
+/// ```
 pub mod clock {
     /// Nanoseconds since the Unix epoch, UTC.
     pub fn now_ns() -> u64 {
@@ -326,6 +369,20 @@ pub mod clock {
 }
 
 /// The plugin's private, persistent key-value namespace, with JSON helpers.
+///
+/// Writes are committed only when the export returns `ok`; an error, a trap
+/// or a deadline discards them. Granted by default (`kv = false` in the
+/// grant turns it off; a plugin importing it is then refused at load).
+///
+/// ```no_run
+/// use algobanana_plugin_sdk::kv;
+/// # fn main() -> Result<(), algobanana_plugin_sdk::types::CapabilityError> {
+/// // Count the alerts this plugin has seen, across calls.
+/// let seen: u64 = kv::get_json("seen")?.unwrap_or(0);
+/// kv::set_json("seen", &(seen + 1))?;
+/// # Ok(())
+/// # }
+/// ```
 pub mod kv {
     pub use crate::rule::algobanana::plugin::kv::{delete, get, list_keys, set};
     use crate::types::CapabilityError;

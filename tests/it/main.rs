@@ -10,6 +10,9 @@
 //!   `foreach_plugin!`): first-party behaviour and hostile fixtures
 //!   (deadline, memory, panic, filesystem, environment, network, output and
 //!   log floods, kv atomicity and quotas, undeclared imports).
+//! - `languages`: the JavaScript and Python rules built from source give
+//!   the Rust rule's answers through the same host path; a Python
+//!   component importing all of WASI gets nothing.
 //! - `capabilities`: grants at link time and per call, outbound HTTP
 //!   (allowlist, resolved-address check, quotas), secrets as handles (the
 //!   secret thief), and their audit rows.
@@ -32,15 +35,20 @@
 //! - `cli`: `init` and `audit search` through the command-line code.
 //! - `vault`: vault secrets used without a trace at rest, hook-token
 //!   rotation, paused routes, limits over the API, users and modes, HTTPS.
+//! - `author`: `plugin new` projects in Rust, JavaScript and Python build
+//!   and pass their sample tests; `plugin test` reports every limit;
+//!   `plugin install` precompiles for the next start.
 
 mod admin;
 mod alerts;
 mod alpaca;
 mod audit;
+mod author;
 mod binance;
 mod capabilities;
 mod cli;
 mod config_ui;
+mod languages;
 mod notify;
 mod openapi;
 mod plugins;

@@ -20,6 +20,7 @@ algobanana_tests::foreach_plugin!(assert_test_exists);
 use crate::alpaca::alpaca;
 use crate::binance::binance;
 use crate::capabilities::{http_probe, secret_thief};
+use crate::languages::{py_snoop, tradingview_js, tradingview_py};
 use crate::notify::{notify_discord, notify_slack, notify_telegram, notify_webhook};
 
 /// A host with the default route plus a `hostile` route using `plugin` as
