@@ -100,11 +100,20 @@ fn ensure_target() {
 /// # Panics
 /// When the build fails: the build script must stop with cargo's output.
 pub fn build(root: &Path, packages: &[&str]) -> PathBuf {
+    // Keyed by the checkout, so two checkouts sharing one CARGO_TARGET_DIR
+    // (git worktrees) never overwrite each other's components.
+    let checkout = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        root.hash(&mut h);
+        format!("{:016x}", h.finish())
+    };
     let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(d) => PathBuf::from(d),
         None => root.join("target"),
     }
-    .join("wasm-plugins");
+    .join("wasm-plugins")
+    .join(checkout);
     ensure_target();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::audit::writer::AuditOptions;
 use crate::audit::{ActorKind, AuditError, AuditEvent, AuditLog, Outcome, action};
@@ -31,6 +30,12 @@ pub enum StartError {
     /// A plugin could not be loaded.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// The vault could not be opened, or lacks a secret the config names.
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
+    /// HTTPS is required and not configured, or its files are wrong.
+    #[error("{0}")]
+    Tls(String),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}; pick a free port with --listen 127.0.0.1:PORT")]
     Bind {
@@ -88,6 +93,10 @@ pub struct AppOptions {
     /// The resolver for plugins' outbound HTTP (tests map names to local
     /// addresses); the system resolver when `None`.
     pub resolver: Option<std::sync::Arc<dyn crate::capabilities::http::Resolver>>,
+    /// The unlocked vault. When `None` and `DATA_DIR/vault.abv` exists, it
+    /// is opened with the key file `DATA_DIR/keys/vault.key` if present;
+    /// otherwise start is refused as locked.
+    pub vault: Option<std::sync::Arc<crate::vault::Vault>>,
 }
 
 /// Everything a request needs.
@@ -112,7 +121,14 @@ pub struct App {
     /// Serialises the order path (risk snapshot, record, broker call, state)
     /// so concurrent alerts cannot together exceed a rail.
     pub order_lock: tokio::sync::Mutex<()>,
-    routes_by_token: HashMap<[u8; 32], RouteName>,
+    /// Hook tokens (with rotation) and paused routes.
+    pub routes: crate::admin::routes::RouteControl,
+    /// Admin users.
+    pub users: crate::admin::users::Users,
+    /// The risk limits in force: the config's, with admin API changes.
+    risk: std::sync::RwLock<crate::trading::risk::RiskLimits>,
+    /// The unlocked vault, when there is one.
+    pub vault: Option<std::sync::Arc<crate::vault::Vault>>,
 }
 
 impl App {
@@ -128,9 +144,14 @@ impl App {
     /// [`StartError`] naming what failed and what to do.
     pub async fn open(data_dir: &Path, options: AppOptions) -> Result<Arc<Self>, StartError> {
         let config = config::load(&data_dir.join(config::CONFIG_FILE))?;
-        let audit = AuditLog::open(&data_dir.join(crate::audit::AUDIT_DB), options.audit)?;
+        let vault = open_vault(data_dir, options.vault.clone(), &config)?;
+        let mut audit_options = options.audit.clone();
+        if audit_options.vault.is_none() {
+            audit_options.vault.clone_from(&vault);
+        }
+        let audit = AuditLog::open(&data_dir.join(crate::audit::AUDIT_DB), audit_options)?;
         let state = StateDb::open(&data_dir.join(STATE_DB))?;
-        let registry = match Registry::load_with(
+        let mut registry = match Registry::load_with(
             &config,
             state.clone(),
             &data_dir.join("cache"),
@@ -147,11 +168,13 @@ impl App {
                 return Err(e.into());
             }
         };
-        let routes_by_token = config
-            .routes
-            .iter()
-            .map(|(name, r)| (r.hook_token_sha256, name.clone()))
-            .collect();
+        registry.load_disabled()?;
+        registry.secrets = std::sync::Arc::new(
+            crate::capabilities::secrets::ConfigSecrets::new(config.secrets.clone()).with_vault(vault.clone()),
+        );
+        let routes = crate::admin::routes::RouteControl::load(state.clone(), &config)?;
+        let risk = std::sync::RwLock::new(crate::admin::limits::effective(&state, &config.risk)?);
+        let users = crate::admin::users::Users::new(state.clone());
         Ok(Arc::new(Self {
             config,
             data_dir: data_dir.to_owned(),
@@ -162,7 +185,10 @@ impl App {
             order_lock: tokio::sync::Mutex::new(()),
             state,
             registry,
-            routes_by_token,
+            routes,
+            users,
+            risk,
+            vault,
         }))
     }
 
@@ -181,9 +207,21 @@ impl App {
     /// The route whose hook token is `token`. The lookup is by SHA-256 of the
     /// token, so the comparison never touches the secret itself.
     pub fn route_for_token(&self, token: &str) -> Option<(&RouteName, &RouteConfig)> {
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let name = self.routes_by_token.get(&hash)?;
-        self.config.routes.get(name).map(|r| (name, r))
+        let name = self.routes.lookup(token)?;
+        self.config.routes.get_key_value(&name)
+    }
+
+    /// The risk limits in force now.
+    pub fn risk_limits(&self) -> crate::trading::risk::RiskLimits {
+        self.risk
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the limits in force (after an admin API change was stored).
+    pub fn set_risk_limits(&self, limits: crate::trading::risk::RiskLimits) {
+        *self.risk.write().unwrap_or_else(std::sync::PoisonError::into_inner) = limits;
     }
 
     /// Records `system.start` with every loaded plugin's digest.
@@ -229,6 +267,20 @@ impl App {
     /// [`StartError`] when the address cannot be bound or the start cannot
     /// be audited.
     pub async fn serve(self: &Arc<Self>, listen: SocketAddr) -> Result<RunningServer, StartError> {
+        let tls = match &self.config.server.tls {
+            Some(files) => Some(crate::http::tls::server_config(files).map_err(StartError::Tls)?),
+            None if self.config.server.mode == crate::config::Mode::Cloud && !listen.ip().is_loopback() => {
+                return Err(StartError::Tls(format!(
+                    "Cloud mode needs HTTPS on {listen}, which is not loopback: set server.tls_cert and server.tls_key, or listen on 127.0.0.1 behind a TLS proxy"
+                )));
+            }
+            None => {
+                if !listen.ip().is_loopback() {
+                    tracing::warn!(%listen, "serving plain HTTP on a non-loopback address: hook tokens cross the network in clear; put a TLS proxy in front or set server.tls_cert/tls_key");
+                }
+                None
+            }
+        };
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| StartError::Bind { addr: listen, source })?;
@@ -270,12 +322,27 @@ impl App {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = crate::http::router(self.clone());
         let app = self.clone();
+        let stop = async move {
+            let _ = rx.await;
+        };
+        let make = router.into_make_service_with_connect_info::<SocketAddr>();
+        let https = tls.is_some();
+        let served: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>> = match tls {
+            None => Box::pin(axum::serve(listener, make).with_graceful_shutdown(stop).into_future()),
+            Some(config) => {
+                use axum::serve::ListenerExt as _;
+                let tls_listener = crate::http::tls::TlsListener::new(listener, config)
+                    .map_err(|source| StartError::Bind { addr: listen, source })?
+                    .tap_io(|_| {});
+                Box::pin(
+                    axum::serve(tls_listener, make)
+                        .with_graceful_shutdown(stop)
+                        .into_future(),
+                )
+            }
+        };
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
+            let served = served.await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "server stopped with an error");
             }
@@ -293,6 +360,7 @@ impl App {
         });
         Ok(RunningServer {
             addr,
+            https,
             shutdown: Some(tx),
             task,
         })
@@ -304,6 +372,8 @@ impl App {
 pub struct RunningServer {
     /// The bound address (the real port when 0 was asked for).
     pub addr: SocketAddr,
+    /// Whether it serves HTTPS.
+    pub https: bool,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -322,4 +392,52 @@ impl RunningServer {
     pub async fn wait(self) {
         let _ = self.task.await;
     }
+}
+
+/// Opens the vault for a start: the one given, or `vault.abv` with the
+/// default key file; then checks that every `vault = true` secret is set.
+fn open_vault(
+    data_dir: &Path,
+    given: Option<std::sync::Arc<crate::vault::Vault>>,
+    config: &Config,
+) -> Result<Option<std::sync::Arc<crate::vault::Vault>>, crate::vault::VaultError> {
+    use crate::vault::{DEFAULT_KEY_FILE, Unlock, Vault, VaultError};
+    let path = Vault::path_in(data_dir);
+    let vault = match given {
+        Some(v) => Some(v),
+        None if path.exists() => {
+            let key = data_dir.join(DEFAULT_KEY_FILE);
+            let unlock = if key.exists() {
+                Unlock::none().with_key_file(key)
+            } else {
+                Unlock::none()
+            };
+            Some(std::sync::Arc::new(Vault::open(&path, &unlock)?))
+        }
+        None => None,
+    };
+    let wanted: Vec<&String> = config
+        .secrets
+        .iter()
+        .filter(|(_, (src, _))| matches!(src, crate::config::SecretSource::Vault))
+        .map(|(n, _)| n)
+        .collect();
+    for name in wanted {
+        let present = match &vault {
+            None => false,
+            Some(v) => v.contains(name)?,
+        };
+        if !present {
+            return Err(VaultError::Invalid(format!(
+                "secrets.{name} says `vault = true`, but {}; set it with `algobanana secret set {name} --data-dir {}` (the value is read from standard input)",
+                if vault.is_some() {
+                    "the vault has no such secret"
+                } else {
+                    "there is no vault (create one with `algobanana vault init`)"
+                },
+                data_dir.display()
+            )));
+        }
+    }
+    Ok(vault)
 }

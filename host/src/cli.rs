@@ -1,5 +1,10 @@
-//! The command line: `init`, `serve` and `audit search`. `main.rs` only
+//! The command line: `init`, `serve`, `kill-switch`, `audit …`, `vault …`,
+//! `secret …`, `token …` and `api` (any admin API call). `main.rs` only
 //! parses arguments and calls [`run`], so tests drive the same code.
+
+pub mod admin;
+pub mod client;
+pub mod vault;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -55,6 +60,9 @@ pub enum Command {
         /// config's `server.listen`.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// How to open the vault.
+        #[command(flatten)]
+        unlock: vault::UnlockArgs,
     },
     /// Throw, release or show the kill switch. Takes effect at once, also
     /// while the server runs; every change is audited.
@@ -69,6 +77,9 @@ pub enum Command {
         /// Why (recorded in the audit log).
         #[arg(long, default_value = "")]
         reason: String,
+        /// How to open the vault (it holds the audit signing key).
+        #[command(flatten)]
+        unlock: vault::UnlockArgs,
     },
     /// Plugin authoring and installation: `new`, `test`, `install`.
     Plugin {
@@ -81,6 +92,45 @@ pub enum Command {
         /// The audit subcommand.
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// The encrypted credential vault.
+    Vault {
+        /// The vault subcommand.
+        #[command(subcommand)]
+        command: vault::VaultCommand,
+    },
+    /// Secrets in the vault: set, list, delete (never read back).
+    Secret {
+        /// The secret subcommand.
+        #[command(subcommand)]
+        command: vault::SecretCommand,
+    },
+    /// Admin API tokens: create (shown once), list, revoke.
+    Token {
+        /// The token subcommand.
+        #[command(subcommand)]
+        command: admin::TokenCommand,
+    },
+    /// Users (Cloud mode), through the running server.
+    User {
+        /// The user subcommand.
+        #[command(subcommand)]
+        command: admin::UserCommand,
+    },
+    /// Call any admin API endpoint on a running server, e.g.
+    /// `algobanana api get /v1/orders` (token in ALGOBANANA_TOKEN).
+    Api {
+        /// get, post, put, patch or delete.
+        #[arg(value_parser = ["get", "post", "put", "patch", "delete"])]
+        method: String,
+        /// The path, e.g. /v1/routes.
+        path: String,
+        /// A JSON body.
+        #[arg(long)]
+        data: Option<String>,
+        /// The server.
+        #[command(flatten)]
+        server: client::ServerArgs,
     },
 }
 
@@ -120,6 +170,9 @@ pub enum AuditCommand {
         /// The retention policy to record in the anchor.
         #[arg(long, default_value = "manual")]
         policy: String,
+        /// How to open the vault (it holds the audit signing key).
+        #[command(flatten)]
+        unlock: vault::UnlockArgs,
     },
     /// Replace the audit signing key; the old key endorses the new one (run
     /// with the server stopped).
@@ -127,6 +180,9 @@ pub enum AuditCommand {
         /// The data dir.
         #[arg(long, env = "ALGOBANANA_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+        /// How to open the vault (it holds the audit signing key).
+        #[command(flatten)]
+        unlock: vault::UnlockArgs,
     },
 }
 
@@ -234,10 +290,39 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
             print_init(&o, json, out)?;
             Ok(0)
         }
-        Command::Serve { data_dir, listen } => serve(&data_dir, listen, out).await,
+        Command::Serve {
+            data_dir,
+            listen,
+            unlock,
+        } => serve(&data_dir, listen, &unlock, out).await,
         Command::Audit { command } => audit(command, out).await,
+        Command::KillSwitch {
+            to,
+            data_dir,
+            reason,
+            unlock,
+        } => kill_switch(&data_dir, &to, &reason, &unlock, out).await,
+        Command::Vault { command } => vault::vault(command, out).await,
+        Command::Secret { command } => vault::secret(command, out).await,
+        Command::Token { command } => admin::token(command, out).await,
+        Command::User { command } => admin::user(command, out).await,
+        Command::Api {
+            method,
+            path,
+            data,
+            server,
+        } => {
+            let client = server
+                .client()?
+                .ok_or_else(|| anyhow::anyhow!("`api` needs --server URL (or ALGOBANANA_SERVER)"))?;
+            let body = data
+                .map(|d| serde_json::from_str(&d).context("--data is not JSON"))
+                .transpose()?;
+            let (status, text) = client.raw(&method.to_ascii_uppercase(), &path, body).await?;
+            writeln!(out, "{text}")?;
+            Ok(if status.is_success() { 0 } else { 1 })
+        }
         Command::Plugin { command } => crate::author::run(command, out).await,
-        Command::KillSwitch { to, data_dir, reason } => kill_switch(&data_dir, &to, &reason, out).await,
     }
 }
 
@@ -267,7 +352,20 @@ fn print_init(o: &setup::InitOutput, json: bool, out: &mut (dyn Write + Send)) -
     Ok(())
 }
 
-async fn serve(data_dir: &Path, listen: Option<SocketAddr>, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
+/// Audit options with the data dir's vault (which holds the signing key).
+fn audit_options(data_dir: &Path, unlock: &vault::UnlockArgs) -> anyhow::Result<AuditOptions> {
+    Ok(AuditOptions {
+        vault: unlock.open(data_dir)?,
+        ..AuditOptions::default()
+    })
+}
+
+async fn serve(
+    data_dir: &Path,
+    listen: Option<SocketAddr>,
+    unlock: &vault::UnlockArgs,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<u8> {
     if setup::needs_init(data_dir) {
         let configured = listen.unwrap_or_else(|| {
             DEFAULT_LISTEN
@@ -280,10 +378,22 @@ async fn serve(data_dir: &Path, listen: Option<SocketAddr>, out: &mut (dyn Write
     // Handlers first: a SIGTERM that arrives as soon as we say we are
     // listening must shut down cleanly, not kill the process.
     let stop = shutdown_signal()?;
-    let app = App::open(data_dir, AppOptions::default()).await?;
+    let app = App::open(
+        data_dir,
+        AppOptions {
+            vault: unlock.open(data_dir)?,
+            ..AppOptions::default()
+        },
+    )
+    .await?;
     let addr = listen.unwrap_or(app.config.server.listen);
     let server = app.serve(addr).await?;
-    writeln!(out, "listening on http://{}", server.addr)?;
+    writeln!(
+        out,
+        "listening on {}://{}",
+        if server.https { "https" } else { "http" },
+        server.addr
+    )?;
     out.flush()?;
     tracing::info!(addr = %server.addr, "serving");
     stop.await;
@@ -343,6 +453,7 @@ async fn audit(command: AuditCommand, out: &mut (dyn Write + Send)) -> anyhow::R
             before,
             archive,
             policy,
+            unlock,
         } => {
             let before_ns = parse_time(&before, "--before")?;
             let archive = match archive {
@@ -356,7 +467,7 @@ async fn audit(command: AuditCommand, out: &mut (dyn Write + Send)) -> anyhow::R
                     ))
                 }
             };
-            let log = AuditLog::open(&data_dir.join(AUDIT_DB), AuditOptions::default())?;
+            let log = AuditLog::open(&data_dir.join(AUDIT_DB), audit_options(&data_dir, &unlock)?)?;
             let actor = std::env::var("USER").unwrap_or_else(|_| "cli".into());
             let result = log
                 .prune(PruneRequest {
@@ -379,8 +490,8 @@ async fn audit(command: AuditCommand, out: &mut (dyn Write + Send)) -> anyhow::R
             )?;
             Ok(0)
         }
-        AuditCommand::RotateKey { data_dir } => {
-            let log = AuditLog::open(&data_dir.join(AUDIT_DB), AuditOptions::default())?;
+        AuditCommand::RotateKey { data_dir, unlock } => {
+            let log = AuditLog::open(&data_dir.join(AUDIT_DB), audit_options(&data_dir, &unlock)?)?;
             let result = log.rotate_key().await;
             log.close();
             writeln!(out, "new audit signing key {}, endorsed by the previous key", result?)?;
@@ -389,7 +500,13 @@ async fn audit(command: AuditCommand, out: &mut (dyn Write + Send)) -> anyhow::R
     }
 }
 
-async fn kill_switch(data_dir: &Path, to: &str, reason: &str, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
+async fn kill_switch(
+    data_dir: &Path,
+    to: &str,
+    reason: &str,
+    unlock: &vault::UnlockArgs,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<u8> {
     use crate::trading::risk::KillSwitch;
     let state_path = data_dir.join(crate::store::STATE_DB);
     if !data_dir.join(crate::config::CONFIG_FILE).exists() {
@@ -413,7 +530,10 @@ async fn kill_switch(data_dir: &Path, to: &str, reason: &str, out: &mut (dyn Wri
     }
     let target = KillSwitch::parse(to).ok_or_else(|| anyhow::anyhow!("`{to}`: expected on, off or reduce-only"))?;
     let actor = std::env::var("USER").map_or_else(|_| "cli".to_owned(), |u| format!("cli:{u}"));
-    match AuditLog::open(&data_dir.join(AUDIT_DB), AuditOptions::default()) {
+    // A vault that does not open still lets the switch be thrown (the
+    // server records it); throwing it must never depend on a passphrase.
+    let options = audit_options(data_dir, unlock).unwrap_or_default();
+    match AuditLog::open(&data_dir.join(AUDIT_DB), options) {
         Ok(log) => {
             let result = crate::trading::kill::set(
                 &state,

@@ -22,5 +22,6 @@ pub mod plugins;
 pub mod setup;
 pub mod store;
 pub mod trading;
+pub mod vault;
 
 pub use app::{App, RunningServer};

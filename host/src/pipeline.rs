@@ -120,6 +120,9 @@ pub enum PipelineError {
     /// The route references a plugin that is not loaded (a host bug).
     #[error("route `{0}` references plugin `{1}`, which is not loaded")]
     MissingPlugin(String, String),
+    /// An admin disabled a plugin the alert needs.
+    #[error(transparent)]
+    PluginDisabled(CallError),
 }
 
 impl From<CallError> for PipelineError {
@@ -127,6 +130,7 @@ impl From<CallError> for PipelineError {
         match e {
             CallError::Audit(a) => Self::Audit(a),
             CallError::WrongWorld(p, w) => Self::MissingPlugin(w.to_owned(), p),
+            e @ CallError::Disabled(_) => Self::PluginDisabled(e),
         }
     }
 }
@@ -642,7 +646,8 @@ async fn place(
     // command line is audited here, before it decides anything.
     crate::trading::kill::audit_pending(&app.state, &app.audit).await?;
     let kill = app.kill_switch()?;
-    let needs_position = app.config.risk.max_position.is_some() || intent.reduce_only || kill != KillSwitch::Off;
+    let limits = app.risk_limits();
+    let needs_position = limits.max_position.is_some() || intent.reduce_only || kill != KillSwitch::Off;
     let position = if needs_position && kill != KillSwitch::On {
         position_of(app, broker, a.settings, intent.symbol.as_str(), ctx).await?
     } else {
@@ -656,14 +661,14 @@ async fn place(
         position,
         orders_last_minute: app.orders.sent_since(minute_ago)?,
         orders_today: app.orders.sent_since(midnight)?,
-        realized_today: if app.config.risk.max_daily_loss.is_some() {
+        realized_today: if limits.max_daily_loss.is_some() {
             app.orders.realized_since(midnight)?
         } else {
             rust_decimal::Decimal::ZERO
         },
         now_ns: now,
     };
-    let decision = risk::check(&app.config.risk, &intent, &snapshot);
+    let decision = risk::check(&limits, &intent, &snapshot);
     // Queued, not awaited on its own: the `order.intent` (or rejection) event
     // after it is awaited, and the writer commits in queue order, so the
     // decision is durable before anything acts on it. One fsync wait less

@@ -166,10 +166,32 @@ pub async fn init(dir: &Path, listen: SocketAddr) -> Result<InitOutput, InitErro
 
     let state = StateDb::open(&dir.join(STATE_DB)).map_err(|e| io(dir, &e))?;
     let (admin_token, admin_info) = crate::admin::tokens::Tokens::new(state)
-        .create("initial admin", crate::admin::rbac::Role::Admin, None)
+        .create("initial admin", "admin", crate::admin::rbac::Role::Admin, None)
         .map_err(|e| io(dir, &e))?;
+    // The vault, opened by a key file beside it (Local mode: unattended
+    // start, nothing leaves the machine). `vault rekey` adds a passphrase
+    // and can drop the key file; the audit signing key is created in it.
+    let key_file = dir.join(crate::vault::DEFAULT_KEY_FILE);
+    let vault_path = crate::vault::Vault::path_in(dir);
+    let vault = if vault_path.exists() {
+        None
+    } else {
+        crate::vault::unlock::create_key_file(&key_file).map_err(|e| io(&key_file, &e))?;
+        let unlock = crate::vault::Unlock::none().with_key_file(&key_file);
+        Some(std::sync::Arc::new(
+            crate::vault::Vault::create(&vault_path, &unlock, crate::vault::KdfParams::default())
+                .map_err(|e| io(&vault_path, &e))?,
+        ))
+    };
     let audit_path = dir.join(crate::audit::AUDIT_DB);
-    let audit = AuditLog::open(&audit_path, AuditOptions::default()).map_err(|e| io(&audit_path, &e))?;
+    let audit = AuditLog::open(
+        &audit_path,
+        AuditOptions {
+            vault,
+            ..AuditOptions::default()
+        },
+    )
+    .map_err(|e| io(&audit_path, &e))?;
     let event = AuditEvent::new(ActorKind::System, "cli", action::CONFIG_CHANGED, Outcome::Success)
         .resource(format!("config:{}", config_path.display()))
         .payload(json!({ "change": "init", "config_sha256": hex::encode(Sha256::digest(text.as_bytes())), "routes": ["default"] }));

@@ -83,12 +83,20 @@ struct Server {
 }
 
 fn start(data: &std::path::Path) -> (Server, Option<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_algobanana"))
-        .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+    start_with(data, &[], Stdio::null())
+}
+
+/// `serve` on 127.0.0.1:0 with `env`; returns once it prints its address.
+fn start_with(data: &std::path::Path, env: &[(&str, &str)], stderr: Stdio) -> (Server, Option<String>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_algobanana"));
+    cmd.args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .env_remove("ALGOBANANA_VAULT_PASSPHRASE")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(stderr);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut token, mut addr) = (None, None);
     while addr.is_none() {
@@ -385,4 +393,272 @@ fn kill_9_between_the_intent_and_the_broker_answer_never_orders_twice() {
     assert_eq!(text.lines().count(), 1, "the resumed alert found its order: {text}");
     let (code, text) = audit_cli(&["verify", "--data-dir", d]);
     assert_eq!(code, 0, "{text}");
+}
+
+fn cli(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> (i32, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_algobanana"));
+    cmd.args(args)
+        .env_remove("ALGOBANANA_VAULT_PASSPHRASE")
+        .env_remove("ALGOBANANA_VAULT_NEW_PASSPHRASE")
+        .env_remove("ALGOBANANA_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        pipe.write_all(s.as_bytes()).unwrap();
+    }
+    drop(pipe);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The vault from the command line: `init` makes it, `secret set` reads the
+/// value from stdin, `vault rekey` moves it to a passphrase, a wrong or
+/// missing passphrase refuses start with a clear message, the running
+/// server takes secrets through `--server`, and the canary is in no file
+/// and no output.
+#[test]
+fn the_vault_from_the_command_line() {
+    const CANARY: &str = "CANARY-cli-6d1f0a";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let mut outputs = String::new();
+    let (code, out) = cli(&["init", "--data-dir", d, "--json"], &[], None);
+    assert_eq!(code, 0, "{out}");
+    let init: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let admin = init["admin_token"].as_str().unwrap().to_owned();
+    assert!(data.join("vault.abv").exists() && data.join("keys/vault.key").exists());
+    assert!(
+        !data.join("keys/audit-signing.key").exists(),
+        "the audit key lives in the vault"
+    );
+
+    let (code, out) = cli(
+        &["secret", "set", "alpaca-key", "--data-dir", d],
+        &[],
+        Some(&format!("{CANARY}\n")),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("secret `alpaca-key` created (version 1)"), "{out}");
+    outputs += &out;
+    let (code, out) = cli(&["secret", "list", "--data-dir", d], &[], None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("alpaca-key") && out.contains("v1"), "{out}");
+    assert!(
+        !out.contains("algobanana.audit-signing-key"),
+        "system records are not listed: {out}"
+    );
+    outputs += &out;
+    let (code, out) = cli(&["secret", "set", "Bad Name", "--data-dir", d], &[], Some("x"));
+    assert_eq!(code, 1);
+    assert!(out.contains("lowercase"), "{out}");
+
+    // A passphrase instead of the key file.
+    let pass = [("ALGOBANANA_VAULT_NEW_PASSPHRASE", "correct horse battery staple")];
+    let (code, out) = cli(
+        &["vault", "rekey", "--data-dir", d, "--kdf-memory-mib", "19"],
+        &pass,
+        None,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("opens with: passphrase"), "{out}");
+    assert!(out.contains("no longer opens the vault; delete it"), "{out}");
+    std::fs::remove_file(data.join("keys/vault.key")).unwrap();
+
+    // Locked, then wrong: refused with what to do.
+    let (code, out) = cli(&["serve", "--data-dir", d, "--listen", "127.0.0.1:0"], &[], None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("is locked: set ALGOBANANA_VAULT_PASSPHRASE"), "{out}");
+    let wrong = [("ALGOBANANA_VAULT_PASSPHRASE", "wrong horse")];
+    let (code, out) = cli(&["serve", "--data-dir", d, "--listen", "127.0.0.1:0"], &wrong, None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("did not open with the passphrase"), "{out}");
+    let (code, out) = cli(&["kill-switch", "status", "--data-dir", d], &wrong, None);
+    assert_eq!(code, 0, "the kill switch never depends on the vault: {out}");
+
+    // Right: it serves, and takes secrets over the admin API.
+    let right = "correct horse battery staple";
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let (Server { mut child, addr }, _) = start_with(
+        &data,
+        &[("ALGOBANANA_VAULT_PASSPHRASE", right), ("RUST_LOG", "debug")],
+        Stdio::from(log),
+    );
+    let server = format!("http://{addr}");
+    let api = [
+        ("ALGOBANANA_TOKEN", admin.as_str()),
+        ("ALGOBANANA_SERVER", server.as_str()),
+    ];
+    let (code, out) = cli(&["secret", "set", "binance-key"], &api, Some(&format!("{CANARY}-2")));
+    assert_eq!(code, 0, "{out}");
+    outputs += &out;
+    let (code, out) = cli(&["secret", "list"], &api, None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("alpaca-key") && out.contains("binance-key"), "{out}");
+    outputs += &out;
+    // Against the data dir while the server holds the audit log: refused,
+    // pointing at --server (no unaudited change).
+    let (code, out) = cli(
+        &["secret", "delete", "alpaca-key", "--data-dir", d],
+        &[("ALGOBANANA_VAULT_PASSPHRASE", right)],
+        None,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("--server"), "{out}");
+    let (code, out) = cli(&["api", "get", "/v1/whoami"], &api, None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"role\":\"admin\""), "{out}");
+    let (code, out) = cli(
+        &["api", "get", "/v1/users"],
+        &[
+            ("ALGOBANANA_SERVER", server.as_str()),
+            ("ALGOBANANA_TOKEN", "abk_nope_x"),
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not valid"), "{out}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    // No canary in any file of the data dir, any output, or the server's log.
+    assert!(!outputs.contains(CANARY), "{outputs}");
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(!log.contains(CANARY) && !log.contains(right), "{log}");
+    for p in files_under(&data) {
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(
+            !bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()),
+            "{} holds the canary",
+            p.display()
+        );
+    }
+    // The audit log verifies, with the key from the vault.
+    let (code, out) = audit_cli(&["verify", "--data-dir", d]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(
+        &["audit", "search", "--data-dir", d, "--action", "secret.*", "--json"],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().filter(|l| l.contains("\"secret.set\"")).count(), 2, "{out}");
+
+    // A tampered vault refuses start.
+    let path = data.join("vault.abv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    doc["records"][0]["name"] = serde_json::json!("renamed");
+    std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let (code, out) = cli(
+        &["serve", "--data-dir", d, "--listen", "127.0.0.1:0"],
+        &[("ALGOBANANA_VAULT_PASSPHRASE", right)],
+        None,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("has been altered or damaged"), "{out}");
+}
+
+/// A lost admin token is recovered with file access to the data dir (the
+/// server stopped): `token create` prints a new one once, audited; with
+/// the server running, tokens are listed and revoked through `--server`.
+#[test]
+fn tokens_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    assert_eq!(cli(&["init", "--data-dir", d], &[], None).0, 0);
+    let (code, out) = cli(
+        &[
+            "token",
+            "create",
+            "--name",
+            "recovery",
+            "--role",
+            "admin",
+            "--data-dir",
+            d,
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{out}");
+    let token = out.lines().next().unwrap().trim().to_owned();
+    assert!(token.starts_with("abk_"), "{out}");
+    let (code, out) = cli(
+        &["token", "create", "--name", "x", "--role", "boss", "--data-dir", d],
+        &[],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(out.contains("expected admin, trader, viewer or auditor"), "{out}");
+    let (code, out) = cli(&["token", "list", "--data-dir", d], &[], None);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("recovery") && out.contains("initial admin") && !out.contains(&token),
+        "{out}"
+    );
+
+    let (Server { mut child, addr }, _) = start(&data);
+    let server = format!("http://{addr}");
+    let api = [
+        ("ALGOBANANA_TOKEN", token.as_str()),
+        ("ALGOBANANA_SERVER", server.as_str()),
+    ];
+    let (code, out) = cli(&["token", "create", "--name", "dash", "--role", "viewer"], &api, None);
+    assert_eq!(code, 0, "{out}");
+    let viewer = out.trim().to_owned();
+    let id = viewer
+        .strip_prefix("abk_")
+        .unwrap()
+        .split('_')
+        .next()
+        .unwrap()
+        .to_owned();
+    let as_viewer = [
+        ("ALGOBANANA_TOKEN", viewer.as_str()),
+        ("ALGOBANANA_SERVER", server.as_str()),
+    ];
+    assert_eq!(cli(&["api", "get", "/v1/whoami"], &as_viewer, None).0, 0);
+    let (code, out) = cli(&["token", "revoke", &id], &api, None);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = cli(&["api", "get", "/v1/whoami"], &as_viewer, None);
+    assert_eq!(code, 1, "revoked at once: {out}");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let (code, out) = cli(
+        &["audit", "search", "--data-dir", d, "--action", "token.*", "--json"],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().count(), 4, "init's, recovery, dash, the revocation: {out}");
 }

@@ -6,22 +6,24 @@
 use algobanana::admin::rbac::{Endpoint, Role};
 use algobanana::admin::{ROUTES, openapi_document};
 use algobanana::audit::query::Filter;
-use algobanana_tests::TestHost;
+use algobanana_tests::{HostBuilder, TestHost};
 use serde_json::json;
 
-/// What each role may do, written out independently of the host's table:
-/// `match` is exhaustive, so a new endpoint without an expectation does
-/// not compile.
+/// What each role may do, written out independently of the host's table
+/// (the golden matrix of `docs/security.md`): `match` is exhaustive, so a
+/// new endpoint without an expectation does not compile.
 fn expected(role: Role, e: Endpoint) -> bool {
     use Endpoint::*;
     let (admin, trader, viewer, auditor) = match e {
         Whoami | OpenApi => (true, true, true, true),
-        KillSwitchRead => (true, true, true, false),
-        KillSwitchSet => (true, true, false, false),
-        OrdersRead => (true, true, true, false),
-        AuditSearch => (true, true, true, true),
+        KillSwitchRead | OrdersRead | AlertsRead | RoutesRead | PluginsRead | LimitsRead | SecretsRead => {
+            (true, true, true, false)
+        }
+        KillSwitchSet | RoutesOperate | LimitsWrite => (true, true, false, false),
+        SecretsWrite | UsersRead | UsersWrite | PluginsManage => (true, false, false, false),
+        AuditSearch => (true, true, false, true),
         AuditExport | AuditVerify => (true, false, false, true),
-        TokensRead | TokensCreate | TokensRevoke => (true, false, false, false),
+        TokensRead | TokensCreate | TokensRevoke => (true, true, false, false),
     };
     match role {
         Role::Admin => admin,
@@ -31,35 +33,53 @@ fn expected(role: Role, e: Endpoint) -> bool {
     }
 }
 
-fn body_for(e: Endpoint) -> Vec<u8> {
-    match e {
-        Endpoint::KillSwitchSet => br#"{"state":"off","reason":"table test"}"#.to_vec(),
-        Endpoint::TokensCreate => br#"{"name":"made-by-test","role":"viewer"}"#.to_vec(),
+fn body_for(e: Endpoint, method: &str) -> Vec<u8> {
+    match (e, method) {
+        (Endpoint::KillSwitchSet, _) => br#"{"state":"off","reason":"table test"}"#.to_vec(),
+        (Endpoint::TokensCreate, _) => br#"{"name":"made-by-test","role":"viewer"}"#.to_vec(),
+        (Endpoint::LimitsWrite, _) => br#"{"max_order_quantity":"1"}"#.to_vec(),
+        (Endpoint::SecretsWrite, "PUT") => br#"{"value":"table-test-value"}"#.to_vec(),
+        (Endpoint::UsersWrite, "POST") => br#"{"name":"made-by-test","role":"viewer"}"#.to_vec(),
+        (Endpoint::UsersWrite, _) => br#"{"disabled":true}"#.to_vec(),
+        (Endpoint::RoutesOperate, _) => br#"{"overlap_s":0}"#.to_vec(),
         _ => Vec::new(),
     }
 }
 
+/// A token of `role` owned by a user of that role.
+fn token_for(host: &TestHost, role: Role) -> anyhow::Result<(String, algobanana::admin::tokens::TokenInfo)> {
+    let user = format!("{}-user", role.as_str());
+    host.app.users.create(&user, role)?;
+    Ok(host.app.tokens.create(&format!("{role:?}"), &user, role, None)?)
+}
+
 #[tokio::test]
 async fn every_role_and_endpoint_is_decided_by_the_table_and_denials_are_audited() -> anyhow::Result<()> {
-    let host = TestHost::start().await?;
+    let host = HostBuilder::new().vault(&[("canary-secret", "x")]).start().await?;
     let mut tokens = Vec::new();
     for role in Role::ALL {
-        let (t, _) = host.app.tokens.create(&format!("{role:?}"), role, None)?;
+        let (t, _) = token_for(&host, role)?;
         tokens.push((role, t));
     }
-    let (_, victim) = host.app.tokens.create("to revoke", Role::Viewer, None)?;
+    let (_, victim) = host.app.tokens.create("to revoke", "trader-user", Role::Viewer, None)?;
     let mut covered = std::collections::BTreeSet::new();
-    for (method, path, endpoint, _) in ROUTES {
-        covered.insert(format!("{endpoint:?}"));
-        let path = path.replace("{id}", &victim.id);
-        let method = method.to_uppercase();
+    for route in ROUTES {
+        covered.insert(format!("{:?}", route.endpoint));
+        let path = route
+            .path
+            .replace("{id}", &victim.id)
+            .replace("/routes/{name}", "/routes/default")
+            .replace("/secrets/{name}", "/secrets/canary-secret")
+            .replace("/plugins/{name}", "/plugins/no-such-plugin")
+            .replace("/users/{name}", "/users/nobody");
+        let method = route.method.to_uppercase();
         // No token: 401 everywhere.
         let anon = host
             .request(
                 &method,
                 &path,
                 &[("content-type", "application/json")],
-                body_for(*endpoint),
+                body_for(route.endpoint, &method),
             )
             .await?;
         assert_eq!(anon.status, 401, "{method} {path} without a token");
@@ -70,12 +90,12 @@ async fn every_role_and_endpoint_is_decided_by_the_table_and_denials_are_audited
                     &method,
                     &path,
                     &[("authorization", auth.as_str()), ("content-type", "application/json")],
-                    body_for(*endpoint),
+                    body_for(route.endpoint, &method),
                 )
                 .await?;
-            if expected(*role, *endpoint) {
+            if expected(*role, route.endpoint) {
                 assert!(
-                    reply.status < 400 || reply.status == 404,
+                    reply.status < 400 || reply.status == 404 || reply.status == 409,
                     "{role:?} {method} {path}: {} {}",
                     reply.status,
                     String::from_utf8_lossy(&reply.body)
@@ -95,8 +115,8 @@ async fn every_role_and_endpoint_is_decided_by_the_table_and_denials_are_audited
     for role in Role::ALL {
         for e in Endpoint::ALL {
             assert_eq!(
-                algobanana::admin::rbac::allowed(role, e),
-                expected(role, e),
+                algobanana::admin::rbac::allowed(role, *e),
+                expected(role, *e),
                 "{role:?} {e:?}"
             );
         }
@@ -109,7 +129,7 @@ async fn every_role_and_endpoint_is_decided_by_the_table_and_denials_are_audited
     let forbidden = ROUTES.len() * Role::ALL.len()
         - ROUTES
             .iter()
-            .map(|(_, _, e, _)| Role::ALL.iter().filter(|r| expected(**r, *e)).count())
+            .map(|r| Role::ALL.iter().filter(|role| expected(**role, r.endpoint)).count())
             .sum::<usize>();
     assert_eq!(denied.len(), ROUTES.len() + forbidden);
     let dump = std::fs::read(host.path().join("audit.db"))?;
@@ -132,7 +152,7 @@ async fn every_role_and_endpoint_is_decided_by_the_table_and_denials_are_audited
 #[tokio::test]
 async fn tokens_are_revoked_and_expire_with_immediate_effect() -> anyhow::Result<()> {
     let host = TestHost::start().await?;
-    let (admin, _) = host.app.tokens.create("admin", Role::Admin, None)?;
+    let (admin, _) = host.app.tokens.create("admin", "admin", Role::Admin, None)?;
     let admin = format!("Bearer {admin}");
     let created = host
         .request(
@@ -181,7 +201,7 @@ async fn tokens_are_revoked_and_expire_with_immediate_effect() -> anyhow::Result
     assert_eq!(after.status, 401);
     assert!(String::from_utf8_lossy(&after.body).contains("revoked"));
     // Expired.
-    let (old, _) = host.app.tokens.create("old", Role::Admin, Some(1))?;
+    let (old, _) = host.app.tokens.create("old", "admin", Role::Admin, Some(1))?;
     let old = format!("Bearer {old}");
     let expired = host
         .request("GET", "/v1/whoami", &[("authorization", old.as_str())], Vec::new())
@@ -194,7 +214,7 @@ async fn tokens_are_revoked_and_expire_with_immediate_effect() -> anyhow::Result
 #[tokio::test]
 async fn the_kill_switch_and_the_audit_log_over_the_admin_api() -> anyhow::Result<()> {
     let host = TestHost::start().await?;
-    let (trader, info) = host.app.tokens.create("desk", Role::Trader, None)?;
+    let (trader, info) = token_for(&host, Role::Trader)?;
     let trader = format!("Bearer {trader}");
     let set = host
         .request(
@@ -238,7 +258,7 @@ async fn the_kill_switch_and_the_audit_log_over_the_admin_api() -> anyhow::Resul
     assert!(kill.request_id.is_some());
 
     // An auditor exports and verifies; the export verifies offline too.
-    let (auditor, _) = host.app.tokens.create("audit", Role::Auditor, None)?;
+    let (auditor, _) = token_for(&host, Role::Auditor)?;
     let auditor = format!("Bearer {auditor}");
     let verify = host
         .request(

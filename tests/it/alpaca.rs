@@ -135,6 +135,98 @@ pub async fn alpaca() -> anyhow::Result<()> {
             .contains("insufficient_funds: insufficient buying power"),
         "{poor}"
     );
+    // A trailing stop, by price and by percent: Alpaca's trailing_stop type
+    // with exactly one of trail_price / trail_percent.
+    let last_post = || {
+        fake.state
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|r| r.0 == "POST")
+            .unwrap()
+            .3
+            .clone()
+    };
+    let trail = send(
+        &host,
+        r#"{"ticker":"AAPL","action":"sell","quantity":"4","price":"190","orderType":"trailing_stop","trailPrice":"2.5","timeInForce":"gtc"}"#,
+    )
+    .await;
+    assert_eq!(trail["orders"][0]["outcome"], "accepted", "{trail}");
+    assert_eq!(
+        trail["orders"][0]["intent"]["order_type"],
+        json!({ "type": "trailing_stop", "trail": "2.5", "percent": false })
+    );
+    let post = last_post();
+    assert_eq!(post["type"], "trailing_stop");
+    assert_eq!(post["trail_price"], "2.5");
+    assert!(
+        post.get("trail_percent").is_none() && post.get("stop_price").is_none(),
+        "{post}"
+    );
+    let trail = send(
+        &host,
+        r#"{"ticker":"AAPL","action":"sell","quantity":"1","price":"190","trailPercent":"1.5"}"#,
+    )
+    .await;
+    assert_eq!(trail["orders"][0]["outcome"], "accepted", "{trail}");
+    assert_eq!(last_post()["trail_percent"], "1.5");
+    let bad = send(
+        &host,
+        r#"{"ticker":"AAPL","action":"sell","quantity":"1","price":"190","trailPercent":"100"}"#,
+    )
+    .await;
+    assert!(bad.to_string().contains("trailPercent` must be below 100"), "{bad}");
+    // A trailing stop with exit legs: refused by the adapter before Alpaca.
+    let posts = fake
+        .state
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.0 == "POST")
+        .count();
+    let legs = send(
+        &host,
+        r#"{"ticker":"AAPL","action":"sell","quantity":"1","price":"190","trailPrice":"1","stopLoss":{"stopPrice":"180"}}"#,
+    )
+    .await;
+    assert!(
+        legs["orders"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("trailing stop with take-profit"),
+        "{legs}"
+    );
+    assert_eq!(
+        fake.state
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.0 == "POST")
+            .count(),
+        posts
+    );
+
+    // An exit with both legs protects the position with an OCO pair.
+    let oco = send(
+        &host,
+        r#"{"ticker":"AAPL","action":"exit","price":"190","takeProfit":{"limitPrice":"205"},"stopLoss":{"stopPrice":"182"},"timeInForce":"gtc"}"#,
+    )
+    .await;
+    assert_eq!(oco["orders"][0]["outcome"], "accepted", "{oco}");
+    let post = last_post();
+    assert_eq!(post["order_class"], "oco");
+    assert_eq!(post["type"], "limit");
+    assert_eq!(post["side"], "sell");
+    assert_eq!(post["qty"], "10");
+    assert_eq!(post["take_profit"], json!({ "limit_price": "205" }));
+    assert_eq!(post["stop_loss"], json!({ "stop_price": "182" }));
+    assert!(post.get("limit_price").is_none(), "{post}");
+
     // Positions reach the rule: `exit` sells the 10 AAPL.
     let exit = send(&host, r#"{"ticker":"AAPL","action":"exit","price":"190"}"#).await;
     assert_eq!(exit["orders"][0]["intent"]["quantity"], "10", "{exit}");

@@ -48,6 +48,30 @@ pub async fn binance() -> anyhow::Result<()> {
     let raw = fake.state.raw.lock().unwrap().clone();
     assert!(fake.state.valid_signatures.load(Ordering::SeqCst) >= 4, "{raw:?}");
     let post = raw.iter().find(|(l, _)| l.starts_with("POST /api/v3/order?")).unwrap();
+    // Exit legs and trailing stops are refused before the exchange sees
+    // anything, never silently dropped.
+    for body in [
+        r#"{"ticker":"BTCUSDT","action":"buy","quantity":"0.01","price":"64250","stopLoss":{"stopPrice":"60000"}}"#,
+        r#"{"ticker":"BTCUSDT","action":"sell","quantity":"0.01","price":"64250","trailPercent":"1"}"#,
+    ] {
+        let refused = send(&host, body).await;
+        let reason = refused["orders"][0]["reason"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            reason.contains("send take-profit and stop-loss as their own orders")
+                || reason.contains("does not place trailing stops"),
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        fake.state
+            .raw
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(l, _)| l.starts_with("POST /api/v3/order?"))
+            .count(),
+        1
+    );
     for part in [
         "symbol=BTCUSDT",
         "side=BUY",

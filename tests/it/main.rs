@@ -29,8 +29,12 @@
 //!   reconciliation, crash recovery, 202 and stale signals.
 //! - `notify`: notifier plugins against local servers speaking each
 //!   service's wire format.
+//! - `openapi`: schemathesis against `/v1/openapi.json`: no 5xx, no admin
+//!   route without its token.
 //! - `webhooks`: passphrase, signature, source allowlist, rate limit.
 //! - `cli`: `init` and `audit search` through the command-line code.
+//! - `vault`: vault secrets used without a trace at rest, hook-token
+//!   rotation, paused routes, limits over the API, users and modes, HTTPS.
 //! - `author`: `plugin new` projects in Rust, JavaScript and Python build
 //!   and pass their sample tests; `plugin test` reports every limit;
 //!   `plugin install` precompiles for the next start.
@@ -46,7 +50,9 @@ mod cli;
 mod config_ui;
 mod languages;
 mod notify;
+mod openapi;
 mod plugins;
 mod tamper;
 mod trading;
+mod vault;
 mod webhooks;

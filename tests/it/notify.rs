@@ -96,12 +96,21 @@ pub async fn notify_webhook() -> anyhow::Result<()> {
             .contains("risk.max_order_quantity = 10"),
         "{reject}"
     );
-    // Audited as plugin calls, after the alerts.
-    let calls = host.audit(&Filter {
-        action: Some("plugin.call".into()),
-        ..Filter::default()
-    })?;
-    assert_eq!(calls.iter().filter(|c| c.payload["export"] == "notify").count(), 2);
+    // Audited as plugin calls, after the alerts. The receiver can see a
+    // notification before the host has recorded the call that sent it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let calls = host.audit(&Filter {
+            action: Some("plugin.call".into()),
+            ..Filter::default()
+        })?;
+        let n = calls.iter().filter(|c| c.payload["export"] == "notify").count();
+        if n == 2 || std::time::Instant::now() > deadline {
+            assert_eq!(n, 2);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     Ok(())
 }
 

@@ -136,6 +136,19 @@ async fn paper() -> anyhow::Result<()> {
         resting["orders"][0]["outcome"], "accepted",
         "not marketable at 95: it rests"
     );
+    // A trailing stop rests (the paper book has no price stream to trail);
+    // exit legs are not simulated, and the order says so.
+    let trailing = r#"{"ticker":"AAPL","action":"sell","quantity":"1","price":"95","trailPercent":"2"}"#;
+    let trailing = host.alert("default", "application/json", trailing).await?.json();
+    assert_eq!(trailing["orders"][0]["outcome"], "accepted", "{trailing}");
+    let legs = r#"{"ticker":"MSFT","action":"buy","quantity":"1","price":"95","takeProfit":{"limitPrice":"99"},"stopLoss":{"stopPrice":"93"}}"#;
+    let legs = host.alert("default", "application/json", legs).await?.json();
+    assert_eq!(legs["orders"][0]["outcome"], "filled", "{legs}");
+    assert!(
+        legs.to_string()
+            .contains("does not simulate take-profit or stop-loss legs"),
+        "{legs}"
+    );
     let ioc = r#"{"ticker":"AAPL","action":"buy","quantity":"1","orderType":"limit","limitPrice":"90","price":"95","timeInForce":"ioc"}"#;
     assert_eq!(
         host.alert("default", "application/json", ioc).await?.json()["orders"][0]["outcome"],

@@ -254,7 +254,7 @@ async fn submit(st: &State, b: &Value) -> (u16, Value) {
     if !["market", "limit", "stop", "stop_limit", "trailing_stop"].contains(&kind) {
         return error(422, 40010001, "invalid order type");
     }
-    if ["limit", "stop_limit"].contains(&kind) && !b["limit_price"].is_string() {
+    if ["limit", "stop_limit"].contains(&kind) && !b["limit_price"].is_string() && b["order_class"] != "oco" {
         return error(422, 40010001, "limit_price is required");
     }
     if ["stop", "stop_limit"].contains(&kind) && !b["stop_price"].is_string() {
@@ -263,8 +263,39 @@ async fn submit(st: &State, b: &Value) -> (u16, Value) {
     if !["day", "gtc", "opg", "cls", "ioc", "fok"].contains(&b["time_in_force"].as_str().unwrap_or_default()) {
         return error(422, 40010001, "invalid time_in_force");
     }
-    if b["order_class"] == "bracket"
-        && (!b["take_profit"]["limit_price"].is_string() || !b["stop_loss"]["stop_price"].is_string())
+    if kind == "trailing_stop" {
+        // Exactly one of trail_price / trail_percent, as strings; no legs.
+        match (b["trail_price"].as_str(), b["trail_percent"].as_str()) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return error(422, 40010001, "trail_price or trail_percent is required"),
+        }
+        if !b["order_class"].is_null() {
+            return error(422, 40010001, "trailing_stop orders do not support order_class");
+        }
+    } else if !b["trail_price"].is_null() || !b["trail_percent"].is_null() {
+        return error(
+            422,
+            40010001,
+            "trail_price and trail_percent are for trailing_stop orders only",
+        );
+    }
+    let class = b["order_class"].as_str().unwrap_or("simple");
+    if !["simple", "bracket", "oco", "oto"].contains(&class) {
+        return error(422, 40010001, "invalid order_class");
+    }
+    if class == "oco"
+        && (kind != "limit"
+            || !b["take_profit"]["limit_price"].is_string()
+            || !b["stop_loss"]["stop_price"].is_string()
+            || !b["limit_price"].is_null())
+    {
+        return error(
+            422,
+            40010001,
+            "oco orders must be limit orders with take_profit.limit_price and stop_loss.stop_price",
+        );
+    }
+    if class == "bracket" && (!b["take_profit"]["limit_price"].is_string() || !b["stop_loss"]["stop_price"].is_string())
     {
         return error(
             422,
@@ -296,6 +327,7 @@ async fn submit(st: &State, b: &Value) -> (u16, Value) {
             "symbol": symbol, "asset_class": "us_equity", "notional": null, "qty": s(qty), "filled_qty": "0",
             "filled_avg_price": null, "order_class": b["order_class"].as_str().unwrap_or(""), "order_type": kind, "type": kind,
             "side": side, "time_in_force": b["time_in_force"], "limit_price": b["limit_price"], "stop_price": b["stop_price"],
+            "trail_price": b["trail_price"], "trail_percent": b["trail_percent"], "hwm": null,
             "status": "accepted", "extended_hours": false, "legs": null,
         });
         orders.insert(coid.clone(), o.clone());

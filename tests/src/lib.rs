@@ -51,6 +51,7 @@ pub struct HostBuilder {
     routes: Vec<RouteSpec>,
     options: AppOptions,
     extra_toml: String,
+    vault: Option<Vec<(String, String)>>,
 }
 
 impl Default for HostBuilder {
@@ -68,6 +69,7 @@ impl HostBuilder {
             routes: Vec::new(),
             options: AppOptions::default(),
             extra_toml: String::new(),
+            vault: None,
         }
         .builtin("tradingview", "rule")
         .builtin("paper", "broker")
@@ -153,6 +155,18 @@ impl HostBuilder {
         self
     }
 
+    /// A vault in the data dir, opened by `keys/vault.key` as `init` makes
+    /// it, holding these secrets.
+    pub fn vault(mut self, secrets: &[(&str, &str)]) -> Self {
+        self.vault = Some(
+            secrets
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+        self
+    }
+
     /// Extra TOML appended to the config (e.g. a `[server]` table).
     pub fn toml(mut self, text: &str) -> Self {
         self.extra_toml.push_str(text);
@@ -212,6 +226,19 @@ impl HostBuilder {
         }
         text.push_str(&self.extra_toml);
         std::fs::write(dir.path().join(algobanana::config::CONFIG_FILE), text)?;
+        if let Some(secrets) = &self.vault {
+            use algobanana::vault::{DEFAULT_KEY_FILE, KdfParams, Unlock, Vault, unlock};
+            let key = dir.path().join(DEFAULT_KEY_FILE);
+            unlock::create_key_file(&key)?;
+            let v = Vault::create(
+                &Vault::path_in(dir.path()),
+                &Unlock::none().with_key_file(&key),
+                KdfParams::default(),
+            )?;
+            for (n, value) in secrets {
+                v.set(n, value.as_bytes())?;
+            }
+        }
         Ok((dir, tokens))
     }
 

@@ -4,8 +4,14 @@
 //! ([`authorize`]); every denial and every access is an audit event with
 //! the token's id (never the token), request id, source IP and user agent.
 
+pub mod limits;
 pub mod rbac;
+mod resources;
+pub mod routes;
 pub mod tokens;
+pub mod users;
+
+pub use resources::*;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,70 +32,294 @@ use crate::domain::ids::RequestId;
 use crate::http::error::ApiError;
 use crate::trading::risk::KillSwitch;
 
-/// Every admin route: method, path, endpoint (the OpenAPI document and the
-/// router are both made from this list, so nothing is routed without a
-/// rule).
-pub const ROUTES: &[(&str, &str, Endpoint, &str)] = &[
-    (
+/// One admin route: method, path, endpoint, summary, the JSON schema of its
+/// body and its query parameters (name, JSON type). The OpenAPI document is
+/// made from this list and the router serves exactly these, so nothing is
+/// routed without a rule.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminRoute {
+    /// `get`, `post`, `put`, `patch` or `delete`.
+    pub method: &'static str,
+    /// The path, with `{param}`s.
+    pub path: &'static str,
+    /// Its endpoint (and so its rule).
+    pub endpoint: Endpoint,
+    /// What it does.
+    pub summary: &'static str,
+    /// JSON schema of the request body, if it takes one.
+    pub body: Option<&'static str>,
+    /// Query parameters: name and JSON type.
+    pub query: &'static [(&'static str, &'static str)],
+}
+
+const fn r(
+    method: &'static str,
+    path: &'static str,
+    endpoint: Endpoint,
+    summary: &'static str,
+    body: Option<&'static str>,
+    query: &'static [(&'static str, &'static str)],
+) -> AdminRoute {
+    AdminRoute {
+        method,
+        path,
+        endpoint,
+        summary,
+        body,
+        query,
+    }
+}
+
+const AUDIT_QUERY: &[(&str, &str)] = &[
+    ("action", "string"),
+    ("outcome", "string"),
+    ("actor", "string"),
+    ("actor_kind", "string"),
+    ("alert", "string"),
+    ("request_id", "string"),
+    ("text", "string"),
+    ("since", "string"),
+    ("until", "string"),
+    ("limit", "integer"),
+];
+
+/// Every admin route.
+pub const ROUTES: &[AdminRoute] = &[
+    r(
         "get",
         "/v1/whoami",
         Endpoint::Whoami,
-        "The calling token: id, name and role.",
+        "The calling token: id, name, user and role.",
+        None,
+        &[],
     ),
-    ("get", "/v1/openapi.json", Endpoint::OpenApi, "This document."),
-    (
+    r(
+        "get",
+        "/v1/openapi.json",
+        Endpoint::OpenApi,
+        "This document.",
+        None,
+        &[],
+    ),
+    r(
         "get",
         "/v1/kill-switch",
         Endpoint::KillSwitchRead,
         "The kill switch and who set it.",
+        None,
+        &[],
     ),
-    (
+    r(
         "put",
         "/v1/kill-switch",
         Endpoint::KillSwitchSet,
-        "Set the kill switch: {\"state\": \"on\"|\"reduce_only\"|\"off\", \"reason\": \"…\"}.",
+        "Set the kill switch. Traders may engage it (on, reduce_only); releasing it (off) takes an admin.",
+        Some(
+            r#"{"type":"object","required":["state"],"additionalProperties":false,"properties":{"state":{"type":"string","enum":["on","reduce_only","off"]},"reason":{"type":"string"}}}"#,
+        ),
+        &[],
     ),
-    (
+    r(
         "get",
         "/v1/orders",
         Endpoint::OrdersRead,
-        "Orders and their states (?limit=).",
+        "Orders and their states.",
+        None,
+        &[("limit", "integer")],
     ),
-    (
+    r(
+        "get",
+        "/v1/alerts",
+        Endpoint::AlertsRead,
+        "Received alerts, newest first (secrets stripped before storage).",
+        None,
+        &[("limit", "integer"), ("route", "string")],
+    ),
+    r(
+        "get",
+        "/v1/routes",
+        Endpoint::RoutesRead,
+        "Routes: rule, broker, accounts, guards, paused, hook tokens (never the tokens).",
+        None,
+        &[],
+    ),
+    r(
+        "post",
+        "/v1/routes/{name}/pause",
+        Endpoint::RoutesOperate,
+        "Pause a route: its alerts are refused (409) and not stored.",
+        None,
+        &[],
+    ),
+    r(
+        "post",
+        "/v1/routes/{name}/resume",
+        Endpoint::RoutesOperate,
+        "Resume a paused route.",
+        None,
+        &[],
+    ),
+    r(
+        "post",
+        "/v1/routes/{name}/hook-token",
+        Endpoint::RoutesOperate,
+        "Rotate the route's hook token: the new token is shown once; older tokens keep working for overlap_s (default 86400, 0 ends them now).",
+        Some(
+            r#"{"type":"object","additionalProperties":false,"properties":{"overlap_s":{"type":"integer","minimum":0,"maximum":2592000}}}"#,
+        ),
+        &[],
+    ),
+    r(
+        "get",
+        "/v1/plugins",
+        Endpoint::PluginsRead,
+        "Loaded plugins: version, digest, world, grant and manifest.",
+        None,
+        &[],
+    ),
+    r(
+        "post",
+        "/v1/plugins/{name}/disable",
+        Endpoint::PluginsManage,
+        "Disable a plugin (revoke its grant at once): every call to it is refused and audited until it is enabled.",
+        None,
+        &[],
+    ),
+    r(
+        "post",
+        "/v1/plugins/{name}/enable",
+        Endpoint::PluginsManage,
+        "Enable a disabled plugin.",
+        None,
+        &[],
+    ),
+    r(
+        "get",
+        "/v1/limits",
+        Endpoint::LimitsRead,
+        "Risk limits in force, and the config's (the ceiling for traders).",
+        None,
+        &[],
+    ),
+    r(
+        "patch",
+        "/v1/limits",
+        Endpoint::LimitsWrite,
+        "Change risk rails: decimal strings, whole numbers or null (off). Traders may tighten, and loosen only up to the config's value.",
+        Some(
+            r#"{"type":"object","additionalProperties":false,"minProperties":1,"properties":{"symbols":{"type":["array","null"],"items":{"type":"string"}},"max_order_quantity":{"type":["string","null"]},"max_order_notional":{"type":["string","null"]},"max_position":{"type":["string","null"]},"price_band_pct":{"type":["string","null"]},"max_daily_loss":{"type":["string","null"]},"max_orders_per_minute":{"type":["integer","null"],"minimum":1},"max_orders_per_day":{"type":["integer","null"],"minimum":1}}}"#,
+        ),
+        &[],
+    ),
+    r(
+        "get",
+        "/v1/secrets",
+        Endpoint::SecretsRead,
+        "Secret names, where each comes from and its version; never a value.",
+        None,
+        &[],
+    ),
+    r(
+        "put",
+        "/v1/secrets/{name}",
+        Endpoint::SecretsWrite,
+        "Set or replace a secret in the vault (write-only).",
+        Some(
+            r#"{"type":"object","required":["value"],"additionalProperties":false,"properties":{"value":{"type":"string","minLength":1}}}"#,
+        ),
+        &[],
+    ),
+    r(
+        "delete",
+        "/v1/secrets/{name}",
+        Endpoint::SecretsWrite,
+        "Delete a secret from the vault.",
+        None,
+        &[],
+    ),
+    r(
         "get",
         "/v1/audit/events",
         Endpoint::AuditSearch,
-        "Search the audit log (?action=&outcome=&alert=&request_id=&actor=&text=&since=&until=&limit=).",
+        "Search the audit log.",
+        None,
+        AUDIT_QUERY,
     ),
-    (
+    r(
         "get",
         "/v1/audit/export",
         Endpoint::AuditExport,
-        "Export the audit log (?format=jsonl|csv and the search filters); JSONL verifies offline.",
+        "Export the audit log (format=jsonl|csv and the search filters); JSONL verifies offline.",
+        None,
+        &[
+            ("format", "string"),
+            ("action", "string"),
+            ("since", "string"),
+            ("until", "string"),
+            ("limit", "integer"),
+        ],
     ),
-    (
+    r(
         "get",
         "/v1/audit/verify",
         Endpoint::AuditVerify,
         "Verify the hash chain, checkpoints and keys.",
+        None,
+        &[],
     ),
-    (
+    r(
         "get",
         "/v1/tokens",
         Endpoint::TokensRead,
-        "API tokens (never their secrets).",
+        "API tokens (never their secrets); traders see their own.",
+        None,
+        &[],
     ),
-    (
+    r(
         "post",
         "/v1/tokens",
         Endpoint::TokensCreate,
-        "Create a token: {\"name\": \"…\", \"role\": \"admin\"|\"trader\"|\"viewer\"|\"auditor\", \"expires_in_s\": 86400}; the token is shown once.",
+        "Create a token, shown once. Traders create their own, with role trader or viewer; admins for any user.",
+        Some(
+            r#"{"type":"object","required":["name","role"],"additionalProperties":false,"properties":{"name":{"type":"string","minLength":1,"maxLength":64},"role":{"type":"string","enum":["admin","trader","viewer","auditor"]},"user":{"type":"string"},"expires_in_s":{"type":"integer","minimum":1}}}"#,
+        ),
+        &[],
     ),
-    (
+    r(
         "delete",
         "/v1/tokens/{id}",
         Endpoint::TokensRevoke,
-        "Revoke a token, with immediate effect.",
+        "Revoke a token, with immediate effect; traders their own.",
+        None,
+        &[],
+    ),
+    r(
+        "get",
+        "/v1/users",
+        Endpoint::UsersRead,
+        "Users and their roles.",
+        None,
+        &[],
+    ),
+    r(
+        "post",
+        "/v1/users",
+        Endpoint::UsersWrite,
+        "Create a user (Cloud mode); then create a token for it.",
+        Some(
+            r#"{"type":"object","required":["name","role"],"additionalProperties":false,"properties":{"name":{"type":"string","minLength":1,"maxLength":64},"role":{"type":"string","enum":["admin","trader","viewer","auditor"]}}}"#,
+        ),
+        &[],
+    ),
+    r(
+        "patch",
+        "/v1/users/{name}",
+        Endpoint::UsersWrite,
+        "Change a user's role or disable it (its tokens stop at once; tokens above the new role are revoked).",
+        Some(
+            r#"{"type":"object","additionalProperties":false,"minProperties":1,"properties":{"role":{"type":"string","enum":["admin","trader","viewer","auditor"]},"disabled":{"type":"boolean"}}}"#,
+        ),
+        &[],
     ),
 ];
 
@@ -170,6 +400,20 @@ pub async fn authorize(
             .context(&ctx)
             .payload(json!({ "endpoint": endpoint, "reason": reason }))
     };
+    if app.config.server.mode == crate::config::Mode::Local && !peer.ip().is_loopback() {
+        let _ = app
+            .audit
+            .record(deny(
+                "anonymous".into(),
+                "local mode: admin API from a non-loopback address",
+            ))
+            .await;
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "local_mode",
+            "in Local mode the admin API answers only on this machine (loopback); use it from the host, or set server.mode = \"cloud\" with HTTPS",
+        ));
+    }
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -194,6 +438,10 @@ pub async fn authorize(
                 ),
                 Refusal::Expired => ("expired token", "the API token has expired; ask an admin for a new one"),
                 Refusal::Revoked => ("revoked token", "the API token was revoked; ask an admin for a new one"),
+                Refusal::Disabled => (
+                    "disabled user",
+                    "the user this API token belongs to is disabled; ask an admin",
+                ),
             };
             // The presented value is never recorded: only its id part, which is not secret.
             let id = presented
@@ -248,7 +496,75 @@ async fn access(
         .map_err(audit_unavailable)
 }
 
-type Peer = ConnectInfo<SocketAddr>;
+/// [`authorize`] then [`access`]: the prelude of every handler that needs
+/// nothing from the body before it records the access.
+async fn guard(
+    app: &App,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    endpoint: Endpoint,
+    detail: Value,
+) -> Result<(TokenInfo, Context), ApiError> {
+    let (token, ctx) = authorize(app, headers, peer, endpoint).await?;
+    access(app, &token, &ctx, endpoint, detail).await?;
+    Ok((token, ctx))
+}
+
+/// Records an admin change by `token` (before the change is made: a change
+/// that cannot be audited is not made).
+async fn record_change(
+    app: &App,
+    token: &TokenInfo,
+    ctx: &Context,
+    action: &'static str,
+    resource: impl Into<String>,
+    payload: Value,
+) -> Result<(), ApiError> {
+    app.audit
+        .record(
+            AuditEvent::new(ActorKind::ApiToken, token.id.clone(), action, Outcome::Success)
+                .resource(resource)
+                .context(ctx)
+                .payload(payload),
+        )
+        .await
+        .map(drop)
+        .map_err(audit_unavailable)
+}
+
+/// 403 for an object-level rule, audited like a role denial.
+async fn forbid(
+    app: &App,
+    token: &TokenInfo,
+    ctx: &Context,
+    endpoint: Endpoint,
+    reason: &str,
+    message: String,
+) -> ApiError {
+    let _ = app
+        .audit
+        .record(
+            AuditEvent::new(
+                ActorKind::ApiToken,
+                token.id.clone(),
+                action::AUTH_DENIED,
+                Outcome::Deny,
+            )
+            .resource(format!(
+                "admin:{}",
+                serde_json::to_value(endpoint)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("")
+            ))
+            .context(ctx)
+            .payload(json!({ "endpoint": endpoint, "reason": reason, "role": token.role })),
+        )
+        .await;
+    error(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+pub(crate) type Peer = ConnectInfo<SocketAddr>;
 
 /// `GET /v1/whoami`.
 pub async fn whoami(
@@ -256,31 +572,81 @@ pub async fn whoami(
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (token, ctx) = authorize(&app, &headers, peer, Endpoint::Whoami).await?;
-    access(&app, &token, &ctx, Endpoint::Whoami, Value::Null).await?;
-    Ok(Json(json!({ "id": token.id, "name": token.name, "role": token.role })).into_response())
+    let (token, _) = guard(&app, &headers, peer, Endpoint::Whoami, Value::Null).await?;
+    Ok(Json(json!({ "id": token.id, "name": token.name, "user": token.owner, "role": token.role, "mode": app.config.server.mode })).into_response())
 }
 
 /// The OpenAPI document, made from [`ROUTES`].
 pub fn openapi_document() -> Value {
     let mut paths = serde_json::Map::new();
-    for (method, path, endpoint, summary) in ROUTES {
+    let error_schema = json!({ "$ref": "#/components/schemas/Error" });
+    for route in ROUTES {
         let roles: Vec<&str> = Role::ALL
             .iter()
-            .filter(|r| allowed(**r, *endpoint))
+            .filter(|r| allowed(**r, route.endpoint))
             .map(|r| r.as_str())
             .collect();
-        let entry = paths.entry((*path).to_owned()).or_insert_with(|| json!({}));
-        entry[*method] = json!({
-            "operationId": endpoint, "summary": summary, "x-roles": roles,
-            "security": [{ "bearer": [] }],
-            "responses": { "200": { "description": "OK" }, "401": { "description": "no or invalid token" }, "403": { "description": "the role may not" } },
+        let mut parameters: Vec<Value> = route
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| {
+                json!({ "name": name, "in": "path", "required": true,
+                        "schema": { "type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[a-z0-9._@-]+$" } })
+            })
+            .collect();
+        parameters.extend(route.query.iter().map(|(name, ty)| {
+            let schema = if *ty == "integer" {
+                json!({ "type": "integer", "minimum": 1, "maximum": 100_000 })
+            } else {
+                json!({ "type": *ty })
+            };
+            json!({ "name": name, "in": "query", "required": false, "schema": schema })
+        }));
+        let ok = match (route.method, route.endpoint) {
+            ("post", Endpoint::TokensCreate | Endpoint::UsersWrite) => "201",
+            ("delete", _) => "204",
+            _ => "200",
+        };
+        let mut responses = json!({
+            ok: { "description": "OK" },
+            "401": { "description": "no, unknown, expired or revoked token", "content": { "application/json": { "schema": error_schema } } },
+            "403": { "description": "the role may not", "content": { "application/json": { "schema": error_schema } } },
         });
+        if route.body.is_some() || !route.query.is_empty() {
+            responses["422"] = json!({ "description": "the request is wrong; the message says how", "content": { "application/json": { "schema": error_schema } } });
+        }
+        if route.path.contains('{') {
+            responses["404"] = json!({ "description": "no such object", "content": { "application/json": { "schema": error_schema } } });
+        }
+        if matches!(
+            route.endpoint,
+            Endpoint::UsersWrite | Endpoint::RoutesOperate | Endpoint::SecretsWrite
+        ) {
+            responses["409"] = json!({ "description": "conflicts with the current state", "content": { "application/json": { "schema": error_schema } } });
+        }
+        let mut op = json!({
+            "operationId": format!("{}_{}", route.method, serde_json::to_value(route.endpoint).unwrap_or_default().as_str().unwrap_or("")),
+            "summary": route.summary, "x-roles": roles,
+            "security": [{ "bearer": [] }],
+            "parameters": parameters,
+            "responses": responses,
+        });
+        if let Some(schema) = route.body {
+            let schema: Value = serde_json::from_str(schema).expect("route body schemas are valid JSON");
+            op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": schema } } });
+        }
+        let entry = paths.entry(route.path.to_owned()).or_insert_with(|| json!({}));
+        entry[route.method] = op;
     }
     json!({
         "openapi": "3.1.0",
         "info": { "title": "algobanana admin API", "version": env!("CARGO_PKG_VERSION") },
-        "components": { "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "description": "abk_ API token" } } },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "description": "abk_ API token" } },
+            "schemas": { "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "object", "required": ["kind", "message"], "properties": { "kind": { "type": "string" }, "message": { "type": "string" } } } } } },
+        },
+        "security": [{ "bearer": [] }],
         "paths": paths,
     })
 }
@@ -339,6 +705,27 @@ pub async fn kill_switch_set(
             body.state
         )));
     };
+    let severity = |k: KillSwitch| match k {
+        KillSwitch::Off => 0,
+        KillSwitch::ReduceOnly => 1,
+        KillSwitch::On => 2,
+    };
+    let now = app.kill_switch().map_err(state_unavailable)?;
+    if token.role != Role::Admin && severity(to) < severity(now) {
+        return Err(forbid(
+            &app,
+            &token,
+            &ctx,
+            Endpoint::KillSwitchSet,
+            "release needs an admin",
+            format!(
+                "the kill switch is {}; a {} may engage it but releasing it takes an admin",
+                now.as_str(),
+                token.role.as_str()
+            ),
+        )
+        .await);
+    }
     let from = crate::trading::kill::set(
         &app.state,
         &app.audit,
@@ -486,15 +873,15 @@ pub async fn audit_verify(
     Ok(Json(v).into_response())
 }
 
-/// `GET /v1/tokens`.
+/// `GET /v1/tokens`: all for an admin, their own for others.
 pub async fn tokens_list(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (token, ctx) = authorize(&app, &headers, peer, Endpoint::TokensRead).await?;
-    access(&app, &token, &ctx, Endpoint::TokensRead, Value::Null).await?;
-    let list = app.tokens.list().map_err(state_unavailable)?;
+    let (token, _) = guard(&app, &headers, peer, Endpoint::TokensRead, Value::Null).await?;
+    let owner = (token.role != Role::Admin).then_some(token.owner.as_str());
+    let list = app.tokens.list(owner).map_err(state_unavailable)?;
     Ok(Json(list).into_response())
 }
 
@@ -504,6 +891,7 @@ pub async fn tokens_list(
 pub struct NewToken {
     name: String,
     role: String,
+    user: Option<String>,
     expires_in_s: Option<u64>,
 }
 
@@ -517,7 +905,7 @@ pub async fn tokens_create(
     let (token, ctx) = authorize(&app, &headers, peer, Endpoint::TokensCreate).await?;
     let body: NewToken = json_body(
         &body,
-        "{\"name\": \"…\", \"role\": \"admin|trader|viewer|auditor\", \"expires_in_s\": 86400}",
+        "{\"name\": \"…\", \"role\": \"admin|trader|viewer|auditor\", \"user\": \"…\", \"expires_in_s\": 86400}",
     )?;
     let Some(role) = Role::parse(&body.role) else {
         return Err(invalid(format!(
@@ -525,30 +913,71 @@ pub async fn tokens_create(
             body.role
         )));
     };
-    if body.name.trim().is_empty() || body.name.len() > 64 {
-        return Err(invalid("name: 1–64 characters"));
+    if body.name.trim().is_empty() || body.name.chars().count() > 64 || body.name.chars().any(char::is_control) {
+        return Err(invalid("name: 1–64 printable characters"));
+    }
+    let owner_name = body.user.clone().unwrap_or_else(|| token.owner.clone());
+    if token.role != Role::Admin && owner_name != token.owner {
+        return Err(forbid(
+            &app,
+            &token,
+            &ctx,
+            Endpoint::TokensCreate,
+            "token for another user",
+            format!("a {} may create tokens only for itself", token.role.as_str()),
+        )
+        .await);
+    }
+    let Some(owner) = app.users.get(&owner_name).map_err(state_unavailable)? else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("there is no user `{owner_name}` (GET /v1/users lists them)"),
+        ));
+    };
+    if owner.disabled_at_ns.is_some() {
+        return Err(error(
+            StatusCode::CONFLICT,
+            "user_disabled",
+            format!("user `{owner_name}` is disabled; enable it first"),
+        ));
+    }
+    if !users::may_hold(owner.role, role) {
+        let message = format!(
+            "user `{owner_name}` has role {}, which may not hold a {} token",
+            owner.role.as_str(),
+            role.as_str()
+        );
+        return Err(if token.role == Role::Admin {
+            invalid(message)
+        } else {
+            forbid(
+                &app,
+                &token,
+                &ctx,
+                Endpoint::TokensCreate,
+                "role above the user's",
+                message,
+            )
+            .await
+        });
     }
     let expires = body.expires_in_s.map(|s| {
         crate::audit::now_ns().saturating_add(i64::try_from(s).unwrap_or(i64::MAX / 2).saturating_mul(1_000_000_000))
     });
     let (secret, info) = app
         .tokens
-        .create(&body.name, role, expires)
+        .create(&body.name, &owner.name, role, expires)
         .map_err(state_unavailable)?;
-    app.audit
-        .record(
-            AuditEvent::new(
-                ActorKind::ApiToken,
-                token.id.clone(),
-                action::TOKEN_CREATED,
-                Outcome::Success,
-            )
-            .resource(format!("token:{}", info.id))
-            .context(&ctx)
-            .payload(json!({ "token": info })),
-        )
-        .await
-        .map_err(audit_unavailable)?;
+    record_change(
+        &app,
+        &token,
+        &ctx,
+        action::TOKEN_CREATED,
+        format!("token:{}", info.id),
+        json!({ "token": info }),
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "token": secret, "info": info, "note": "shown only now; store it somewhere safe" })),
@@ -556,7 +985,7 @@ pub async fn tokens_create(
         .into_response())
 }
 
-/// `DELETE /v1/tokens/{id}`.
+/// `DELETE /v1/tokens/{id}`: any for an admin, their own for others.
 pub async fn tokens_revoke(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): Peer,
@@ -564,28 +993,40 @@ pub async fn tokens_revoke(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (token, ctx) = authorize(&app, &headers, peer, Endpoint::TokensRevoke).await?;
-    app.audit
-        .record(
-            AuditEvent::new(
-                ActorKind::ApiToken,
-                token.id.clone(),
-                action::TOKEN_REVOKED,
-                Outcome::Success,
-            )
-            .resource(format!("token:{id}"))
-            .context(&ctx)
-            .payload(json!({ "revoked": id })),
-        )
-        .await
-        .map_err(audit_unavailable)?;
-    let found = app.tokens.revoke(&id).map_err(state_unavailable)?;
-    if found {
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(error(
+    let target = app.tokens.get(&id).map_err(state_unavailable)?;
+    let Some(target) = target else {
+        return Err(error(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("there is no token `{id}`"),
-        ))
+        ));
+    };
+    if token.role != Role::Admin && target.owner != token.owner {
+        // Same answer as a missing token: no probing of other users' ids.
+        let _ = forbid(
+            &app,
+            &token,
+            &ctx,
+            Endpoint::TokensRevoke,
+            "another user's token",
+            String::new(),
+        )
+        .await;
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("there is no token `{id}`"),
+        ));
     }
+    record_change(
+        &app,
+        &token,
+        &ctx,
+        action::TOKEN_REVOKED,
+        format!("token:{id}"),
+        json!({ "revoked": id, "owner": target.owner }),
+    )
+    .await?;
+    app.tokens.revoke(&id).map_err(state_unavailable)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

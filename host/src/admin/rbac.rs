@@ -1,7 +1,10 @@
 //! Roles and the one table that decides what each may do. Every admin
-//! endpoint names its [`Endpoint`]; [`allowed`] is the only place a decision
-//! is made, and a test walks every role × endpoint pair against an
-//! independent expectation table.
+//! endpoint names its [`Endpoint`]; [`allowed`] is the only place a
+//! role-level decision is made, and a test walks every role × endpoint pair
+//! against an independent golden table (`tests/it/rbac_matrix.txt`).
+//! Object-level rules (a trader's own tokens, a trader's limit ceiling,
+//! releasing the kill switch) are checked by the handler after this gate,
+//! and audited the same way.
 
 use serde::Serialize;
 
@@ -11,9 +14,10 @@ use serde::Serialize;
 pub enum Role {
     /// Everything.
     Admin,
-    /// Operate: the kill switch; read orders and the audit log.
+    /// Operate: routes, limits within the ceiling, the kill switch, own
+    /// tokens; read everything but the audit export.
     Trader,
-    /// Read-only.
+    /// Read-only; secrets by name only; not the audit log.
     Viewer,
     /// The audit log only: search, export, verify.
     Auditor,
@@ -45,10 +49,23 @@ impl Role {
     }
 }
 
-/// Every admin endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Endpoint {
+macro_rules! endpoints {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Every admin endpoint.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum Endpoint {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Endpoint {
+            /// Every endpoint.
+            pub const ALL: &'static [Endpoint] = &[$(Endpoint::$name,)*];
+        }
+    };
+}
+
+endpoints! {
     /// `GET /v1/whoami`.
     Whoami,
     /// `GET /v1/openapi.json`.
@@ -59,6 +76,24 @@ pub enum Endpoint {
     KillSwitchSet,
     /// `GET /v1/orders`.
     OrdersRead,
+    /// `GET /v1/alerts`.
+    AlertsRead,
+    /// `GET /v1/routes`.
+    RoutesRead,
+    /// Pause, resume, rotate a hook token.
+    RoutesOperate,
+    /// `GET /v1/plugins` (with grants).
+    PluginsRead,
+    /// Disable (revoke) or enable a plugin.
+    PluginsManage,
+    /// `GET /v1/limits`.
+    LimitsRead,
+    /// `PATCH /v1/limits`.
+    LimitsWrite,
+    /// `GET /v1/secrets` (names only).
+    SecretsRead,
+    /// `PUT`/`DELETE /v1/secrets/{name}`.
+    SecretsWrite,
     /// `GET /v1/audit/events`.
     AuditSearch,
     /// `GET /v1/audit/export`.
@@ -71,23 +106,10 @@ pub enum Endpoint {
     TokensCreate,
     /// `DELETE /v1/tokens/{id}`.
     TokensRevoke,
-}
-
-impl Endpoint {
-    /// Every endpoint.
-    pub const ALL: [Endpoint; 11] = [
-        Endpoint::Whoami,
-        Endpoint::OpenApi,
-        Endpoint::KillSwitchRead,
-        Endpoint::KillSwitchSet,
-        Endpoint::OrdersRead,
-        Endpoint::AuditSearch,
-        Endpoint::AuditExport,
-        Endpoint::AuditVerify,
-        Endpoint::TokensRead,
-        Endpoint::TokensCreate,
-        Endpoint::TokensRevoke,
-    ];
+    /// `GET /v1/users`.
+    UsersRead,
+    /// `POST /v1/users`, `PATCH /v1/users/{name}`.
+    UsersWrite,
 }
 
 /// The decision table.
@@ -97,11 +119,34 @@ pub fn allowed(role: Role, endpoint: Endpoint) -> bool {
         Role::Admin => true,
         Role::Trader => matches!(
             endpoint,
-            E::Whoami | E::OpenApi | E::KillSwitchRead | E::KillSwitchSet | E::OrdersRead | E::AuditSearch
+            E::Whoami
+                | E::OpenApi
+                | E::KillSwitchRead
+                | E::KillSwitchSet
+                | E::OrdersRead
+                | E::AlertsRead
+                | E::RoutesRead
+                | E::RoutesOperate
+                | E::PluginsRead
+                | E::LimitsRead
+                | E::LimitsWrite
+                | E::SecretsRead
+                | E::AuditSearch
+                | E::TokensRead
+                | E::TokensCreate
+                | E::TokensRevoke
         ),
         Role::Viewer => matches!(
             endpoint,
-            E::Whoami | E::OpenApi | E::KillSwitchRead | E::OrdersRead | E::AuditSearch
+            E::Whoami
+                | E::OpenApi
+                | E::KillSwitchRead
+                | E::OrdersRead
+                | E::AlertsRead
+                | E::RoutesRead
+                | E::PluginsRead
+                | E::LimitsRead
+                | E::SecretsRead
         ),
         Role::Auditor => matches!(
             endpoint,

@@ -22,6 +22,8 @@ pub struct TokenInfo {
     pub id: String,
     /// Who or what it is for.
     pub name: String,
+    /// The user it belongs to.
+    pub owner: String,
     /// Its role.
     pub role: Role,
     /// Created (UTC ns).
@@ -43,6 +45,8 @@ pub enum Refusal {
     Expired,
     /// Revoked.
     Revoked,
+    /// Its user is disabled.
+    Disabled,
 }
 
 fn hash(token: &str) -> [u8; 32] {
@@ -72,6 +76,7 @@ impl Tokens {
     pub fn create(
         &self,
         name: &str,
+        owner: &str,
         role: Role,
         expires_at_ns: Option<i64>,
     ) -> Result<(String, TokenInfo), StoreError> {
@@ -87,14 +92,15 @@ impl Tokens {
         let now = crate::audit::now_ns();
         self.db.with(|c| {
             c.execute(
-                "INSERT INTO api_token(id, hash, name, role, created_at_ns, expires_at_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![id, hash(&token).to_vec(), name, role.as_str(), now, expires_at_ns],
+                "INSERT INTO api_token(id, hash, name, role, created_at_ns, expires_at_ns, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![id, hash(&token).to_vec(), name, role.as_str(), now, expires_at_ns, owner],
             )
             .map(drop)
         })?;
         let info = TokenInfo {
             id,
             name: name.to_owned(),
+            owner: owner.to_owned(),
             role,
             created_at_ns: now,
             expires_at_ns,
@@ -128,6 +134,17 @@ impl Tokens {
         if info.expires_at_ns.is_some_and(|e| e <= now) {
             return Ok(Err(Refusal::Expired));
         }
+        let disabled: Option<Option<i64>> = self.db.with(|c| {
+            c.query_row(
+                "SELECT disabled_at_ns FROM app_user WHERE name = ?1",
+                [&info.owner],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        if !matches!(disabled, Some(None)) {
+            return Ok(Err(Refusal::Disabled));
+        }
         self.db.with(|c| {
             c.execute(
                 "UPDATE api_token SET last_used_at_ns = ?1 WHERE id = ?2",
@@ -141,7 +158,7 @@ impl Tokens {
     fn get_with_hash(&self, id: &str) -> Result<Option<(Vec<u8>, TokenInfo)>, StoreError> {
         self.db.with(|c| {
             c.query_row(
-                "SELECT hash, id, name, role, created_at_ns, expires_at_ns, revoked_at_ns, last_used_at_ns FROM api_token WHERE id = ?1",
+                "SELECT hash, id, name, role, created_at_ns, expires_at_ns, revoked_at_ns, last_used_at_ns, owner FROM api_token WHERE id = ?1",
                 [id],
                 |r| Ok((r.get(0)?, info(r, 1)?)),
             )
@@ -149,17 +166,25 @@ impl Tokens {
         })
     }
 
-    /// Every token.
+    /// Every token, or those of one user.
     ///
     /// # Errors
     /// [`StoreError`].
-    pub fn list(&self) -> Result<Vec<TokenInfo>, StoreError> {
+    pub fn list(&self, owner: Option<&str>) -> Result<Vec<TokenInfo>, StoreError> {
         self.db.with(|c| {
             let mut s = c.prepare(
-                "SELECT id, name, role, created_at_ns, expires_at_ns, revoked_at_ns, last_used_at_ns FROM api_token ORDER BY created_at_ns",
+                "SELECT id, name, role, created_at_ns, expires_at_ns, revoked_at_ns, last_used_at_ns, owner FROM api_token WHERE ?1 IS NULL OR owner = ?1 ORDER BY created_at_ns",
             )?;
-            s.query_map([], |r| info(r, 0))?.collect()
+            s.query_map([owner], |r| info(r, 0))?.collect()
         })
+    }
+
+    /// One token's record.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn get(&self, id: &str) -> Result<Option<TokenInfo>, StoreError> {
+        Ok(self.get_with_hash(id)?.map(|(_, i)| i))
     }
 
     /// Revokes `id`; returns false when there is no such token.
@@ -186,6 +211,7 @@ fn info(r: &rusqlite::Row<'_>, o: usize) -> rusqlite::Result<TokenInfo> {
         expires_at_ns: r.get(o + 4)?,
         revoked_at_ns: r.get(o + 5)?,
         last_used_at_ns: r.get(o + 6)?,
+        owner: r.get(o + 7)?,
     })
 }
 
@@ -197,7 +223,7 @@ mod tests {
     fn tokens_authenticate_expire_and_revoke() {
         let dir = tempfile::tempdir().unwrap();
         let t = Tokens::new(StateDb::open(&dir.path().join("state.db")).unwrap());
-        let (token, info) = t.create("ops", Role::Admin, None).unwrap();
+        let (token, info) = t.create("ops", "admin", Role::Admin, None).unwrap();
         assert!(token.starts_with("abk_"));
         assert!(token.len() >= 4 + 26 + 1 + 43, "≥128 bits: {token}");
         assert_eq!(t.authenticate(&token).unwrap().unwrap().id, info.id);
@@ -207,7 +233,7 @@ mod tests {
         assert_eq!(t.authenticate("abk_nope_x").unwrap(), Err(Refusal::Unknown));
         assert!(t.revoke(&info.id).unwrap());
         assert_eq!(t.authenticate(&token).unwrap(), Err(Refusal::Revoked));
-        let (old, _) = t.create("old", Role::Viewer, Some(1)).unwrap();
+        let (old, _) = t.create("old", "admin", Role::Viewer, Some(1)).unwrap();
         assert_eq!(t.authenticate(&old).unwrap(), Err(Refusal::Expired));
         // Only hashes are stored.
         let raw = std::fs::read(dir.path().join("state.db")).unwrap();

@@ -1,6 +1,8 @@
-//! The audit signing key: ed25519, kept in `DATA_DIR/keys/audit-signing.key`
-//! (mode 0600, 32 bytes of seed in hex) until the encrypted vault exists.
-//! Anyone who can read that file can sign checkpoints, which is why
+//! The audit signing key: ed25519. With a vault (`DATA_DIR/vault.abv`) it
+//! is a system record there, encrypted at rest; without one it is kept in
+//! `DATA_DIR/keys/audit-signing.key` (mode 0600, 32 bytes of seed in hex).
+//! A key file found when a vault is open moves into the vault and the file
+//! is removed. Anyone who holds the key can sign checkpoints, which is why
 //! `audit witness` copies checkpoint notes to a place the user keeps
 //! elsewhere.
 
@@ -49,7 +51,7 @@ impl AuditKey {
         Self::from_seed(&seed)
     }
 
-    fn from_seed(seed: &[u8; 32]) -> Self {
+    pub(crate) fn from_seed(seed: &[u8; 32]) -> Self {
         let signing = SigningKey::from_bytes(seed);
         let id = key_id(&signing.verifying_key());
         Self { signing, id }
@@ -107,6 +109,11 @@ impl AuditKey {
         f.sync_all()
     }
 
+    /// The 32-byte seed, for the vault.
+    fn seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.signing.to_bytes())
+    }
+
     /// The key id (fingerprint).
     pub fn id(&self) -> &str {
         &self.id
@@ -120,6 +127,93 @@ impl AuditKey {
     /// Signs `message`.
     pub fn sign(&self, message: &[u8]) -> Signature {
         self.signing.sign(message)
+    }
+}
+
+/// Where the signing key is kept.
+#[derive(Debug, Clone)]
+pub enum KeyStore {
+    /// A 0600 file of 64 hex characters.
+    File(PathBuf),
+    /// A system record in the vault; `file` is the legacy key file, moved
+    /// into the vault when found.
+    Vault {
+        /// The vault.
+        vault: std::sync::Arc<crate::vault::Vault>,
+        /// The key file a vault-less setup used.
+        file: PathBuf,
+    },
+}
+
+impl KeyStore {
+    /// Where, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File(p) => p.display().to_string(),
+            Self::Vault { vault, .. } => format!("the vault ({})", vault.path().display()),
+        }
+    }
+
+    /// Loads the key, creating it when there is none; a legacy key file is
+    /// moved into the vault.
+    ///
+    /// # Errors
+    /// [`KeyError`].
+    pub fn load_or_create(&self) -> Result<AuditKey, KeyError> {
+        match self {
+            Self::File(p) => AuditKey::load_or_create(p),
+            Self::Vault { vault, file } => {
+                let err = |message: String| KeyError {
+                    path: vault.path().to_owned(),
+                    message,
+                };
+                let stored = vault
+                    .get(crate::vault::AUDIT_KEY_RECORD)
+                    .map_err(|e| err(e.to_string()))?;
+                if let Some(bytes) = stored {
+                    let seed: [u8; 32] = bytes
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| err("the audit key record is not 32 bytes".into()))?;
+                    return Ok(AuditKey::from_seed(&Zeroizing::new(seed)));
+                }
+                let key = if file.exists() {
+                    AuditKey::load_or_create(file)?
+                } else {
+                    AuditKey::generate()
+                };
+                vault
+                    .set_system(crate::vault::AUDIT_KEY_RECORD, key.seed().as_ref())
+                    .map_err(|e| err(e.to_string()))?;
+                if file.exists() {
+                    // Now only in the vault (written and fsynced above).
+                    std::fs::remove_file(file).map_err(|e| KeyError {
+                        path: file.clone(),
+                        message: format!("moved into the vault, but the old file cannot be removed: {e}; delete it"),
+                    })?;
+                }
+                Ok(key)
+            }
+        }
+    }
+
+    /// Replaces the stored key with `new` (after a rotation checkpoint).
+    ///
+    /// # Errors
+    /// I/O or vault errors, as text.
+    pub fn replace(&self, new: &AuditKey) -> Result<(), String> {
+        match self {
+            Self::File(p) => {
+                let tmp = p.with_extension("key.new");
+                let _ = std::fs::remove_file(&tmp);
+                new.save(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+                std::fs::rename(&tmp, p).map_err(|e| format!("{}: {e}", p.display()))
+            }
+            Self::Vault { vault, .. } => vault
+                .set_system(crate::vault::AUDIT_KEY_RECORD, new.seed().as_ref())
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        }
     }
 }
 

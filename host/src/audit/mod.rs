@@ -82,6 +82,18 @@ pub mod action {
     pub const AUDIT_PRUNED: &str = "audit.pruned";
     /// The audit signing key was rotated.
     pub const AUDIT_KEY_ROTATED: &str = "audit.key_rotated";
+    /// The vault was created, re-keyed or its data key rotated.
+    pub const VAULT_CHANGED: &str = "vault.changed";
+    /// A secret was set or replaced in the vault (name only).
+    pub const SECRET_SET: &str = "secret.set";
+    /// A secret was deleted from the vault.
+    pub const SECRET_DELETED: &str = "secret.deleted";
+    /// A user was created, changed or disabled.
+    pub const USER_CHANGED: &str = "user.changed";
+    /// A route was paused or resumed, or its hook token rotated.
+    pub const ROUTE_CHANGED: &str = "route.changed";
+    /// A risk limit was changed through the admin API.
+    pub const LIMITS_CHANGED: &str = "limits.changed";
 }
 
 /// Who acted.

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{self, Hash, Row};
 use super::checkpoint::{Body, Kind};
-use super::keys::{AuditKey, KEY_FILE};
+use super::keys::{AuditKey, KEY_FILE, KeyStore};
 use super::{AuditEvent, schema};
 
 /// Most events committed in one transaction. 256 rows commit in about the
@@ -93,6 +93,8 @@ pub struct AuditOptions {
     pub heartbeat: Duration,
     /// The signing key file (default `DATA_DIR/keys/audit-signing.key`).
     pub key_path: Option<PathBuf>,
+    /// The vault: when set, the signing key lives there.
+    pub vault: Option<std::sync::Arc<crate::vault::Vault>>,
 }
 
 impl Default for AuditOptions {
@@ -103,6 +105,7 @@ impl Default for AuditOptions {
             checkpoint_interval: Duration::from_secs(60),
             heartbeat: Duration::from_secs(15 * 60),
             key_path: None,
+            vault: None,
         }
     }
 }
@@ -195,8 +198,24 @@ impl AuditLog {
             .key_path
             .clone()
             .unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).join(KEY_FILE));
-        let key = AuditKey::load_or_create(&key_path).map_err(|e| open_err(e.to_string()))?;
-        register_key(&conn, &key, &key_path).map_err(open_err)?;
+        let key_store = match &options.vault {
+            Some(vault) => KeyStore::Vault {
+                vault: vault.clone(),
+                file: key_path,
+            },
+            None => {
+                let vault_file = crate::vault::Vault::path_in(path.parent().unwrap_or(Path::new(".")));
+                if !key_path.exists() && vault_file.exists() && options.key_path.is_none() {
+                    return Err(open_err(format!(
+                        "the audit signing key is in the vault {}, which is locked: unlock it with --vault-key-file, ALGOBANANA_VAULT_PASSPHRASE or ALGOBANANA_VAULT_PASSPHRASE_FILE",
+                        vault_file.display()
+                    )));
+                }
+                KeyStore::File(key_path)
+            }
+        };
+        let key = key_store.load_or_create().map_err(|e| open_err(e.to_string()))?;
+        register_key(&conn, &key, &key_store.describe()).map_err(open_err)?;
 
         let head: Option<(i64, Vec<u8>)> = conn
             .query_row(
@@ -257,7 +276,7 @@ impl AuditLog {
             halted: halted.clone(),
             indexed_through,
             key,
-            key_path,
+            key_store,
             install_id: install_id.clone(),
             last_checkpoint: last_checkpoint.map(|signature| LastCheckpoint {
                 signature,
@@ -398,7 +417,7 @@ fn take_lock(db: &Path) -> Result<File, AuditError> {
     }
 }
 
-fn register_key(conn: &Connection, key: &AuditKey, key_path: &Path) -> Result<(), String> {
+fn register_key(conn: &Connection, key: &AuditKey, key_path: &str) -> Result<(), String> {
     let known: Vec<String> = conn
         .prepare("SELECT key_id FROM audit_key ORDER BY ts_ns")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
@@ -416,7 +435,7 @@ fn register_key(conn: &Connection, key: &AuditKey, key_path: &Path) -> Result<()
     }
     Err(format!(
         "the signing key in {} (id {}) is not a key this log trusts ({}); restore the key file from your backup, or the log's checkpoints cannot be continued",
-        key_path.display(),
+        key_path,
         key.id(),
         known.join(", ")
     ))
@@ -431,7 +450,7 @@ pub(crate) struct Writer {
     /// The last sequence number in the full-text index.
     pub(crate) indexed_through: i64,
     pub(crate) key: AuditKey,
-    key_path: PathBuf,
+    key_store: KeyStore,
     pub(crate) install_id: String,
     pub(crate) last_checkpoint: Option<LastCheckpoint>,
     /// Committed events not yet covered by a checkpoint.
@@ -652,10 +671,6 @@ impl Writer {
     /// A new key, endorsed by a rotation checkpoint signed with the old one.
     fn rotate(&mut self) -> Result<String, rusqlite::Error> {
         let new = AuditKey::generate();
-        let tmp = self.key_path.with_extension("key.new");
-        let _ = std::fs::remove_file(&tmp);
-        new.save(&tmp)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         self.checkpoint(Kind::Rotation, Some(&new))?;
         let endorsement = self.last_checkpoint.as_ref().map(|c| c.signature.clone());
         self.conn.execute(
@@ -668,9 +683,11 @@ impl Writer {
                 endorsement
             ],
         )?;
-        // The old private key is replaced on disk: checkpoints it signed
-        // stay verifiable with its public half, kept in audit_key.
-        std::fs::rename(&tmp, &self.key_path).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        // The old private key is replaced: checkpoints it signed stay
+        // verifiable with its public half, kept in audit_key.
+        self.key_store
+            .replace(&new)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
         let id = new.id().to_owned();
         let old = self.key.id().to_owned();
         self.key = new;

@@ -46,6 +46,7 @@ pub trait SecretStore: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Default)]
 pub struct ConfigSecrets {
     sources: HashMap<String, (SecretSource, Option<Vec<String>>)>,
+    vault: Option<Arc<crate::vault::Vault>>,
 }
 
 impl ConfigSecrets {
@@ -53,7 +54,15 @@ impl ConfigSecrets {
     pub fn new(sources: impl IntoIterator<Item = (String, (SecretSource, Option<Vec<String>>))>) -> Self {
         Self {
             sources: sources.into_iter().collect(),
+            vault: None,
         }
+    }
+
+    /// With the unlocked vault for `vault = true` secrets.
+    #[must_use]
+    pub fn with_vault(mut self, vault: Option<Arc<crate::vault::Vault>>) -> Self {
+        self.vault = vault;
+        self
     }
 }
 
@@ -65,6 +74,18 @@ impl SecretStore for ConfigSecrets {
                 use secrecy::ExposeSecret as _;
                 Ok(Zeroizing::new(v.expose_secret().as_bytes().to_vec()))
             }
+            Some(SecretSource::Vault) => match &self.vault {
+                None => Err(format!(
+                    "secret `{name}` is in the vault, but no vault is open; create one with `algobanana vault init`"
+                )),
+                Some(v) => match v.get(name) {
+                    Ok(Some(value)) => Ok(value),
+                    Ok(None) => Err(format!(
+                        "secret `{name}` is not in the vault; set it with `algobanana secret set {name}`"
+                    )),
+                    Err(e) => Err(e.to_string()),
+                },
+            },
             Some(SecretSource::Env(var)) => match std::env::var_os(var) {
                 Some(v) if !v.is_empty() => Ok(Zeroizing::new(v.into_encoded_bytes())),
                 _ => Err(format!(

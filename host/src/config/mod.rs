@@ -91,6 +91,8 @@ pub enum SecretSource {
     Env(String),
     /// The value from the config file.
     Value(secrecy::SecretString),
+    /// The value in the encrypted vault (`DATA_DIR/vault.abv`).
+    Vault,
 }
 
 impl std::fmt::Debug for SecretSource {
@@ -98,6 +100,7 @@ impl std::fmt::Debug for SecretSource {
         match self {
             Self::Env(v) => write!(f, "Env({v})"),
             Self::Value(_) => f.write_str("Value(REDACTED)"),
+            Self::Vault => f.write_str("Vault"),
         }
     }
 }
@@ -248,6 +251,31 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest accepted webhook body.
     pub max_body_bytes: usize,
+    /// Local or Cloud.
+    pub mode: Mode,
+    /// Certificate and key files when HTTPS is served.
+    pub tls: Option<TlsFiles>,
+}
+
+/// How the host is deployed (`docs/security.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// One machine, one operator: the admin API answers loopback peers
+    /// only; only the `admin` user exists.
+    Local,
+    /// Reachable from a network: HTTPS required on any non-loopback
+    /// address; several users with roles.
+    Cloud,
+}
+
+/// PEM files for HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
 }
 
 /// Which world a plugin implements.

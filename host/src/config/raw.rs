@@ -130,6 +130,8 @@ pub struct RawSecret {
     pub env: Option<String>,
     /// The value itself (stored in plain text in this file; prefer `env`).
     pub value: Option<String>,
+    /// `true`: the value is in the encrypted vault (`algobanana secret set`).
+    pub vault: Option<bool>,
     /// Hosts the secret may be sent to in a header (default: every host in
     /// the using plugin's `http` grant).
     pub hosts: Option<Vec<String>>,
@@ -179,6 +181,12 @@ pub struct RawServer {
     pub listen: Option<String>,
     /// `max_body_bytes = 65536`.
     pub max_body_bytes: Option<u64>,
+    /// `mode = "local"` (default) or `"cloud"`.
+    pub mode: Option<String>,
+    /// PEM certificate chain for HTTPS (relative to the data dir).
+    pub tls_cert: Option<String>,
+    /// PEM private key for HTTPS (relative to the data dir).
+    pub tls_key: Option<String>,
 }
 
 /// `[limits]` or `[plugins.NAME.limits]`.

@@ -10,12 +10,13 @@ use indexmap::IndexMap;
 
 use rust_decimal::Decimal;
 
+use super::Mode;
 use super::TradingConfig;
 use super::raw::{RawConfig, RawGrant, RawLimits, RawPlugin, RawRisk};
 use super::{
     AccountConfig, Cidr, Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Grant, HookGuard, LIVE_ACKNOWLEDGEMENT,
     Limits, NotificationConfig, Origin, PluginConfig, PluginSource, RouteConfig, SecretSource, ServerConfig,
-    TRADINGVIEW_IPS, World,
+    TRADINGVIEW_IPS, TlsFiles, World,
 };
 use crate::domain::ids::{PluginName, RouteName};
 use crate::plugins::builtin;
@@ -113,6 +114,31 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             DEFAULT_MAX_BODY_BYTES
         }
     };
+
+    let mode = match raw.server.mode.as_deref() {
+        None | Some("local") => Mode::Local,
+        Some("cloud") => Mode::Cloud,
+        Some(other) => {
+            p.push(format!("server.mode: `{other}`; expected \"local\" or \"cloud\""));
+            Mode::Local
+        }
+    };
+    let tls = match (&raw.server.tls_cert, &raw.server.tls_key) {
+        (Some(c), Some(k)) => Some(TlsFiles {
+            cert: base.join(c),
+            key: base.join(k),
+        }),
+        (None, None) => None,
+        _ => {
+            p.push("server.tls_cert and server.tls_key: set both (PEM files) or neither".into());
+            None
+        }
+    };
+    if mode == Mode::Cloud && tls.is_none() && !listen.ip().is_loopback() {
+        p.push(format!(
+            "server.mode = \"cloud\" listens on {listen}, which is not loopback, without HTTPS: set server.tls_cert and server.tls_key (PEM files), or listen on 127.0.0.1 behind a TLS proxy"
+        ));
+    }
 
     let defaults = limits(&raw.limits, Limits::default(), "limits", &mut p);
 
@@ -295,7 +321,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 && !raw.secrets.contains_key(sname)
             {
                 p.push(format!(
-                    "{key}.{field}: secret `{sname}` is not defined; add [secrets.{sname}] with `env = \"VARIABLE\"`"
+                    "{key}.{field}: secret `{sname}` is not defined; add [secrets.{sname}] with `vault = true` (after `algobanana secret set {sname}`) or `env = \"VARIABLE\"`"
                 ));
             }
         }
@@ -351,15 +377,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 "{key}.hosts: expected host names such as \"paper-api.alpaca.markets\" (no scheme, port or wildcard)"
             ));
         }
-        match (&rs.env, &rs.value) {
-            (Some(var), None) if !var.is_empty() => {
+        match (&rs.env, &rs.value, rs.vault.unwrap_or(false)) {
+            (Some(var), None, false) if !var.is_empty() => {
                 secrets.insert(name.clone(), (SecretSource::Env(var.clone()), hosts));
             }
-            (None, Some(value)) if !value.is_empty() => {
+            (None, Some(value), false) if !value.is_empty() => {
                 secrets.insert(name.clone(), (SecretSource::Value(value.clone().into()), hosts));
             }
+            (None, None, true) => {
+                secrets.insert(name.clone(), (SecretSource::Vault, hosts));
+            }
             _ => p.push(format!(
-                "{key}: set exactly one of `env = \"VARIABLE\"` (preferred) or `value = \"…\"`"
+                "{key}: set exactly one of `vault = true` (the value set with `algobanana secret set {name}`), `env = \"VARIABLE\"` or `value = \"…\"`"
             )),
         }
     }
@@ -367,7 +396,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         for s in &pc.grant.secrets {
             if !raw.secrets.contains_key(s) {
                 p.push(format!(
-                    "plugins.{name}.grant.secrets: `{s}` is not defined; add [secrets.{s}] with `env = \"VARIABLE\"`"
+                    "plugins.{name}.grant.secrets: `{s}` is not defined; add [secrets.{s}] with `vault = true` (after `algobanana secret set {s}`) or `env = \"VARIABLE\"`"
                 ));
             }
         }
@@ -460,7 +489,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         risk,
         trading,
         path: path.to_owned(),
-        server: ServerConfig { listen, max_body_bytes },
+        server: ServerConfig {
+            listen,
+            max_body_bytes,
+            mode,
+            tls,
+        },
         plugins,
         routes,
         secrets,

@@ -35,6 +35,16 @@ pub enum MoneyError {
         /// The value.
         value: Decimal,
     },
+    /// The value is outside what the field allows.
+    #[error("{field} is {value}; expected {expected}")]
+    OutOfRange {
+        /// Which field.
+        field: &'static str,
+        /// The value received.
+        value: Decimal,
+        /// What is allowed.
+        expected: &'static str,
+    },
 }
 
 /// Converts a WIT `decimal` (`mantissa × 10^-scale`) into a [`Decimal`] exactly.

@@ -85,6 +85,15 @@ pub enum OrderType {
         /// The limit price.
         limit: Price,
     },
+    /// A market order once the price retraces by `trail` from its best
+    /// since the order was placed.
+    TrailingStop {
+        /// The distance: a price amount, or a percentage (below 100) when
+        /// `percent`.
+        trail: Price,
+        /// Whether `trail` is a percentage.
+        percent: bool,
+    },
 }
 
 /// How long an order stays working.

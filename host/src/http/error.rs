@@ -55,6 +55,11 @@ impl From<PipelineError> for ApiError {
                 kind: "state_unavailable",
                 message: format!("{s}; the alert was not processed: resend it once algobanana is healthy again"),
             },
+            PipelineError::PluginDisabled(d) => Self {
+                status: StatusCode::CONFLICT,
+                kind: "plugin_disabled",
+                message: d.to_string(),
+            },
             PipelineError::MissingPlugin(..) => Self {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 kind: "internal",

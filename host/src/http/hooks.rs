@@ -211,6 +211,38 @@ async fn receive_inner(
     if let Some(response) = kill_switch_action(app, ctx, route_name.as_str(), &bytes).await? {
         return Ok(response);
     }
+    // A paused route takes no alerts (a webhook kill switch still works).
+    if app.routes.is_paused(route_name) {
+        reject(app, ctx, Some(route_name.as_str()), "route paused", 409).await;
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            kind: "route_paused",
+            message: format!(
+                "route `{route_name}` is paused, so this alert was not taken; resume it with POST /v1/routes/{route_name}/resume"
+            ),
+        });
+    }
+    // A disabled (revoked) rule or broker takes no alerts either.
+    if let Some(p) = [&route.rule, &route.broker]
+        .into_iter()
+        .find(|p| app.registry.is_disabled(p))
+    {
+        reject(
+            app,
+            ctx,
+            Some(route_name.as_str()),
+            &format!("plugin {p} disabled"),
+            409,
+        )
+        .await;
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            kind: "plugin_disabled",
+            message: format!(
+                "route `{route_name}` uses plugin `{p}`, which an admin disabled, so this alert was not taken; enable it with POST /v1/plugins/{p}/enable"
+            ),
+        });
+    }
     let incoming = IncomingAlert {
         route: route_name.clone(),
         content_type,

@@ -60,6 +60,21 @@ pub fn intent(i: &wit::OrderIntent) -> Result<OrderIntent, ConvertError> {
             stop: price(sl.stop, "stop price")?,
             limit: price(sl.limit, "limit price")?,
         },
+        wit::OrderType::TrailingStop(t) => {
+            let trail = price(t.trail, "trailing stop distance")?;
+            if t.percent && trail.get() >= Decimal::ONE_HUNDRED {
+                return Err(MoneyError::OutOfRange {
+                    field: "trailing stop percent",
+                    value: trail.get(),
+                    expected: "below 100",
+                }
+                .into());
+            }
+            OrderType::TrailingStop {
+                trail,
+                percent: t.percent,
+            }
+        }
     };
     Ok(OrderIntent {
         symbol: Symbol::new(i.symbol.clone())?,
@@ -105,6 +120,10 @@ pub fn intent_to_wit(i: &OrderIntent, client_order_id: &ClientOrderId) -> Result
             OrderType::StopLimit { stop, limit } => wit::OrderType::StopLimit(wit::StopLimit {
                 stop: p(stop)?,
                 limit: p(limit)?,
+            }),
+            OrderType::TrailingStop { trail, percent } => wit::OrderType::TrailingStop(wit::TrailingStop {
+                trail: p(trail)?,
+                percent,
             }),
         },
         time_in_force: match i.time_in_force {
@@ -197,6 +216,9 @@ pub fn intent_json(i: &wit::OrderIntent) -> Value {
         wit::OrderType::Stop(s) => json!({ "type": "stop", "stop": decimal_json(s) }),
         wit::OrderType::StopLimit(sl) => {
             json!({ "type": "stop_limit", "stop": decimal_json(sl.stop), "limit": decimal_json(sl.limit) })
+        }
+        wit::OrderType::TrailingStop(t) => {
+            json!({ "type": "trailing_stop", "trail": decimal_json(t.trail), "percent": t.percent })
         }
     };
     json!({

@@ -123,6 +123,9 @@ pub enum CallError {
     /// The plugin does not implement the export's world.
     #[error("plugin `{0}` is not a {1} plugin")]
     WrongWorld(String, &'static str),
+    /// An admin disabled the plugin.
+    #[error("plugin `{0}` is disabled by an admin; nothing was called (enable it with POST /v1/plugins/{0}/enable)")]
+    Disabled(String),
     /// The call's audit event could not be queued.
     #[error(transparent)]
     Audit(#[from] AuditError),
@@ -611,6 +614,17 @@ impl Registry {
         ctx: &Context,
         output: impl FnOnce(&Result<T, E>) -> Result<Value, TrapCause>,
     ) -> Result<Called<T, E>, CallError> {
+        if self.is_disabled(&plugin.name) {
+            audit
+                .record(
+                    AuditEvent::new(ActorKind::Plugin, plugin.actor_id(), action::PLUGIN_CALL, Outcome::Deny)
+                        .resource(format!("plugin:{}", plugin.name))
+                        .context(ctx)
+                        .payload(json!({ "export": export, "refused": "plugin disabled", "digest": plugin.digest })),
+                )
+                .await?;
+            return Err(CallError::Disabled(plugin.name.to_string()));
+        }
         let call_id = uuid::Uuid::now_v7().to_string();
         let Execution {
             returned,

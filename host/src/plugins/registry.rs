@@ -228,6 +228,8 @@ pub struct Registry {
     pub(crate) secrets: Arc<dyn SecretStore>,
     pub(crate) resolver: Arc<dyn Resolver>,
     plugins: HashMap<PluginName, Arc<LoadedPlugin>>,
+    /// Plugins an admin disabled: every call is refused (and audited).
+    disabled: std::sync::RwLock<std::collections::HashSet<PluginName>>,
 }
 
 impl Registry {
@@ -268,12 +270,56 @@ impl Registry {
             secrets: Arc::new(ConfigSecrets::new(config.secrets.clone())),
             resolver: resolver.unwrap_or_else(|| Arc::new(SystemResolver)),
             plugins,
+            disabled: std::sync::RwLock::default(),
         })
     }
 
     /// The plugin called `name`.
     pub fn get(&self, name: &PluginName) -> Option<Arc<LoadedPlugin>> {
         self.plugins.get(name).cloned()
+    }
+
+    /// Loads which plugins are disabled from `state.db`.
+    ///
+    /// # Errors
+    /// [`crate::store::StoreError`].
+    pub fn load_disabled(&self) -> Result<(), crate::store::StoreError> {
+        let names: Vec<String> = self.db.with(|c| {
+            let mut s = c.prepare("SELECT plugin FROM plugin_state WHERE disabled = 1")?;
+            s.query_map([], |r| r.get(0))?.collect()
+        })?;
+        *self.disabled.write().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            names.into_iter().filter_map(|n| PluginName::new(n).ok()).collect();
+        Ok(())
+    }
+
+    /// Whether `name` is disabled.
+    pub fn is_disabled(&self, name: &PluginName) -> bool {
+        self.disabled
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(name)
+    }
+
+    /// Disables or enables `name`, persisted; returns the previous state.
+    ///
+    /// # Errors
+    /// [`crate::store::StoreError`].
+    pub fn set_disabled(&self, name: &PluginName, disabled: bool, by: &str) -> Result<bool, crate::store::StoreError> {
+        let mut set = self.disabled.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.db.with(|c| {
+            c.execute(
+                "INSERT INTO plugin_state(plugin, disabled, changed_by, changed_at_ns) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(plugin) DO UPDATE SET disabled = excluded.disabled, changed_by = excluded.changed_by, changed_at_ns = excluded.changed_at_ns",
+                rusqlite::params![name.as_str(), disabled, by, crate::audit::now_ns()],
+            )
+            .map(drop)
+        })?;
+        Ok(if disabled {
+            !set.insert(name.clone())
+        } else {
+            set.remove(name)
+        })
     }
 
     /// The engine.

@@ -87,6 +87,49 @@ CREATE TABLE IF NOT EXISTS api_token(
   last_used_at_ns INTEGER
 ) STRICT;
 
+-- Admin users (Cloud mode has several; Local mode only `admin`). Tokens
+-- belong to a user; disabling the user stops its tokens at once.
+CREATE TABLE IF NOT EXISTS app_user(
+  name TEXT PRIMARY KEY,
+  role TEXT NOT NULL CHECK (role IN ('admin', 'trader', 'viewer', 'auditor')),
+  created_at_ns INTEGER NOT NULL,
+  disabled_at_ns INTEGER
+) STRICT;
+
+-- Hook tokens beyond the config's: rotations, each with its own expiry
+-- (the overlap window of the one it replaced). Only SHA-256 is stored.
+CREATE TABLE IF NOT EXISTS hook_token(
+  hash BLOB PRIMARY KEY CHECK (length(hash) = 32),
+  route TEXT NOT NULL,
+  origin TEXT NOT NULL CHECK (origin IN ('config', 'api')),
+  created_at_ns INTEGER NOT NULL,
+  expires_at_ns INTEGER
+) STRICT;
+
+-- Routes paused through the admin API.
+CREATE TABLE IF NOT EXISTS route_state(
+  route TEXT PRIMARY KEY,
+  paused INTEGER NOT NULL,
+  changed_by TEXT NOT NULL,
+  changed_at_ns INTEGER NOT NULL
+) STRICT;
+
+-- Plugins an admin disabled (a revoked grant): every call is refused.
+CREATE TABLE IF NOT EXISTS plugin_state(
+  plugin TEXT PRIMARY KEY,
+  disabled INTEGER NOT NULL,
+  changed_by TEXT NOT NULL,
+  changed_at_ns INTEGER NOT NULL
+) STRICT;
+
+-- Risk limits changed through the admin API (JSON of the changed rails).
+CREATE TABLE IF NOT EXISTS risk_override(
+  rail TEXT PRIMARY KEY,
+  value TEXT,
+  set_by TEXT NOT NULL,
+  set_at_ns INTEGER NOT NULL
+) STRICT;
+
 CREATE TABLE IF NOT EXISTS plugin_kv(
   plugin TEXT NOT NULL,
   key TEXT NOT NULL,
@@ -101,6 +144,21 @@ CREATE TABLE IF NOT EXISTS compiled_component(
   PRIMARY KEY (digest, engine)
 ) STRICT;
 ";
+
+/// Columns added after the first release.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_owner: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('api_token') WHERE name = 'owner'")?
+        .exists([])?;
+    if !has_owner {
+        conn.execute_batch("ALTER TABLE api_token ADD COLUMN owner TEXT NOT NULL DEFAULT 'admin';")?;
+    }
+    conn.execute(
+        "INSERT OR IGNORE INTO app_user(name, role, created_at_ns) VALUES ('admin', 'admin', ?1)",
+        [crate::audit::now_ns()],
+    )?;
+    Ok(())
+}
 
 /// Why a state operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +234,7 @@ impl StateDb {
         };
         let conn = Connection::open(path).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&conn).map_err(err)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),

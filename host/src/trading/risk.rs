@@ -233,7 +233,7 @@ pub fn order_price(intent: &OrderIntent) -> Option<Decimal> {
     match intent.order_type {
         OrderType::Limit { limit } | OrderType::StopLimit { limit, .. } => Some(limit.get()),
         OrderType::Stop { stop } => Some(stop.get()),
-        OrderType::Market => intent.reference_price.map(|p| p.get()),
+        OrderType::Market | OrderType::TrailingStop { .. } => intent.reference_price.map(|p| p.get()),
     }
 }
 
@@ -345,7 +345,8 @@ pub fn check(limits: &RiskLimits, intent: &OrderIntent, s: &Snapshot) -> Decisio
     }
     if let (Some(band), Some(reference)) = (limits.price_band_pct, intent.reference_price.map(|p| p.get())) {
         let prices: Vec<Decimal> = match intent.order_type {
-            OrderType::Market => Vec::new(),
+            // A trailing stop has no fixed price to band.
+            OrderType::Market | OrderType::TrailingStop { .. } => Vec::new(),
             OrderType::Limit { limit } => vec![limit.get()],
             OrderType::Stop { stop } => vec![stop.get()],
             OrderType::StopLimit { stop, limit } => vec![stop.get(), limit.get()],

@@ -180,11 +180,44 @@ fn order_body(client_order_id: &str, order: &OrderIntent) -> Result<Value, Broke
         },
         "client_order_id": client_order_id,
     });
+    // An exit pair: a reduce-only order carrying both exits is Alpaca's OCO
+    // (a limit at the take-profit and a stop at the stop-loss, one cancelling
+    // the other); the order's own type must be market or a limit at the
+    // take-profit price.
+    if order.reduce_only
+        && let (Some(tp), Some(sl)) = (order.take_profit, order.stop_loss)
+    {
+        match order.order_type {
+            OrderType::Market => {}
+            OrderType::Limit(l) if dec_str(l)? == dec_str(tp)? => {}
+            _ => {
+                return Err(BrokerError::InvalidOrder(
+                    "an OCO exit (reduce-only with take-profit and stop-loss) must be a market order or a limit at the take-profit price".into(),
+                ));
+            }
+        }
+        body["type"] = json!("limit");
+        body["order_class"] = json!("oco");
+        body["take_profit"] = json!({ "limit_price": dec_str(tp)? });
+        body["stop_loss"] = json!({ "stop_price": dec_str(sl)? });
+        return Ok(body);
+    }
     let (kind, limit, stop) = match order.order_type {
         OrderType::Market => ("market", None, None),
         OrderType::Limit(l) => ("limit", Some(l), None),
         OrderType::Stop(s) => ("stop", None, Some(s)),
         OrderType::StopLimit(sl) => ("stop_limit", Some(sl.limit), Some(sl.stop)),
+        OrderType::TrailingStop(t) => {
+            if order.take_profit.is_some() || order.stop_loss.is_some() {
+                return Err(BrokerError::InvalidOrder(
+                    "Alpaca does not take a trailing stop with take-profit or stop-loss legs; send the exits as their own orders".into(),
+                ));
+            }
+            body["type"] = json!("trailing_stop");
+            let field = if t.percent { "trail_percent" } else { "trail_price" };
+            body[field] = json!(dec_str(t.trail)?);
+            return Ok(body);
+        }
     };
     body["type"] = json!(kind);
     if let Some(l) = limit {

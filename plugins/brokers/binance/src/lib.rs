@@ -185,6 +185,11 @@ fn ack(o: &Value) -> Result<OrderAck, BrokerError> {
 
 impl Guest for Binance {
     fn place_order(settings: String, client_order_id: String, order: OrderIntent) -> Result<OrderAck, BrokerError> {
+        if order.take_profit.is_some() || order.stop_loss.is_some() {
+            return Err(BrokerError::InvalidOrder(
+                "this adapter places single orders; Binance spot has no bracket, so send take-profit and stop-loss as their own orders".into(),
+            ));
+        }
         let c = conn(&settings)?;
         let mut p: Vec<(&str, String)> = vec![
             ("symbol", order.symbol.clone()),
@@ -217,6 +222,11 @@ impl Guest for Binance {
                 p.push(("timeInForce", tif.into()));
                 p.push(("price", dec_str(sl.limit)?));
                 p.push(("stopPrice", dec_str(sl.stop)?));
+            }
+            OrderType::TrailingStop(_) => {
+                return Err(BrokerError::InvalidOrder(
+                    "this adapter does not place trailing stops (Binance spot expresses them as trailingDelta on a stop order); use a stop or stop-limit".into(),
+                ));
             }
         }
         let o = signed(&c, Method::Post, "/api/v3/order", &p).map_err(|f| map(f, true))?;

@@ -206,6 +206,9 @@ fn executable_price(order: &OrderIntent, reference: Option<Decimal>) -> Result<O
             let marketable = if buy { r <= l } else { r >= l };
             triggered && marketable
         }
+        // The paper book has no price stream to trail: the order rests,
+        // open, until it is canceled.
+        OrderType::TrailingStop(_) => false,
     };
     Ok(fills.then_some(r))
 }
@@ -277,7 +280,10 @@ impl Guest for Paper {
             status: status_name(OrderStatus::Accepted).into(),
             filled_quantity: Decimal::ZERO,
             average_fill_price: None,
-            message: None,
+            // Said on the order, never silently dropped.
+            message: (order.take_profit.is_some() || order.stop_loss.is_some()).then(|| {
+                "the paper broker does not simulate take-profit or stop-loss legs; only the entry was placed".to_owned()
+            }),
         };
 
         let reject = |record: &mut PaperOrder, why: String| {

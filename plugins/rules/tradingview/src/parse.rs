@@ -7,7 +7,7 @@
 
 use algobanana_plugin_sdk::money::{self, Decimal};
 use algobanana_plugin_sdk::types::{
-    Decimal as WitDecimal, OrderIntent, OrderType, Portfolio, RuleError, Side, StopLimit, TimeInForce,
+    Decimal as WitDecimal, OrderIntent, OrderType, Portfolio, RuleError, Side, StopLimit, TimeInForce, TrailingStop,
 };
 use serde_json::{Map, Value};
 
@@ -172,8 +172,30 @@ fn position(portfolio: Option<&Portfolio>, symbol: &str) -> Result<Decimal, Rule
 }
 
 /// Intents that close the position: one reduce-only market order, or none
-/// when flat.
+/// when flat. An `exit` alert that carries both `takeProfit` and `stopLoss`
+/// instead protects the position with an OCO exit pair: a reduce-only limit
+/// at the take-profit with the stop-loss, one cancelling the other.
 fn exit_intents(template: &OrderIntent, position: Decimal) -> Result<Vec<OrderIntent>, RuleError> {
+    if let (Some(tp), Some(_)) = (template.take_profit, template.stop_loss)
+        && !position.is_zero()
+    {
+        let mut pair = template.clone();
+        pair.side = if position > Decimal::ZERO {
+            Side::Sell
+        } else {
+            Side::Buy
+        };
+        pair.quantity = wit(position.abs(), "quantity")?;
+        pair.order_type = OrderType::Limit(tp);
+        pair.reduce_only = true;
+        pair.client_order_id = template.client_order_id.as_ref().map(|c| format!("{c}-x"));
+        return Ok(vec![pair]);
+    }
+    close_intents(template, position)
+}
+
+/// One reduce-only market order that closes the position, or none when flat.
+fn close_intents(template: &OrderIntent, position: Decimal) -> Result<Vec<OrderIntent>, RuleError> {
     if position.is_zero() {
         return Ok(Vec::new());
     }
@@ -308,7 +330,34 @@ fn parse_json(text: &str, settings: &Settings, portfolio: Option<&Portfolio>) ->
     let limit = number_field(&map, &["limitPrice", "limit_price"])?;
     let stop = number_field(&map, &["stopPrice", "stop_price"])?;
     let kind = string_field(&map, &["orderType", "order_type", "type"])?;
-    let order_type = order_type(kind.as_deref(), limit, stop)?;
+    let trail_price = number_field(&map, &["trailPrice", "trail_price"])?;
+    let trail_percent = number_field(&map, &["trailPercent", "trail_percent"])?;
+    let order_type = match (trail_price, trail_percent) {
+        (None, None) => order_type(kind.as_deref(), limit, stop)?,
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "a trailing stop takes `trailPrice` or `trailPercent`, not both".into(),
+            ));
+        }
+        (price, percent) => {
+            let is_trailing = kind
+                .as_deref()
+                .is_none_or(|k| k.to_ascii_lowercase().replace(['_', '-', ' '], "") == "trailingstop");
+            if !is_trailing || limit.is_some() || stop.is_some() {
+                return Err(invalid(
+                    "`trailPrice` / `trailPercent` make a trailing stop: use orderType \"trailing_stop\" without limitPrice or stopPrice".into(),
+                ));
+            }
+            let trail = positive(price.or(percent).unwrap_or_default(), "trail")?;
+            if percent.is_some() && trail >= Decimal::ONE_HUNDRED {
+                return Err(invalid("`trailPercent` must be below 100".into()));
+            }
+            OrderType::TrailingStop(TrailingStop {
+                trail: wit(trail, "trail")?,
+                percent: percent.is_some(),
+            })
+        }
+    };
 
     let time_in_force = match string_field(&map, &["timeInForce", "time_in_force"])? {
         Some(t) => time_in_force(&t).map_err(invalid)?,
@@ -356,7 +405,7 @@ fn finish(
                     intent.symbol
                 )));
             }
-            let mut out = exit_intents(&intent, p)?;
+            let mut out = close_intents(&intent, p)?;
             let mut open = intent;
             open.side = if p > Decimal::ZERO { Side::Sell } else { Side::Buy };
             open.reduce_only = false;
@@ -489,8 +538,11 @@ fn order_type(kind: Option<&str>, limit: Option<Decimal>, stop: Option<Decimal>)
                 limit: wit(positive(l, "limitPrice")?, "limitPrice")?,
             }))
         }
+        "trailingstop" => Err(invalid(
+            "orderType is trailing_stop; it needs `trailPrice` or `trailPercent`".into(),
+        )),
         other => Err(invalid(format!(
-            "orderType `{other}` is unknown; expected market, limit, stop or stop_limit"
+            "orderType `{other}` is unknown; expected market, limit, stop, stop_limit or trailing_stop"
         ))),
     }
 }
