@@ -131,7 +131,16 @@ pub fn build(root: &Path, lang: Lang) -> Vec<Guest> {
     if dirs.is_empty() {
         return Vec::new();
     }
-    let out_dir = target_dir().join("wasm-plugins").join("guests");
+    // Keyed by the checkout like the Rust plugins (`build_plugins.rs`), so
+    // worktrees sharing one CARGO_TARGET_DIR never overwrite each other's
+    // components. The toolchains are shared: they are the same pins.
+    let checkout = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        root.hash(&mut h);
+        format!("{:016x}", h.finish())
+    };
+    let out_dir = target_dir().join("wasm-plugins").join(checkout).join("guests");
     std::fs::create_dir_all(&out_dir).unwrap_or_else(|e| panic!("create {}: {e}", out_dir.display()));
     let tool = match lang {
         Lang::Js => install_js(root),
