@@ -44,15 +44,6 @@ async fn plugin_test_json(plugin: &str, extra: &[&str], alerts: &[&str]) -> anyh
 
 /// Runs `cmd`, failing with its output when it does not succeed.
 fn ok(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    // The outer cargo's settings must not leak into a nested build.
-    for k in [
-        "CARGO_TARGET_DIR",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-    ] {
-        cmd.env_remove(k);
-    }
     let out = cmd.output()?;
     anyhow::ensure!(
         out.status.success(),
@@ -110,22 +101,22 @@ async fn plugin_new_rust_builds_and_passes_its_sample_test() -> anyhow::Result<(
     let target = PathBuf::from(WASM_TARGET_DIR);
     // Its own unit tests, natively (a target dir kept between runs).
     ok(
-        Command::new(env!("CARGO"))
+        cargo(&project)
             .arg("test")
-            .current_dir(&project)
             .env("CARGO_TARGET_DIR", target.with_file_name("scaffold-native")),
         "cargo test in the new Rust project",
     )?;
     // The component, sharing the plugins' target dir (same profile, so the
-    // SDK and its dependencies are reused).
+    // SDK and its dependencies are reused). A component left by an earlier
+    // run must not stand in for this build.
+    let wasm = target.join("wasm32-wasip2/release/demo_rs.wasm");
+    let _ = std::fs::remove_file(&wasm);
     ok(
-        Command::new(env!("CARGO"))
+        cargo(&project)
             .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .current_dir(&project)
             .env("CARGO_TARGET_DIR", &target),
         "cargo build --target wasm32-wasip2 in the new Rust project",
     )?;
-    let wasm = target.join("wasm32-wasip2/release/demo_rs.wasm");
     let out = sample_test(&project, &wasm).await?;
     assert!(
         out.contains("(demo-rs@0.1.0, sha256:"),
@@ -183,6 +174,21 @@ async fn plugin_new_python_builds_with_the_pinned_toolchain_and_passes_its_sampl
     )?;
     sample_test(&project, &project.join("demo-py.wasm")).await?;
     Ok(())
+}
+
+/// A nested cargo in `project`, without the outer cargo's settings.
+fn cargo(project: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(project);
+    for k in [
+        "CARGO_TARGET_DIR",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd
 }
 
 #[cfg(unix)]

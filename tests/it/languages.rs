@@ -115,6 +115,18 @@ async fn same_answers_as_rust(route: &str, plugin: &str, path: &str) -> anyhow::
         }
         assert_eq!(answers[0], answers[1], "{plugin} and the Rust rule agree on {alert}");
     }
+    // What only the Rust rule does is refused by the port, never dropped.
+    for alert in [
+        r#"{"ticker":"AAPL","action":"buy","quantity":"1","price":"190","takeProfit":{"limitPrice":"200"}}"#,
+        r#"{"ticker":"AAPL","action":"sell","quantity":"1","price":"190","trailPercent":"2"}"#,
+        r#"{"ticker":"AAPL","action":"buy","price":"190","notional":"1000"}"#,
+    ] {
+        let rust = host.alert("default", "application/json", alert).await?.json();
+        assert!(rust["error"].is_null(), "the Rust rule takes {alert}: {rust}");
+        let port = host.alert(route, "application/json", alert).await?.json();
+        assert_eq!(port["error"]["kind"], "unsupported", "{alert}: {port}");
+        assert_eq!(port["orders"], json!([]));
+    }
     // Every call went through the audited host path, with the manifest
     // the build appended.
     let calls: Vec<AuditRecord> = host
@@ -125,7 +137,7 @@ async fn same_answers_as_rust(route: &str, plugin: &str, path: &str) -> anyhow::
         .into_iter()
         .filter(|e| e.payload["plugin"] == plugin)
         .collect();
-    assert_eq!(calls.len(), cases().len());
+    assert_eq!(calls.len(), cases().len() + 3);
     assert!(calls[0].actor_id.starts_with(plugin), "{}", calls[0].actor_id);
     let loaded = host
         .app

@@ -5,8 +5,9 @@
 // `plugins/rules/tradingview` rule for buy and sell alerts, JSON or text:
 // symbol (exchange prefix removed), side, exact decimal quantity, market /
 // limit / stop / stop-limit orders, time in force, reference price, signal
-// id and `sentiment: flat` (reduce-only). Exits, reversals and sizing from
-// the account are left to the Rust rule.
+// id and `sentiment: flat` (reduce-only). Exits, reversals, sizing, bracket
+// legs and trailing stops are left to the Rust rule: alerts asking for them
+// are refused as `unsupported`.
 //
 // Money never passes through a JS number: decimals are parsed from the
 // alert's text into a BigInt mantissa and a scale, and JSON is read by the
@@ -202,10 +203,30 @@ function orderType(kind, limit, stop) {
   }
 }
 
+// Alert fields the Rust rule reads and this port does not: refused rather
+// than dropped, so an order never goes out without its bracket, trail or
+// sizing.
+const RUST_ONLY = [
+  'takeProfit',
+  'stopLoss',
+  'trailPrice',
+  'trail_price',
+  'trailPercent',
+  'trail_percent',
+  'notional',
+  'percentOfEquity',
+  'riskPercent',
+];
+
 function fromJson(text) {
   const map = parseJson(text);
   if (typeof map !== 'object' || map === null || Array.isArray(map) || map instanceof Num) {
     throw invalid(`alert JSON must be an object such as ${JSON_EXAMPLE}`);
+  }
+  for (const key of RUST_ONLY) {
+    if (map[key] !== undefined && map[key] !== null) {
+      throw fail('unsupported', `\`${key}\` is not supported by tradingview-js; use the built-in tradingview rule`);
+    }
   }
   const ticker = stringField(map, ['ticker', 'symbol']);
   if (ticker === undefined) throw invalid(`alert JSON has no \`ticker\` or \`symbol\`; expected an object such as ${JSON_EXAMPLE}`);

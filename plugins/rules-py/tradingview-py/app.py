@@ -5,8 +5,9 @@ A rule plugin built with componentize-py against the `rule` world in
 tradingview` rule for buy and sell alerts, JSON or text: symbol (exchange
 prefix removed), side, exact decimal quantity, market / limit / stop /
 stop-limit orders, time in force, reference price, signal id and
-`sentiment: flat` (reduce-only). Exits, reversals and sizing from the
-account are left to the Rust rule.
+`sentiment: flat` (reduce-only). Exits, reversals, sizing, bracket legs
+and trailing stops are left to the Rust rule: alerts asking for them are
+refused as `unsupported`.
 
 Money never passes through a float: JSON numbers are read as
 `decimal.Decimal` and cross the boundary as an integer mantissa and a scale.
@@ -43,6 +44,20 @@ TIME_IN_FORCE = {t.name.lower(): t for t in TimeInForce}
 SYMBOL = re.compile(r"^[A-Za-z0-9./_-]{1,32}$")
 NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?$")
 MAX_MANTISSA = (1 << 63) - 1
+# Alert fields the Rust rule reads and this port does not: refused rather
+# than dropped, so an order never goes out without its bracket, trail or
+# sizing.
+RUST_ONLY = (
+    "takeProfit",
+    "stopLoss",
+    "trailPrice",
+    "trail_price",
+    "trailPercent",
+    "trail_percent",
+    "notional",
+    "percentOfEquity",
+    "riskPercent",
+)
 
 
 def invalid(message: str) -> Err:
@@ -159,6 +174,11 @@ def from_json(text: str) -> OrderIntent:
         raise invalid(f"alert body is not valid JSON ({e}); expected an object such as {JSON_EXAMPLE}")
     if not isinstance(m, dict):
         raise invalid(f"alert JSON must be an object such as {JSON_EXAMPLE}")
+    for key in RUST_ONLY:
+        if m.get(key) is not None:
+            raise Err(
+                RuleError_Unsupported(f"`{key}` is not supported by tradingview-py; use the built-in tradingview rule")
+            )
     ticker = string_field(m, ["ticker", "symbol"])
     if ticker is None:
         raise invalid(f"alert JSON has no `ticker` or `symbol`; expected an object such as {JSON_EXAMPLE}")
