@@ -76,6 +76,8 @@ async fn schemathesis_finds_no_server_error_and_no_unauthenticated_admin_route()
         .args(["--max-examples", "40", "--workers", "2", "--seed", "7"])
         .args(["--request-timeout", "10", "--no-color"])
         .env("SCHEMATHESIS_HOOKS", "")
+        // Its cache (`.schemathesis/`) goes into the test's data dir, not the checkout.
+        .current_dir(host.path())
         .kill_on_drop(true)
         .output()
         .await?;

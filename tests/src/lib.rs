@@ -252,8 +252,30 @@ impl HostBuilder {
     }
 }
 
+/// JSON as TOML, by hand: with serde_json's `arbitrary_precision` a JSON
+/// number serialises as a private map, which `toml::Value::try_from` would
+/// turn into a table.
+fn to_toml(v: &serde_json::Value) -> anyhow::Result<toml::Value> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::Null => anyhow::bail!("TOML has no null"),
+        J::Bool(b) => toml::Value::Boolean(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => toml::Value::Float(n.to_string().parse().context("number")?),
+        },
+        J::String(s) => toml::Value::String(s.clone()),
+        J::Array(a) => toml::Value::Array(a.iter().map(to_toml).collect::<anyhow::Result<_>>()?),
+        J::Object(o) => toml::Value::Table(
+            o.iter()
+                .map(|(k, v)| Ok((k.clone(), to_toml(v)?)))
+                .collect::<anyhow::Result<_>>()?,
+        ),
+    })
+}
+
 fn inline_table(v: &serde_json::Value) -> anyhow::Result<String> {
-    let value: toml::Value = toml::Value::try_from(v).context("rule config must be a JSON object")?;
+    let value = to_toml(v).context("rule config must be a JSON object")?;
     let table = value.as_table().context("rule config must be a JSON object")?;
     let mut out = String::from("{ ");
     for (i, (k, v)) in table.iter().enumerate() {

@@ -125,7 +125,7 @@ pub fn search(path: &Path, filter: &Filter) -> Result<Vec<AuditRecord>, QueryErr
     })
 }
 
-/// The columns every reader selects, in [`row_parts`] order.
+/// The columns every reader selects, in `row_parts` order.
 pub const COLUMNS: &str = "seq, ts_ns, actor_kind, actor_id, action, resource, outcome, request_id, correlation_id,
                 session_id, source_ip, user_agent, payload, prev_hash, entry_hash";
 
