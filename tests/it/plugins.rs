@@ -298,8 +298,10 @@ async fn net_snoop() -> anyhow::Result<()> {
         .await?;
     let call = assert_got_nothing(&host, "net-snoop").await?;
     assert!(
-        call.payload["log"].to_string().contains("tcp:"),
-        "{}",
+        call.payload["log"]
+            .to_string()
+            .contains(&format!("tcp 127.0.0.1:{port}:")),
+        "it tried the listener's port: {}",
         call.payload["log"]
     );
     let accepted = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
