@@ -234,3 +234,71 @@ pub async fn notify_telegram() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn every_kill_switch_change_is_notified_whoever_makes_it() -> anyhow::Result<()> {
+    let upstream = Upstream::start().await;
+    let host = HostBuilder::new()
+        .builtin("notify-webhook", "notifier")
+        .grant(&format!(
+            "http = [{:?}]\nallow_loopback = true\nsecrets = [\"hook_signing\"]\n",
+            upstream.origin()
+        ))
+        .route("elsewhere", "tradingview", "paper")
+        .toml(&format!(
+            "[[notifications]]\nplugin = \"notify-webhook\"\non = [\"kill_switch\"]\nroutes = [\"elsewhere\"]\nsettings = {{ url = \"{}/k\", signing_secret = \"hook_signing\" }}\n[secrets.hook_signing]\nvalue = \"whsec-k\"\n",
+            upstream.origin()
+        ))
+        .start()
+        .await?;
+    // From a webhook…
+    let thrown = host
+        .alert(
+            "default",
+            "application/json",
+            r#"{"kill_switch":"on","reason":"runaway"}"#,
+        )
+        .await?;
+    assert_eq!(thrown.status, 200);
+    // …and from the admin API (releasing takes an admin).
+    let (token, _) = host
+        .app
+        .tokens
+        .create("ops", "admin", algobanana::admin::rbac::Role::Admin, None)?;
+    let auth = format!("Bearer {token}");
+    let off = host
+        .request(
+            "PUT",
+            "/v1/kill-switch",
+            &[("authorization", auth.as_str()), ("content-type", "application/json")],
+            br#"{"state":"off","reason":"all clear"}"#.to_vec(),
+        )
+        .await?;
+    assert_eq!(off.status, 200);
+    // Both reach the operator, although the target lists another route: the
+    // switch stops every route.
+    let got = eventually(Duration::from_secs(10), || {
+        let r = upstream.requests();
+        (r.len() >= 2).then_some(r)
+    })
+    .await
+    .unwrap();
+    let summaries: Vec<String> = got
+        .iter()
+        .map(|r| body(r)["summary"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(got.iter().all(|r| body(r)["kind"] == "kill_switch"));
+    assert!(
+        summaries
+            .iter()
+            .any(|s| s.contains("off → on by route default: runaway")),
+        "{summaries:?}"
+    );
+    assert!(
+        summaries
+            .iter()
+            .any(|s| s.contains("on → off by API token") && s.contains("(admin): all clear")),
+        "{summaries:?}"
+    );
+    Ok(())
+}

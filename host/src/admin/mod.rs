@@ -737,6 +737,15 @@ pub async fn kill_switch_set(
     )
     .await
     .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, "state_unavailable", format!("{e:#}")))?;
+    crate::trading::notify::kill_switch(
+        &app,
+        from,
+        to,
+        &format!("API token {} ({})", token.id, token.owner),
+        "",
+        &body.reason,
+        &ctx,
+    );
     Ok(Json(json!({ "state": to.as_str(), "previous": from.as_str() })).into_response())
 }
 

@@ -442,24 +442,7 @@ async fn kill_switch_action(
         kind: "state_unavailable",
         message: format!("the kill switch could not be set: {e:#}"),
     })?;
-    crate::trading::notify::spawn(
-        app,
-        vec![crate::plugins::bindings::types::Notification {
-            kind: crate::plugins::bindings::types::NotificationKind::KillSwitch,
-            route: route.to_owned(),
-            alert_id: String::new(),
-            client_order_id: None,
-            symbol: None,
-            summary: format!(
-                "Kill switch {} → {} from route {route}: {reason}",
-                from.as_str(),
-                to.as_str()
-            ),
-            details: json!({ "from": from.as_str(), "to": to.as_str(), "reason": reason }).to_string(),
-            at: u64::try_from(crate::audit::now_ns()).unwrap_or(0),
-        }],
-        ctx.clone(),
-    );
+    crate::trading::notify::kill_switch(app, from, to, &format!("route {route}"), route, &reason, ctx);
     Ok(Some(
         (
             StatusCode::OK,

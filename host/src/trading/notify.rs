@@ -103,6 +103,35 @@ pub fn of_report(report: &AlertReport) -> Vec<Notification> {
     out
 }
 
+/// Tells the operator the kill switch changed, whoever changed it (a
+/// webhook, the admin API; the command line has no running host to send
+/// from, and the server audits its change before its next order).
+pub fn kill_switch(
+    app: &Arc<App>,
+    from: crate::trading::risk::KillSwitch,
+    to: crate::trading::risk::KillSwitch,
+    by: &str,
+    route: &str,
+    reason: &str,
+    ctx: &Context,
+) {
+    spawn(
+        app,
+        vec![Notification {
+            kind: crate::plugins::bindings::types::NotificationKind::KillSwitch,
+            route: route.to_owned(),
+            alert_id: String::new(),
+            client_order_id: None,
+            symbol: None,
+            summary: format!("Kill switch {} → {} by {by}: {reason}", from.as_str(), to.as_str()),
+            details: serde_json::json!({ "from": from.as_str(), "to": to.as_str(), "by": by, "reason": reason })
+                .to_string(),
+            at: u64::try_from(crate::audit::now_ns()).unwrap_or(0),
+        }],
+        ctx.clone(),
+    );
+}
+
 /// Sends `notifications` in the background.
 pub fn spawn(app: &Arc<App>, notifications: Vec<Notification>, ctx: Context) {
     if app.config.notifications.is_empty() || notifications.is_empty() {
@@ -115,7 +144,9 @@ pub fn spawn(app: &Arc<App>, notifications: Vec<Notification>, ctx: Context) {
                 if !target.on.iter().any(|k| k == kind_name(n.kind)) {
                     continue;
                 }
+                // The kill switch stops every route: no route filter applies.
                 if let Some(routes) = &target.routes
+                    && n.kind != crate::plugins::bindings::types::NotificationKind::KillSwitch
                     && !routes.contains(&n.route)
                 {
                     continue;
