@@ -340,8 +340,11 @@ async fn risk_limits_change_over_the_api_within_the_trader_ceiling() -> anyhow::
     assert_eq!(status, 200, "{r}");
     let refused = host.alert("default", "text/plain", "buy 3 AAPL at 100").await?.json();
     assert!(
-        refused.to_string().contains("max_order_quantity") || refused.to_string().contains("quantity"),
-        "{refused}"
+        refused["orders"][0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("risk.max_order_quantity = 2"),
+        "the API's limit decided: {refused}"
     );
     assert_eq!(refused["orders"][0]["outcome"], "rejected", "{refused}");
     let ok = host.alert("default", "text/plain", "buy 2 AAPL at 100").await?.json();

@@ -187,8 +187,9 @@ pub async fn token(cmd: TokenCommand, out: &mut (dyn Write + Send)) -> anyhow::R
                 crate::audit::now_ns()
                     .saturating_add(i64::try_from(s).unwrap_or(i64::MAX / 2).saturating_mul(1_000_000_000))
             });
-            // Audited first (by the new token's id, known only after
-            // creation): create, then audit, and revoke if the audit fails.
+            // The audit event names the token's id, known only once it
+            // exists: create it, audit, and revoke it again if the audit
+            // fails, so no usable token exists without its audit row.
             let tokens = Tokens::new(db);
             let (secret, info) = tokens.create(&name, &user, role, expires)?;
             let recorded = audit(
