@@ -5,7 +5,7 @@
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// One epoch tick. Deadlines are counted in ticks by the per-store callback.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
@@ -16,6 +16,9 @@ pub const MAX_CONCURRENT_CALLS: usize = 64;
 
 /// 512 KiB of wasm stack: deep enough for real guests; deep recursion traps.
 pub const MAX_WASM_STACK: usize = 512 * 1024;
+
+/// Bytes of each memory slot kept resident between calls.
+pub const KEEP_RESIDENT: usize = 16 << 20;
 
 /// Engine settings that change compiled code or pool sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,10 +48,16 @@ pub fn build(settings: EngineSettings) -> wasmtime::Result<Engine> {
         .max_memories_per_component(8)
         .max_tables_per_component(32)
         .max_memory_size(settings.max_memory_bytes)
-        // Keep the first pages of each slot resident: most calls touch only
-        // a few hundred KiB, and re-faulting them dominates a fresh call.
-        .linear_memory_keep_resident(1 << 20)
-        .table_keep_resident(64 * 1024);
+        // Keep the pages a call touched resident and reset only those
+        // (PAGEMAP_SCAN, Linux 6.7+; elsewhere the low KEEP_RESIDENT bytes
+        // are memset). Re-faulting pages and memsetting a fixed prefix were
+        // most of a fresh call (measured in docs/performance.md).
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(64 * 1024)
+        .pagemap_scan(Enabled::Auto)
+        // Flushing the decommit queue takes locks and walks the free lists;
+        // with PAGEMAP_SCAN there is rarely anything in it.
+        .decommit_batch_size(16);
 
     let mut config = Config::new();
     config

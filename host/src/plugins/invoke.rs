@@ -564,7 +564,7 @@ impl Registry {
                     Ok(r) => match output(&r) {
                         Err(cause) => Returned::Trap(cause),
                         Ok(json) => {
-                            let size = json.to_string().len();
+                            let size = json_len(&json);
                             stats.output_bytes = size;
                             if size > limits.max_output_bytes {
                                 Returned::Trap(TrapCause::OutputTooLarge {
@@ -732,6 +732,24 @@ fn rule_output(max_intents: usize) -> impl FnOnce(&RuleResult) -> Result<Value, 
     }
 }
 
+/// The length of `v` serialised as compact JSON, without building the string.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` to an infallible writer cannot fail.
+    let _ = serde_json::to_writer(&mut count, v);
+    count.0
+}
+
 /// Classifies a failed call, most specific first: the memory limiter's
 /// flag (a failed grow is not a `Trap` value), then the trap code.
 fn classify(e: &wasmtime::Error, state: &PluginState, deadline: Duration, fuel: Option<u64>) -> TrapCause {
@@ -752,5 +770,22 @@ fn classify(e: &wasmtime::Error, state: &PluginState, deadline: Duration, fuel: 
         Some(Trap::UnreachableCodeReached) => TrapCause::Unreachable,
         Some(other) => TrapCause::Other(other.to_string()),
         None => TrapCause::Other(format!("{e:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_len_is_the_serialised_length() {
+        for v in [
+            json!(null),
+            json!([]),
+            json!({"symbol": "AAPL", "quantity": "10", "note": "é \" \\ \n"}),
+            json!([{"a": [1, 2, {"b": null}]}, "x"]),
+        ] {
+            assert_eq!(json_len(&v), v.to_string().len(), "{v}");
+        }
     }
 }
