@@ -118,9 +118,11 @@ pub struct App {
     pub tokens: crate::admin::tokens::Tokens,
     /// Per-hook rate windows and seen webhook signatures.
     pub hook_limits: HookLimits,
-    /// Serialises the order path (risk snapshot, record, broker call, state)
-    /// so concurrent alerts cannot together exceed a rail.
+    /// The short global section of the order path (dedupe, counts,
+    /// decision, insert) and of limit changes; see [`crate::trading::locks`].
     pub order_lock: tokio::sync::Mutex<()>,
+    /// One lock per broker account, taken before `order_lock`.
+    pub account_locks: crate::trading::locks::AccountLocks,
     /// Hook tokens (with rotation) and paused routes.
     pub routes: crate::admin::routes::RouteControl,
     /// Admin users.
@@ -183,6 +185,7 @@ impl App {
             tokens: crate::admin::tokens::Tokens::new(state.clone()),
             hook_limits: HookLimits::default(),
             order_lock: tokio::sync::Mutex::new(()),
+            account_locks: crate::trading::locks::AccountLocks::default(),
             state,
             registry,
             routes,

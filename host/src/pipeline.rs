@@ -608,10 +608,36 @@ async fn place(
         ack: None,
     };
 
-    // One order at a time from here to the broker's answer: the rails see
-    // every earlier order.
-    let _serial = app.order_lock.lock().await;
+    // The account's lock, then the short global section: see
+    // `crate::trading::locks`. Neither is held past the insert.
+    let account_lock = app.account_locks.of(broker.name.as_str(), a.account);
+    let account_guard = account_lock.lock().await;
 
+    // A kill switch thrown from the command line is audited here, before
+    // it decides anything.
+    crate::trading::kill::audit_pending(&app.state, &app.audit).await?;
+    let limits = app.risk_limits();
+    let needs_position = |kill: KillSwitch, limits: &risk::RiskLimits| {
+        limits.max_position.is_some() || intent.reduce_only || kill != KillSwitch::Off
+    };
+    let kill_seen = app.kill_switch()?;
+    // The position: the account's orders still in flight (read first, so an
+    // order that finishes meanwhile is counted twice rather than not at
+    // all), plus what the broker reports.
+    let position = if needs_position(kill_seen, &limits) && kill_seen != KillSwitch::On {
+        let pending = app
+            .orders
+            .in_flight(broker.name.as_str(), a.account, intent.symbol.as_str())?;
+        let held = position_of(app, broker, a.settings, intent.symbol.as_str(), ctx).await?;
+        match (held, pending) {
+            (Some(h), Some(p)) => h.checked_add(p),
+            _ => None,
+        }
+    } else {
+        None
+    };
+
+    let rails = app.order_lock.lock().await;
     // Exactly once: the same signal id, or the same alert again within the
     // dedupe window, places no second order.
     let window = i64::try_from(app.config.trading.dedupe_window.as_nanos()).unwrap_or(i64::MAX);
@@ -642,25 +668,33 @@ async fn place(
         return Ok((result, receipt));
     }
 
-    // The rails, on a snapshot of the world. A kill switch thrown from the
-    // command line is audited here, before it decides anything.
-    crate::trading::kill::audit_pending(&app.state, &app.audit).await?;
+    // The rails, on a snapshot of the world. The switch and the limits are
+    // read again here: a change since the position was read applies now,
+    // and a switch that now needs a position the order did not read leaves
+    // it unknown, which fails closed.
     let kill = app.kill_switch()?;
     let limits = app.risk_limits();
-    let needs_position = limits.max_position.is_some() || intent.reduce_only || kill != KillSwitch::Off;
-    let position = if needs_position && kill != KillSwitch::On {
-        position_of(app, broker, a.settings, intent.symbol.as_str(), ctx).await?
-    } else {
+    let position = if kill == KillSwitch::On || !needs_position(kill, &limits) {
         None
+    } else {
+        position
     };
     let now = crate::audit::now_ns();
     let minute_ago = now.saturating_sub(60_000_000_000);
     let midnight = now - now.rem_euclid(86_400_000_000_000);
+    let orders_last_minute = limits
+        .max_orders_per_minute
+        .map(|max| app.orders.sent_since(minute_ago, max.saturating_add(1)))
+        .transpose()?;
+    let orders_today = limits
+        .max_orders_per_day
+        .map(|max| app.orders.sent_since(midnight, max.saturating_add(1)))
+        .transpose()?;
     let snapshot = Snapshot {
         kill,
         position,
-        orders_last_minute: app.orders.sent_since(minute_ago)?,
-        orders_today: app.orders.sent_since(midnight)?,
+        orders_last_minute: orders_last_minute.unwrap_or(0),
+        orders_today: orders_today.unwrap_or(0),
         realized_today: if limits.max_daily_loss.is_some() {
             app.orders.realized_since(midnight)?
         } else {
@@ -671,8 +705,7 @@ async fn place(
     let decision = risk::check(&limits, &intent, &snapshot);
     // Queued, not awaited on its own: the `order.intent` (or rejection) event
     // after it is awaited, and the writer commits in queue order, so the
-    // decision is durable before anything acts on it. One fsync wait less
-    // inside the order lock.
+    // decision is durable before anything acts on it.
     let _decided = app
         .audit
         .append(
@@ -688,7 +721,8 @@ async fn place(
                 "index": index, "client_order_id": coid, "allowed": decision.allowed,
                 "rail": decision.rail.map(Rail::key), "reason": decision.reason, "bypassed": decision.bypassed.iter().map(|r| r.key()).collect::<Vec<_>>(),
                 "position": snapshot.position.map(|p| p.to_string()), "kill_switch": kill,
-                "orders_last_minute": snapshot.orders_last_minute, "orders_today": snapshot.orders_today,
+                // Counted up to the limit + 1; null when that rail is off.
+                "orders_last_minute": orders_last_minute, "orders_today": orders_today,
                 "realized_today": snapshot.realized_today.to_string(),
             })),
         )
@@ -705,6 +739,8 @@ async fn place(
     if !decision.allowed {
         let reason = decision.reason.unwrap_or_default();
         app.orders.insert(&new, Some(&reason))?;
+        drop(rails);
+        drop(account_guard);
         result.outcome = OrderOutcome::Rejected;
         result.reason = Some(reason);
         let receipt = app
@@ -718,9 +754,16 @@ async fn place(
             .await?;
         return Ok((result, receipt));
     }
+    // Recorded in state `intent`: every later order's rails count it (the
+    // counts here, the position through `in_flight`), so the locks end now.
+    let order_id = app.orders.insert(&new, None)?;
+    drop(rails);
+    drop(account_guard);
 
-    // Audit before act, and record before act: after a crash from here on,
-    // the host asks the broker about this id instead of sending it again.
+    // Record before act, and audit before act: the order row (above) and the
+    // committed `order.intent` event come before the broker call. After a
+    // crash from here on, reconciliation asks the broker about this id
+    // instead of sending it again.
     app.audit
         .record(
             AuditEvent::new(ActorKind::System, "pipeline", action::ORDER_INTENT, Outcome::Allow)
@@ -729,7 +772,6 @@ async fn place(
                 .payload(json!({ "index": index, "client_order_id": coid, "intent": intent, "broker": broker.name })),
         )
         .await?;
-    let order_id = app.orders.insert(&new, None)?;
 
     // Infallible for an intent that came from WIT and passed validation.
     let order = convert::intent_to_wit(&intent, &coid).unwrap_or_else(|_| raw.clone());

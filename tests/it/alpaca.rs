@@ -10,6 +10,10 @@ use algobanana_tests::{HostBuilder, TestHost};
 use serde_json::{Value, json};
 
 async fn host(fake: &FakeAlpaca, key_id: &str, extra_grant: &str) -> TestHost {
+    host_with(fake, key_id, extra_grant, "").await
+}
+
+async fn host_with(fake: &FakeAlpaca, key_id: &str, extra_grant: &str, extra_toml: &str) -> TestHost {
     HostBuilder::new()
         .plugin("alpaca", ALPACA, "broker")
         .grant(&format!(
@@ -19,7 +23,7 @@ async fn host(fake: &FakeAlpaca, key_id: &str, extra_grant: &str) -> TestHost {
         .route("alpaca", "tradingview", "alpaca")
         .broker_settings(json!({ "base_url": fake.origin() }))
         .toml(&format!(
-            "[secrets.alpaca_key_id]\nvalue = {key_id:?}\n[secrets.alpaca_secret_key]\nvalue = {SECRET_KEY:?}\n"
+            "[secrets.alpaca_key_id]\nvalue = {key_id:?}\n[secrets.alpaca_secret_key]\nvalue = {SECRET_KEY:?}\n{extra_toml}"
         ))
         .start()
         .await
@@ -315,5 +319,47 @@ async fn a_timeout_after_alpaca_accepted_is_reconciled_not_resent() -> anyhow::R
     .await;
     assert_eq!(dup["orders"][0]["outcome"], "duplicate");
     assert_eq!(fake.posts(), 1);
+    Ok(())
+}
+
+/// The order path's locks end before the broker call, so orders whose
+/// answer is still on its way must count against the position rail: here
+/// the broker shows an order in its positions only 300 ms after it arrives.
+/// Without counting them, twelve concurrent buys of 50 would all see a flat
+/// position and together pass a 150 limit.
+#[tokio::test]
+async fn orders_still_in_flight_count_against_the_position_rail() -> anyhow::Result<()> {
+    let fake = FakeAlpaca::start().await;
+    fake.state.slow_intake_ms.store(300, Ordering::SeqCst);
+    let host = std::sync::Arc::new(
+        host_with(&fake, KEY_ID, "", "[risk]\nmax_position = 150\nmax_orders_per_minute = 0\n").await,
+    );
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let host = host.clone();
+            tokio::spawn(async move { send(&host, &format!("buy 50 AAPL at {}", 185 + i)).await })
+        })
+        .collect();
+    let mut filled = 0;
+    for t in tasks {
+        let r = t.await?;
+        let o = &r["orders"][0];
+        // The fake answers `accepted` and fills right after.
+        if o["outcome"] == "accepted" {
+            filled += 1;
+        } else {
+            assert!(
+                o["reason"].as_str().unwrap_or_default().contains("risk.max_position = 150"),
+                "{r}"
+            );
+        }
+    }
+    assert_eq!(filled, 3, "150 / 50");
+    assert_eq!(fake.posts(), 3, "refused orders never reach the broker");
+    // The broker calls overlapped: no lock is held across them.
+    assert!(
+        fake.state.max_posts_in_flight.load(Ordering::SeqCst) >= 2,
+        "order submissions were serialised"
+    );
     Ok(())
 }

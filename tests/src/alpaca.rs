@@ -35,6 +35,13 @@ pub struct State {
     pub rate_limited: AtomicBool,
     /// Record the order, then answer only after this many ms.
     pub slow_accept_ms: AtomicU64,
+    /// Wait this many ms before looking at the order at all (it is not in
+    /// the positions until then).
+    pub slow_intake_ms: AtomicU64,
+    /// Order submissions being handled right now, and the most at once.
+    pub posts_in_flight: AtomicUsize,
+    /// The most order submissions handled at once.
+    pub max_posts_in_flight: AtomicUsize,
     /// Cash (and equity); buying power is twice this.
     pub cash: Mutex<Decimal>,
     /// Every request: (method, path and query, headers, JSON body).
@@ -225,7 +232,15 @@ async fn handle(st: &State, req: hyper::Request<hyper::body::Incoming>) -> (u16,
             if st.rate_limited.load(Ordering::SeqCst) {
                 return error(429, 42910000, "rate limit exceeded");
             }
-            submit(st, &body).await
+            let now = st.posts_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            st.max_posts_in_flight.fetch_max(now, Ordering::SeqCst);
+            let intake = st.slow_intake_ms.load(Ordering::SeqCst);
+            if intake > 0 {
+                tokio::time::sleep(Duration::from_millis(intake)).await;
+            }
+            let answer = submit(st, &body).await;
+            st.posts_in_flight.fetch_sub(1, Ordering::SeqCst);
+            answer
         }
         _ => error(404, 40410000, "endpoint not found"),
     }

@@ -54,6 +54,9 @@ CREATE TABLE IF NOT EXISTS orders(
 CREATE UNIQUE INDEX IF NOT EXISTS orders_sent_coid ON orders(client_order_id) WHERE sent = 1;
 CREATE INDEX IF NOT EXISTS orders_fingerprint ON orders(fingerprint, created_at_ns);
 CREATE INDEX IF NOT EXISTS orders_created ON orders(created_at_ns);
+-- Orders whose fate the broker has not told yet: the position rail adds
+-- them, reconciliation asks about them.
+CREATE INDEX IF NOT EXISTS orders_in_flight ON orders(broker, account) WHERE sent = 1 AND state IN ('intent', 'submitted', 'unknown');
 
 CREATE TABLE IF NOT EXISTS order_transition(
   order_id INTEGER NOT NULL REFERENCES orders(id),

@@ -5,6 +5,7 @@ pub mod orders;
 pub mod risk;
 
 pub mod kill;
+pub mod locks;
 pub mod notify;
 pub mod reconcile;
 

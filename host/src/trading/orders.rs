@@ -313,18 +313,58 @@ impl Orders {
         Ok(realized)
     }
 
-    /// Orders sent since `since_ns`.
+    /// Orders sent since `since_ns`, counted up to `cap` (a rail needs to
+    /// know only whether its limit is reached, so the count stops there and
+    /// its cost does not grow with the day's volume).
     ///
     /// # Errors
     /// [`StoreError`].
-    pub fn sent_since(&self, since_ns: i64) -> Result<u32, StoreError> {
+    pub fn sent_since(&self, since_ns: i64, cap: u32) -> Result<u32, StoreError> {
         self.db.with(|c| {
             c.query_row(
-                "SELECT count(*) FROM orders WHERE sent = 1 AND created_at_ns >= ?1",
-                [since_ns],
+                "SELECT count(*) FROM (SELECT 1 FROM orders WHERE sent = 1 AND created_at_ns >= ?1 LIMIT ?2)",
+                params![since_ns, cap],
                 |r| r.get(0),
             )
         })
+    }
+
+    /// The signed quantity in `symbol` of the orders on `account` at
+    /// `broker` whose fate the broker has not told yet (`intent`,
+    /// `submitted`, `unknown`): sent or about to be, so not in the broker's
+    /// positions yet, or perhaps already in them. The position rail adds
+    /// this to the broker's position, which can only over-count (fail
+    /// safe). `None` when a recorded intent cannot be read.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn in_flight(&self, broker: &str, account: &str, symbol: &str) -> Result<Option<rust_decimal::Decimal>, StoreError> {
+        let intents: Vec<String> = self.db.with(|c| {
+            let mut s = c.prepare_cached(
+                "SELECT intent FROM orders WHERE broker = ?1 AND account = ?2 AND sent = 1 AND state IN ('intent', 'submitted', 'unknown')",
+            )?;
+            s.query_map(params![broker, account], |r| r.get(0))?.collect()
+        })?;
+        let mut total = rust_decimal::Decimal::ZERO;
+        for intent in intents {
+            let v: serde_json::Value = serde_json::from_str(&intent).unwrap_or_default();
+            if !v["symbol"].as_str().is_some_and(|s| s.eq_ignore_ascii_case(symbol)) {
+                continue;
+            }
+            let Some(qty) = v["quantity"].as_str().and_then(|q| q.parse::<rust_decimal::Decimal>().ok()) else {
+                return Ok(None);
+            };
+            let signed = match v["side"].as_str() {
+                Some("buy") => qty,
+                Some("sell") => -qty,
+                _ => return Ok(None),
+            };
+            let Some(t) = total.checked_add(signed) else {
+                return Ok(None);
+            };
+            total = t;
+        }
+        Ok(Some(total))
     }
 
     /// Orders that may have reached a broker without a known outcome
@@ -399,6 +439,53 @@ mod tests {
     }
 
     #[test]
+    fn in_flight_sums_unanswered_orders_of_one_account_and_symbol() {
+        let dir = tempfile::tempdir().unwrap();
+        let orders = Orders::new(StateDb::open(&dir.path().join("state.db")).unwrap());
+        let mut n = 0;
+        let mut add = |account: &str, symbol: &str, side: &str, qty: &str, refused: Option<&str>| {
+            n += 1;
+            let coid = format!("c-{n}");
+            let intent = format!(r#"{{"symbol":"{symbol}","side":"{side}","quantity":"{qty}"}}"#);
+            orders
+                .insert(
+                    &NewOrder {
+                        client_order_id: &coid,
+                        fingerprint: &coid,
+                        alert_id: "a",
+                        route: "r",
+                        account,
+                        broker: "paper",
+                        intent: &intent,
+                    },
+                    refused,
+                )
+                .unwrap()
+        };
+        let buy = add("main", "AAPL", "buy", "10", None);
+        add("main", "AAPL", "sell", "2.5", None);
+        add("main", "MSFT", "buy", "7", None);
+        add("hedge", "AAPL", "buy", "100", None);
+        add("main", "AAPL", "buy", "1000", Some("refused by a rail"));
+        let unknown = add("main", "AAPL", "buy", "1", None);
+        let filled = add("main", "AAPL", "buy", "50", None);
+        orders.transition(unknown, Unknown, None, Some("timeout")).unwrap();
+        orders.transition(filled, Filled, Some("b-9"), None).unwrap();
+        let f = |a: &str, s: &str| orders.in_flight("paper", a, s).unwrap();
+        // 10 − 2.5 + 1 (unknown counts); filled, refused and other accounts do not.
+        assert_eq!(f("main", "aapl"), Some("8.5".parse().unwrap()));
+        assert_eq!(f("hedge", "AAPL"), Some("100".parse().unwrap()));
+        assert_eq!(f("main", "TSLA"), Some(rust_decimal::Decimal::ZERO));
+        assert_eq!(orders.in_flight("alpaca", "main", "AAPL").unwrap(), Some(rust_decimal::Decimal::ZERO));
+        orders.transition(buy, Accepted, Some("b-1"), None).unwrap();
+        assert_eq!(f("main", "AAPL"), Some("-1.5".parse().unwrap()));
+        // Counts stop at the cap.
+        assert_eq!(orders.sent_since(0, 100).unwrap(), 6);
+        assert_eq!(orders.sent_since(0, 3).unwrap(), 3);
+        assert_eq!(orders.sent_since(i64::MAX, 100).unwrap(), 0);
+    }
+
+    #[test]
     fn one_sent_order_per_client_order_id() {
         let dir = tempfile::tempdir().unwrap();
         let orders = Orders::new(StateDb::open(&dir.path().join("state.db")).unwrap());
@@ -422,6 +509,6 @@ mod tests {
                 .contains("filled → canceled is not an allowed transition"),
             "{err}"
         );
-        assert_eq!(orders.sent_since(0).unwrap(), 1);
+        assert_eq!(orders.sent_since(0, 10).unwrap(), 1);
     }
 }
