@@ -5,7 +5,8 @@
 //! `CONNECTIONS` keep-alive connections send back to back for `SECONDS`.
 //! Prints alerts/s, p50/p99/p99.9 latency and the ratio to the baseline.
 //! Run: `cargo bench -p algobanana-tests --bench load` (env LOAD_SECONDS,
-//! LOAD_CONNECTIONS to change the defaults).
+//! LOAD_CONNECTIONS to change the defaults; LOAD_ONLY=algobanana skips the
+//! baseline, for profiling).
 // Timing statistics, not money: floats are fine here.
 #![allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
 
@@ -163,10 +164,14 @@ fn main() {
     println!("load: {connections} connections, {seconds} s per run, alternating, 2 rounds");
     let mut rows = Vec::new();
     for round in 0..2 {
+        let only = std::env::var("LOAD_ONLY").ok();
         for (name, addr, path) in [
             ("bare hyper", base_addr, "/".to_owned()),
             ("algobanana", host.addr, hook.clone()),
         ] {
+            if only.as_deref().is_some_and(|o| o != name) {
+                continue;
+            }
             let run = client.block_on(load(addr, path, connections, seconds));
             let rps = run.requests as f64 / run.elapsed.as_secs_f64();
             println!(

@@ -332,7 +332,13 @@ async fn orders_still_in_flight_count_against_the_position_rail() -> anyhow::Res
     let fake = FakeAlpaca::start().await;
     fake.state.slow_intake_ms.store(300, Ordering::SeqCst);
     let host = std::sync::Arc::new(
-        host_with(&fake, KEY_ID, "", "[risk]\nmax_position = 150\nmax_orders_per_minute = 0\n").await,
+        host_with(
+            &fake,
+            KEY_ID,
+            "",
+            "[risk]\nmax_position = 150\nmax_orders_per_minute = 0\n",
+        )
+        .await,
     );
     let tasks: Vec<_> = (0..12)
         .map(|i| {
@@ -349,7 +355,10 @@ async fn orders_still_in_flight_count_against_the_position_rail() -> anyhow::Res
             filled += 1;
         } else {
             assert!(
-                o["reason"].as_str().unwrap_or_default().contains("risk.max_position = 150"),
+                o["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("risk.max_position = 150"),
                 "{r}"
             );
         }

@@ -140,6 +140,28 @@ CREATE TABLE IF NOT EXISTS plugin_kv(
   PRIMARY KEY (plugin, key)
 ) STRICT, WITHOUT ROWID;
 
+-- Each namespace's size, kept by triggers so the kv quota check is one
+-- lookup rather than a scan of the namespace (migrate() fills it once for
+-- a database made before it existed).
+CREATE TABLE IF NOT EXISTS plugin_kv_usage(
+  plugin TEXT PRIMARY KEY,
+  keys INTEGER NOT NULL,
+  bytes INTEGER NOT NULL
+) STRICT;
+CREATE TRIGGER IF NOT EXISTS plugin_kv_usage_insert AFTER INSERT ON plugin_kv BEGIN
+  INSERT INTO plugin_kv_usage(plugin, keys, bytes) VALUES (new.plugin, 1, length(new.key) + length(new.value))
+  ON CONFLICT(plugin) DO UPDATE SET keys = keys + 1, bytes = bytes + length(new.key) + length(new.value);
+END;
+CREATE TRIGGER IF NOT EXISTS plugin_kv_usage_update AFTER UPDATE ON plugin_kv BEGIN
+  UPDATE plugin_kv_usage SET bytes = bytes - length(old.key) - length(old.value) WHERE plugin = old.plugin;
+  UPDATE plugin_kv_usage SET keys = keys - 1 WHERE plugin = old.plugin;
+  INSERT INTO plugin_kv_usage(plugin, keys, bytes) VALUES (new.plugin, 1, length(new.key) + length(new.value))
+  ON CONFLICT(plugin) DO UPDATE SET keys = keys + 1, bytes = bytes + length(new.key) + length(new.value);
+END;
+CREATE TRIGGER IF NOT EXISTS plugin_kv_usage_delete AFTER DELETE ON plugin_kv BEGIN
+  UPDATE plugin_kv_usage SET keys = keys - 1, bytes = bytes - length(old.key) - length(old.value) WHERE plugin = old.plugin;
+END;
+
 CREATE TABLE IF NOT EXISTS compiled_component(
   digest TEXT NOT NULL,
   engine TEXT NOT NULL,
@@ -149,7 +171,13 @@ CREATE TABLE IF NOT EXISTS compiled_component(
 ";
 
 /// Columns added after the first release.
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+fn migrate(conn: &Connection, had_kv_usage: bool) -> rusqlite::Result<()> {
+    if !had_kv_usage {
+        conn.execute_batch(
+            "INSERT OR REPLACE INTO plugin_kv_usage(plugin, keys, bytes)
+             SELECT plugin, count(*), sum(length(key) + length(value)) FROM plugin_kv GROUP BY plugin;",
+        )?;
+    }
     let has_owner: bool = conn
         .prepare("SELECT 1 FROM pragma_table_info('api_token') WHERE name = 'owner'")?
         .exists([])?;
@@ -236,8 +264,12 @@ impl StateDb {
             message: e.to_string(),
         };
         let conn = Connection::open(path).map_err(err)?;
+        let had_usage = conn
+            .prepare("SELECT 1 FROM sqlite_schema WHERE name = 'plugin_kv_usage'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        migrate(&conn).map_err(err)?;
+        migrate(&conn, had_usage).map_err(err)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
@@ -473,9 +505,7 @@ impl StateDb {
     /// [`StoreError`].
     pub fn kv_usage(&self, plugin: &str) -> Result<KvUsage, StoreError> {
         self.conn()
-            .prepare_cached(
-                "SELECT count(*), coalesce(sum(length(key) + length(value)), 0) FROM plugin_kv WHERE plugin = ?1",
-            )
+            .prepare_cached("SELECT keys, bytes FROM plugin_kv_usage WHERE plugin = ?1")
             .and_then(|mut s| {
                 s.query_row([plugin], |r| {
                     Ok(KvUsage {
@@ -483,6 +513,8 @@ impl StateDb {
                         bytes: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
                     })
                 })
+                .optional()
+                .map(Option::unwrap_or_default)
             })
             .map_err(|e| self.err(e))
     }
@@ -540,5 +572,56 @@ impl StateDb {
             )
             .map(drop)
             .map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(db: &StateDb, plugin: &str, key: &str, value: Option<&[u8]>) {
+        let k = key.to_owned();
+        let v = value.map(<[u8]>::to_vec);
+        db.kv_commit(plugin, [(&k, &v)]).unwrap();
+    }
+
+    fn scanned(db: &StateDb, plugin: &str) -> KvUsage {
+        db.with(|c| {
+            c.query_row(
+                "SELECT count(*), coalesce(sum(length(key) + length(value)), 0) FROM plugin_kv WHERE plugin = ?1",
+                [plugin],
+                |r| {
+                    Ok(KvUsage {
+                        keys: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                        bytes: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                    })
+                },
+            )
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn kv_usage_follows_every_write_and_is_rebuilt_for_an_older_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let db = StateDb::open(&path).unwrap();
+        assert_eq!(db.kv_usage("paper").unwrap(), KvUsage::default());
+        put(&db, "paper", "a", Some(b"1234"));
+        put(&db, "paper", "bb", Some(b"12"));
+        put(&db, "other", "x", Some(b"123456789"));
+        put(&db, "paper", "a", Some(b"123456"));
+        put(&db, "paper", "bb", None);
+        put(&db, "paper", "missing", None);
+        for plugin in ["paper", "other", "none"] {
+            assert_eq!(db.kv_usage(plugin).unwrap(), scanned(&db, plugin), "{plugin}");
+        }
+        assert_eq!(db.kv_usage("paper").unwrap(), KvUsage { keys: 1, bytes: 7 });
+        // A database from before the usage table: it is filled at open.
+        db.with(|c| c.execute_batch("DROP TABLE plugin_kv_usage;")).unwrap();
+        drop(db);
+        let db = StateDb::open(&path).unwrap();
+        assert_eq!(db.kv_usage("paper").unwrap(), KvUsage { keys: 1, bytes: 7 });
+        assert_eq!(db.kv_usage("other").unwrap(), KvUsage { keys: 1, bytes: 10 });
     }
 }

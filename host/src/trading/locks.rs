@@ -28,9 +28,7 @@ impl AccountLocks {
     /// The lock of `account` at `broker`.
     pub fn of(&self, broker: &str, account: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-        map.entry((broker.to_owned(), account.to_owned()))
-            .or_default()
-            .clone()
+        map.entry((broker.to_owned(), account.to_owned())).or_default().clone()
     }
 }
 
