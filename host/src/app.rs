@@ -121,6 +121,9 @@ pub struct App {
     /// The short global section of the order path (dedupe, counts,
     /// decision, insert) and of limit changes; see [`crate::trading::locks`].
     pub order_lock: tokio::sync::Mutex<()>,
+    /// The intake queue's bound: one permit per alert accepted and not yet
+    /// finished (`server.max_pending_alerts`).
+    pub intake: Arc<tokio::sync::Semaphore>,
     /// One lock per broker account, taken before `order_lock`.
     pub account_locks: crate::trading::locks::AccountLocks,
     /// Hook tokens (with rotation) and paused routes.
@@ -146,6 +149,7 @@ impl App {
     /// [`StartError`] naming what failed and what to do.
     pub async fn open(data_dir: &Path, options: AppOptions) -> Result<Arc<Self>, StartError> {
         let config = config::load(&data_dir.join(config::CONFIG_FILE))?;
+        let max_pending_alerts = config.server.max_pending_alerts;
         let vault = open_vault(data_dir, options.vault.clone(), &config)?;
         let mut audit_options = options.audit.clone();
         if audit_options.vault.is_none() {
@@ -186,6 +190,7 @@ impl App {
             hook_limits: HookLimits::default(),
             order_lock: tokio::sync::Mutex::new(()),
             account_locks: crate::trading::locks::AccountLocks::default(),
+            intake: Arc::new(tokio::sync::Semaphore::new(max_pending_alerts)),
             state,
             registry,
             routes,

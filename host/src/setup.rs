@@ -79,6 +79,9 @@ fn config_text(token_sha256: &str, listen: SocketAddr) -> String {
 listen = "{listen}"
 # Largest accepted alert body.
 max_body_bytes = 65536
+# Alerts accepted and not yet finished; past this, new ones get 503 with
+# Retry-After (nothing acknowledged is dropped).
+max_pending_alerts = 1024
 
 # Limits of every plugin call; override per plugin under [plugins.NAME.limits].
 [limits]

@@ -372,3 +372,94 @@ async fn orders_still_in_flight_count_against_the_position_rail() -> anyhow::Res
     );
     Ok(())
 }
+
+/// A burst past the intake bound: the alerts that fit are acknowledged and
+/// every one of them is processed; the rest are refused up front with 503,
+/// `Retry-After` and a message naming the setting, audited, and never
+/// recorded as taken, so the sender knows exactly which to send again.
+#[tokio::test]
+async fn a_burst_past_the_intake_bound_gets_503_and_loses_nothing_acknowledged() -> anyhow::Result<()> {
+    let fake = FakeAlpaca::start().await;
+    // Each alert holds its place in the queue for at least 300 ms.
+    fake.state.slow_intake_ms.store(300, Ordering::SeqCst);
+    let host = std::sync::Arc::new(host_with(&fake, KEY_ID, "", "[server]\nmax_pending_alerts = 8\n").await);
+    let tasks: Vec<_> = (0..48)
+        .map(|i| {
+            let host = host.clone();
+            tokio::spawn(async move {
+                let body = json!({ "ticker": "AAPL", "action": "buy", "quantity": "1", "price": "190", "signalId": format!("burst-{i}") });
+                host.alert("alpaca", "application/json", &body.to_string()).await
+            })
+        })
+        .collect();
+    let (mut acknowledged, mut refused) = (Vec::new(), 0);
+    for t in tasks {
+        let r = t.await??;
+        match r.status {
+            200 | 202 => acknowledged.push(r.json()["alert_id"].as_str().unwrap().to_owned()),
+            503 => {
+                refused += 1;
+                assert_eq!(r.headers.get("retry-after").map(String::as_str), Some("1"));
+                let e = r.json();
+                assert_eq!(e["error"]["kind"], "overloaded", "{e}");
+                assert!(
+                    e["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("server.max_pending_alerts"),
+                    "{e}"
+                );
+            }
+            other => panic!("unexpected status {other}: {}", String::from_utf8_lossy(&r.body)),
+        }
+    }
+    assert!(
+        acknowledged.len() >= 8,
+        "the queue takes its bound: {}",
+        acknowledged.len()
+    );
+    assert!(refused > 0, "48 alerts at once over a bound of 8 must overflow");
+    assert_eq!(acknowledged.len() + refused, 48);
+    // Every acknowledged alert is processed, with its order placed once.
+    for id in &acknowledged {
+        let mut status = None;
+        for _ in 0..200 {
+            status = host.app.state.alert_status(id)?.map(|s| s.0);
+            if status.as_deref() == Some("processed") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert_eq!(status.as_deref(), Some("processed"), "alert {id}");
+        assert_eq!(host.app.orders.of_alert(id)?.len(), 1, "alert {id}");
+    }
+    assert_eq!(
+        fake.posts(),
+        acknowledged.len(),
+        "one order per acknowledged alert, none for refused ones"
+    );
+    // Each refusal is audited.
+    let rejected = host.audit(&algobanana::audit::query::Filter {
+        action: Some("alert.rejected".into()),
+        ..Default::default()
+    })?;
+    let full = rejected
+        .iter()
+        .filter(|e| {
+            serde_json::to_string(e)
+                .unwrap_or_default()
+                .contains("intake queue full")
+        })
+        .count();
+    assert_eq!(full, refused);
+    // Once the queue drains, the same alerts are taken.
+    let again =
+        json!({ "ticker": "AAPL", "action": "buy", "quantity": "1", "price": "190", "signalId": "burst-again" });
+    assert_eq!(
+        host.alert("alpaca", "application/json", &again.to_string())
+            .await?
+            .status,
+        200
+    );
+    Ok(())
+}

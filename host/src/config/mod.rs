@@ -25,6 +25,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
 /// per request and what a plugin receives.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Default bound of the intake queue (`server.max_pending_alerts`): at the
+/// default body cap, at most 64 MiB of bodies waiting.
+pub const DEFAULT_MAX_PENDING_ALERTS: usize = 1024;
+
 /// A validated configuration. Immutable once built.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -251,6 +255,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest accepted webhook body.
     pub max_body_bytes: usize,
+    /// Alerts accepted and not yet finished, at most (the intake queue's
+    /// bound); past it new alerts are refused with 503 and Retry-After.
+    pub max_pending_alerts: usize,
     /// Local or Cloud.
     pub mode: Mode,
     /// Certificate and key files when HTTPS is served.

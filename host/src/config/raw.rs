@@ -181,6 +181,9 @@ pub struct RawServer {
     pub listen: Option<String>,
     /// `max_body_bytes = 65536`.
     pub max_body_bytes: Option<u64>,
+    /// `max_pending_alerts = 1024`: alerts accepted and not yet finished;
+    /// past it new alerts get 503 with Retry-After.
+    pub max_pending_alerts: Option<u64>,
     /// `mode = "local"` (default) or `"cloud"`.
     pub mode: Option<String>,
     /// PEM certificate chain for HTTPS (relative to the data dir).

@@ -14,9 +14,9 @@ use super::Mode;
 use super::TradingConfig;
 use super::raw::{RawConfig, RawGrant, RawLimits, RawPlugin, RawRisk};
 use super::{
-    AccountConfig, Cidr, Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, Grant, HookGuard, LIVE_ACKNOWLEDGEMENT,
-    Limits, NotificationConfig, Origin, PluginConfig, PluginSource, RouteConfig, SecretSource, ServerConfig,
-    TRADINGVIEW_IPS, TlsFiles, World,
+    AccountConfig, Cidr, Config, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_PENDING_ALERTS, Grant, HookGuard,
+    LIVE_ACKNOWLEDGEMENT, Limits, NotificationConfig, Origin, PluginConfig, PluginSource, RouteConfig, SecretSource,
+    ServerConfig, TRADINGVIEW_IPS, TlsFiles, World,
 };
 use crate::domain::ids::{PluginName, RouteName};
 use crate::plugins::builtin;
@@ -112,6 +112,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 "server.max_body_bytes: {n} is out of range; expected 1 to {MAX_BODY_CAP}"
             ));
             DEFAULT_MAX_BODY_BYTES
+        }
+    };
+
+    let max_pending_alerts = match raw.server.max_pending_alerts {
+        None => DEFAULT_MAX_PENDING_ALERTS,
+        Some(n) if (1..=1_000_000).contains(&n) => usize::try_from(n).unwrap_or(DEFAULT_MAX_PENDING_ALERTS),
+        Some(n) => {
+            p.push(format!(
+                "server.max_pending_alerts: {n} is out of range; expected 1 to 1000000 (alerts accepted and not yet finished)"
+            ));
+            DEFAULT_MAX_PENDING_ALERTS
         }
     };
 
@@ -492,6 +503,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         server: ServerConfig {
             listen,
             max_body_bytes,
+            max_pending_alerts,
             mode,
             tls,
         },

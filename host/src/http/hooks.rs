@@ -145,6 +145,26 @@ async fn receive_inner(
             ),
         });
     }
+    // The intake queue is bounded: past `server.max_pending_alerts` alerts
+    // accepted and not yet finished, a new one is refused before its body
+    // is read, so a burst cannot grow memory or the backlog without limit.
+    // Nothing acknowledged is dropped: a 2xx means recorded.
+    let Ok(permit) = app.intake.clone().try_acquire_owned() else {
+        let max = app.config.server.max_pending_alerts;
+        reject(app, ctx, Some(route_name.as_str()), "intake queue full", 503).await;
+        let mut response = ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "overloaded",
+            message: format!(
+                "{max} alerts are already waiting to be processed (server.max_pending_alerts), so this one was not taken; send it again after the Retry-After delay"
+            ),
+        }
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return Ok(response);
+    };
     let cap = app.config.server.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -260,6 +280,9 @@ async fn receive_inner(
         tokio::spawn(async move {
             let ctx = accepted.ctx.clone();
             let report = pipeline::run(&app, &route, accepted, incoming).await;
+            // The alert leaves the intake queue when it is finished, also
+            // when that is after its 202.
+            drop(permit);
             if let Ok(r) = &report {
                 crate::trading::notify::spawn(&app, crate::trading::notify::of_report(r), ctx);
             }

@@ -180,12 +180,9 @@ impl Orders {
     /// [`StoreError`].
     pub fn duplicate_of(&self, coid: &str, fingerprint: &str, since_ns: i64) -> Result<Option<OrderRow>, StoreError> {
         self.db.with(|c| {
-            c.query_row(
-                &format!("SELECT {COLUMNS} FROM orders WHERE id = ({DUPLICATE_ID})"),
-                params![coid, fingerprint, since_ns],
-                row,
-            )
-            .optional()
+            c.prepare_cached(&format!("SELECT {COLUMNS} FROM orders WHERE id = ({DUPLICATE_ID})"))?
+                .query_row(params![coid, fingerprint, since_ns], row)
+                .optional()
         })
     }
 
@@ -202,11 +199,11 @@ impl Orders {
             Some(_) => (OrderState::Rejected, false),
         };
         self.db.with(|c| {
-            c.execute(
+            c.prepare_cached(
                 "INSERT INTO orders(client_order_id, fingerprint, alert_id, route, broker, intent, state, sent, reason, created_at_ns, updated_at_ns, account)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
-                params![o.client_order_id, o.fingerprint, o.alert_id, o.route, o.broker, o.intent, state.as_str(), sent, refused, now, o.account],
-            )?;
+            )?
+            .execute(params![o.client_order_id, o.fingerprint, o.alert_id, o.route, o.broker, o.intent, state.as_str(), sent, refused, now, o.account])?;
             Ok(c.last_insert_rowid())
         })
     }
@@ -223,7 +220,9 @@ impl Orders {
         reason: Option<&str>,
     ) -> Result<OrderState, StoreError> {
         self.db.with_tx(|tx| {
-            let from: String = tx.query_row("SELECT state FROM orders WHERE id = ?1", [id], |r| r.get(0))?;
+            let from: String = tx
+                .prepare_cached("SELECT state FROM orders WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))?;
             let from = OrderState::parse(&from).unwrap_or(OrderState::Unknown);
             if from == to && !matches!(to, OrderState::PartiallyFilled) {
                 return Ok(from);
@@ -236,14 +235,14 @@ impl Orders {
                 )));
             }
             let now = crate::audit::now_ns();
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE orders SET state = ?1, broker_order_id = coalesce(?2, broker_order_id), reason = coalesce(?3, reason), updated_at_ns = ?4 WHERE id = ?5",
-                params![to.as_str(), broker_order_id, reason, now, id],
-            )?;
-            tx.execute(
+            )?
+            .execute(params![to.as_str(), broker_order_id, reason, now, id])?;
+            tx.prepare_cached(
                 "INSERT INTO order_transition(order_id, from_state, to_state, at_ns, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, from.as_str(), to.as_str(), now, reason],
-            )?;
+            )?
+            .execute(params![id, from.as_str(), to.as_str(), now, reason])?;
             Ok(from)
         })
     }
@@ -259,11 +258,9 @@ impl Orders {
         average: Option<rust_decimal::Decimal>,
     ) -> Result<(), StoreError> {
         self.db.with(|c| {
-            c.execute(
-                "UPDATE orders SET filled_quantity = ?1, average_fill_price = ?2 WHERE id = ?3",
-                params![filled.to_string(), average.map(|a| a.to_string()), id],
-            )
-            .map(drop)
+            c.prepare_cached("UPDATE orders SET filled_quantity = ?1, average_fill_price = ?2 WHERE id = ?3")?
+                .execute(params![filled.to_string(), average.map(|a| a.to_string()), id])
+                .map(drop)
         })
     }
 
@@ -332,8 +329,10 @@ impl Orders {
     /// # Errors
     /// [`StoreError`].
     pub fn sent_since(&self, since_ns: i64, cap: u32) -> Result<u32, StoreError> {
-        self.db
-            .with(|c| c.query_row(SENT_SINCE, params![since_ns, cap], |r| r.get(0)))
+        self.db.with(|c| {
+            c.prepare_cached(SENT_SINCE)?
+                .query_row(params![since_ns, cap], |r| r.get(0))
+        })
     }
 
     /// The signed quantity in `symbol` of the orders on `account` at
