@@ -1,0 +1,133 @@
+//! Cold start to ready with 20 plugins, from the precompiled cache and
+//! without it, and resident memory once ready. Twenty distinct components
+//! (different digests, so twenty compilations and twenty cache entries):
+//! the built-in tradingview rule and paper broker, plus 18 copies of the
+//! rule that differ in a custom section. "Ready" is `App::open` returning:
+//! config, state and audit databases, vault, every plugin loaded with its
+//! `InstancePre`, resume and reconciliation done; binding the socket is
+//! what is left. Baseline in the same run: the same start with no plugin
+//! beyond the two built-ins' engine (an empty registry is not a valid
+//! config), reported as the per-plugin cost.
+//! Run: `cargo bench -p algobanana-tests --bench startup`.
+// Timing statistics, not money: floats are fine here.
+#![allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use algobanana::app::{App, AppOptions};
+use algobanana_tests::HostBuilder;
+use algobanana_tests::plugins::TRADINGVIEW;
+
+const PLUGINS: usize = 20;
+
+/// `component` with a custom section appended: a different digest, the
+/// same code.
+fn variant(component: &[u8], n: usize) -> Vec<u8> {
+    let name = b"algobanana-bench";
+    let payload = format!("copy {n}");
+    let mut body = Vec::new();
+    leb(&mut body, name.len());
+    body.extend_from_slice(name);
+    body.extend_from_slice(payload.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0);
+    leb(&mut out, body.len());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn leb(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn open(rt: &tokio::runtime::Runtime, dir: &Path) -> Duration {
+    let started = Instant::now();
+    let app = rt.block_on(App::open(dir, AppOptions::default())).unwrap();
+    let t = started.elapsed();
+    app.audit.close();
+    drop(app);
+    t
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sources = tempfile::tempdir().unwrap();
+    let original = std::fs::read(TRADINGVIEW).unwrap();
+    let mut builder = HostBuilder::new();
+    let copies = PLUGINS - 2;
+    for n in 0..copies {
+        let path: PathBuf = sources.path().join(format!("rule{n}.wasm"));
+        std::fs::write(&path, variant(&original, n)).unwrap();
+        builder = builder.plugin(&format!("rule{n}"), path.to_str().unwrap(), "rule");
+    }
+    let (dir, _) = builder.write().unwrap();
+    let (base_dir, _) = HostBuilder::new().write().unwrap();
+
+    // Without the cache: every component compiled at start.
+    let cold = open(&rt, dir.path());
+    // From the cache (what every later start pays), median of five.
+    let warm = median((0..5).map(|_| open(&rt, dir.path())).collect());
+    let base_cold = open(&rt, base_dir.path());
+    let base_warm = median((0..5).map(|_| open(&rt, base_dir.path())).collect());
+
+    // Resident memory of a ready host with the 20 plugins.
+    let before = rss_kib("VmRSS:");
+    let app = rt.block_on(App::open(dir.path(), AppOptions::default())).unwrap();
+    let ready = rss_kib("VmRSS:");
+    app.audit.close();
+    drop(app);
+
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let per_plugin = (ms(warm) - ms(base_warm)) / copies as f64;
+    println!();
+    println!("| start | {PLUGINS} plugins | 2 plugins (baseline) | per extra plugin |");
+    println!("|---|---|---|---|");
+    println!(
+        "| without the cache (compile) | {:.0} ms | {:.0} ms | {:.1} ms |",
+        ms(cold),
+        ms(base_cold),
+        (ms(cold) - ms(base_cold)) / copies as f64
+    );
+    println!(
+        "| from the precompiled cache | {:.1} ms | {:.1} ms | {per_plugin:.2} ms |",
+        ms(warm),
+        ms(base_warm)
+    );
+    println!();
+    println!(
+        "resident memory: {:.1} MiB for the whole process once ready ({:.1} MiB before the open)",
+        ready as f64 / 1024.0,
+        before as f64 / 1024.0
+    );
+    println!("targets (issue 9): cached start ≤ 100 ms with 20 plugins; RSS idle ≤ 64 MiB");
+}
