@@ -18,15 +18,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// The lock of one account.
+type AccountLock = Arc<tokio::sync::Mutex<()>>;
+
 /// One async lock per (broker, account), made on first use.
 #[derive(Debug, Default)]
 pub struct AccountLocks {
-    locks: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<(String, String), AccountLock>>,
 }
 
 impl AccountLocks {
     /// The lock of `account` at `broker`.
-    pub fn of(&self, broker: &str, account: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub fn of(&self, broker: &str, account: &str) -> AccountLock {
         let mut map = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry((broker.to_owned(), account.to_owned())).or_default().clone()
     }
