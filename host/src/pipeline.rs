@@ -157,11 +157,21 @@ pub struct Accepted {
     pub ctx: Context,
 }
 
-/// Records an alert before anything else happens to it.
+/// Records an alert before anything else happens to it: its row in the
+/// state database, and its `alert.received` event queued to the audit log.
+///
+/// The returned receipt resolves when that event is committed. The caller
+/// need not wait for it before [`run`]: nothing in the pipeline acts on
+/// the world before an awaited audit event (`order.intent`, a capability
+/// use) and the writer commits in queue order, so the intake is durable
+/// before any act and before the `alert.processed` that precedes every
+/// answer. Whoever acknowledges the alert without a report (a 202) waits
+/// for the receipt first. Overlapping that commit with the first plugin
+/// calls takes one fsync off each alert's latency.
 ///
 /// # Errors
 /// [`PipelineError`] when it cannot be recorded (nothing was acknowledged).
-pub async fn accept(app: &App, incoming: &IncomingAlert) -> Result<Accepted, PipelineError> {
+pub async fn accept(app: &App, incoming: &IncomingAlert) -> Result<(Accepted, Receipt), PipelineError> {
     let alert_id = AlertId::generate();
     let received_at = crate::audit::now_ns();
     let mut ctx = incoming.context.clone();
@@ -176,8 +186,9 @@ pub async fn accept(app: &App, incoming: &IncomingAlert) -> Result<Accepted, Pip
         &incoming.content_type,
         &incoming.body,
     )?;
-    app.audit
-        .record(
+    let receipt = app
+        .audit
+        .append(
             AuditEvent::new(
                 ActorKind::WebhookSource,
                 route_name.as_str(),
@@ -194,11 +205,14 @@ pub async fn accept(app: &App, incoming: &IncomingAlert) -> Result<Accepted, Pip
             })),
         )
         .await?;
-    Ok(Accepted {
-        alert_id,
-        received_at,
-        ctx,
-    })
+    Ok((
+        Accepted {
+            alert_id,
+            received_at,
+            ctx,
+        },
+        receipt,
+    ))
 }
 
 /// Accepts and runs one alert.
@@ -207,7 +221,8 @@ pub async fn accept(app: &App, incoming: &IncomingAlert) -> Result<Accepted, Pip
 /// [`PipelineError`] when the alert could not be recorded or processed at
 /// all; plugin failures are part of the report, not errors.
 pub async fn process(app: &App, route: &RouteConfig, incoming: IncomingAlert) -> Result<AlertReport, PipelineError> {
-    let accepted = accept(app, &incoming).await?;
+    let (accepted, intake) = accept(app, &incoming).await?;
+    intake.committed().await?;
     run(app, route, accepted, incoming).await
 }
 

@@ -154,6 +154,7 @@ pub(crate) fn open_connection(path: &Path, max_page_count: Option<u64>) -> Resul
     if let Some(pages) = max_page_count {
         conn.pragma_update(None, "max_page_count", pages).map_err(err)?;
     }
+    crate::store::wal::configure(&conn).map_err(err)?;
     Ok(conn)
 }
 
@@ -289,9 +290,15 @@ impl AuditLog {
         writer
             .checkpoint(Kind::Start, None)
             .map_err(|e| open_err(format!("cannot sign the start checkpoint: {e}")))?;
+        // WAL checkpoints beside the writer for as long as it runs; stopped
+        // and joined before the writer thread ends.
+        let checkpointer = crate::store::wal::Checkpointer::start(path.to_owned());
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run())
+            .spawn(move || {
+                writer.run();
+                drop(checkpointer);
+            })
             .map_err(|e| open_err(format!("cannot start writer thread: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {

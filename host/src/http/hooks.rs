@@ -270,7 +270,7 @@ async fn receive_inner(
         context: ctx.clone(),
     };
     // Durable first: once accepted, the alert is never lost.
-    let accepted = pipeline::accept(app, &incoming).await?;
+    let (accepted, intake) = pipeline::accept(app, &incoming).await?;
     let alert_id = accepted.alert_id;
     let request_id = accepted.ctx.request_id.clone();
     let budget = app.config.trading.response_budget;
@@ -299,23 +299,28 @@ async fn receive_inner(
             };
             Ok((status, Json(report)).into_response())
         }
-        Ok(Err(join)) => Err(ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            kind: "internal",
-            message: format!(
-                "processing alert {alert_id} failed ({join}); it is recorded and resumes on restart"
-            ),
-        }),
+        Ok(Err(join)) => {
+            intake.committed().await.map_err(pipeline::PipelineError::from)?;
+            Err(ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                kind: "internal",
+                message: format!("processing alert {alert_id} failed ({join}); it is recorded and resumes on restart"),
+            })
+        }
         // Still running: it finishes in the background (and resumes after a
-        // crash); the sender gets its answer within its timeout.
-        Err(_) => Ok((
+        // crash); the sender gets its answer within its timeout, once the
+        // intake is committed (a report above implies it: see `accept`).
+        Err(_) => {
+            intake.committed().await.map_err(pipeline::PipelineError::from)?;
+            Ok((
             StatusCode::ACCEPTED,
             Json(json!({
                 "alert_id": alert_id, "request_id": request_id, "route": route_name, "status": "processing",
                 "message": format!("accepted and recorded; still processing after {} ms, see `algobanana audit search --alert {alert_id}`", budget.as_millis()),
             })),
         )
-            .into_response()),
+            .into_response())
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 //! received alerts and their results, plugin key-value namespaces, and the
 //! registry of precompiled components.
 
+pub mod wal;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -204,6 +206,9 @@ pub struct StoreError {
 /// The state database. Operations are short; one connection behind a mutex.
 #[derive(Debug, Clone)]
 pub struct StateDb {
+    /// Declared first, so it is dropped (stopped and joined) before the
+    /// connection closes.
+    _wal: Arc<wal::Checkpointer>,
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
     /// Set on the first storage-level failure (I/O, full, read-only,
@@ -270,7 +275,10 @@ impl StateDb {
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         migrate(&conn, had_usage).map_err(err)?;
+        wal::configure(&conn).map_err(err)?;
         Ok(Self {
+            // Checkpoints run beside the commits while any clone is alive.
+            _wal: Arc::new(wal::Checkpointer::start(path.to_owned())),
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
             halted: Arc::new(Mutex::new(None)),
