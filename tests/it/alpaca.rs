@@ -463,3 +463,42 @@ async fn a_burst_past_the_intake_bound_gets_503_and_loses_nothing_acknowledged()
     );
     Ok(())
 }
+
+/// A full intake queue refuses alerts, never the kill switch: throwing it
+/// from a webhook works however many alerts are waiting.
+#[tokio::test]
+async fn the_kill_switch_works_while_the_intake_queue_is_full() -> anyhow::Result<()> {
+    let fake = FakeAlpaca::start().await;
+    fake.state.slow_intake_ms.store(2_000, Ordering::SeqCst);
+    let host = std::sync::Arc::new(host_with(&fake, KEY_ID, "", "[server]\nmax_pending_alerts = 1\n").await);
+    // One alert holds the only place while the broker takes its time.
+    let first = {
+        let host = host.clone();
+        tokio::spawn(async move { send(&host, "buy 1 AAPL at 190").await })
+    };
+    let mut waited = 0;
+    while fake.state.posts_in_flight.load(Ordering::SeqCst) == 0 && waited < 400 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    assert_eq!(
+        fake.state.posts_in_flight.load(Ordering::SeqCst),
+        1,
+        "the first alert is at the broker"
+    );
+    let full = host.alert("alpaca", "text/plain", "buy 1 AAPL at 191").await?;
+    assert_eq!(full.status, 503, "{}", String::from_utf8_lossy(&full.body));
+    let thrown = host
+        .alert(
+            "alpaca",
+            "application/json",
+            r#"{"kill_switch":"on","reason":"queue is full"}"#,
+        )
+        .await?;
+    assert_eq!(thrown.status, 200, "{}", String::from_utf8_lossy(&thrown.body));
+    assert_eq!(thrown.json()["kill_switch"], "on");
+    assert_eq!(host.app.kill_switch()?, algobanana::trading::risk::KillSwitch::On);
+    // The alert that held the place still finishes (it was past the rails).
+    assert!(first.await?["orders"][0]["outcome"].is_string());
+    Ok(())
+}

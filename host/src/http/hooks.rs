@@ -145,26 +145,6 @@ async fn receive_inner(
             ),
         });
     }
-    // The intake queue is bounded: past `server.max_pending_alerts` alerts
-    // accepted and not yet finished, a new one is refused before its body
-    // is read, so a burst cannot grow memory or the backlog without limit.
-    // Nothing acknowledged is dropped: a 2xx means recorded.
-    let Ok(permit) = app.intake.clone().try_acquire_owned() else {
-        let max = app.config.server.max_pending_alerts;
-        reject(app, ctx, Some(route_name.as_str()), "intake queue full", 503).await;
-        let mut response = ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            kind: "overloaded",
-            message: format!(
-                "{max} alerts are already waiting to be processed (server.max_pending_alerts), so this one was not taken; send it again after the Retry-After delay"
-            ),
-        }
-        .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return Ok(response);
-    };
     let cap = app.config.server.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -263,6 +243,27 @@ async fn receive_inner(
             ),
         });
     }
+    // The intake queue is bounded: past `server.max_pending_alerts` alerts
+    // accepted and not yet finished, a new one is refused before it is
+    // recorded, so a burst cannot grow the backlog without limit. Nothing
+    // acknowledged is dropped: a 2xx means recorded. Checked after the
+    // kill-switch action, which must work however full the queue is.
+    let Ok(permit) = app.intake.clone().try_acquire_owned() else {
+        let max = app.config.server.max_pending_alerts;
+        reject(app, ctx, Some(route_name.as_str()), "intake queue full", 503).await;
+        let mut response = ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "overloaded",
+            message: format!(
+                "{max} alerts are already waiting to be processed (server.max_pending_alerts), so this one was not taken; send it again after the Retry-After delay"
+            ),
+        }
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return Ok(response);
+    };
     let incoming = IncomingAlert {
         route: route_name.clone(),
         content_type,
