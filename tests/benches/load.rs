@@ -46,6 +46,26 @@ fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// One keep-alive HTTP/1 connection to `addr`.
+async fn connect(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// The next alert of connection `conn`, posted to `path`.
+fn request(path: &str, conn: u64) -> hyper::Request<Full<Bytes>> {
+    hyper::Request::post(path)
+        .header("host", "bench")
+        .header("content-type", "application/json")
+        .body(Full::new(alert(conn, next_id())))
+        .unwrap()
+}
+
 /// A process-wide sequence: ids stay distinct across rounds.
 fn next_id() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -91,19 +111,10 @@ async fn load(addr: SocketAddr, path: String, connections: u64, seconds: u64) ->
     for c in 0..connections {
         let path = path.clone();
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
+            let mut sender = connect(addr).await;
             let (mut lat, mut errors) = (Vec::new(), 0);
             while Instant::now() < deadline {
-                let req = hyper::Request::post(&path)
-                    .header("host", "bench")
-                    .header("content-type", "application/json")
-                    .body(Full::new(alert(c, next_id())))
-                    .unwrap();
+                let req = request(&path, c);
                 let t = Instant::now();
                 match sender.send_request(req).await {
                     Ok(resp) => {
@@ -157,12 +168,7 @@ async fn fixed_rate(
     for c in 0..connections {
         let path = path.clone();
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
+            let mut sender = connect(addr).await;
             let (mut lat, mut statuses) = (Vec::new(), std::collections::BTreeMap::new());
             let mut i = c;
             while i < total {
@@ -177,11 +183,7 @@ async fn fixed_rate(
                 } else {
                     woke
                 };
-                let req = hyper::Request::post(&path)
-                    .header("host", "bench")
-                    .header("content-type", "application/json")
-                    .body(Full::new(alert(c, next_id())))
-                    .unwrap();
+                let req = request(&path, c);
                 let Ok(resp) = sender.send_request(req).await else {
                     *statuses.entry(0).or_insert(0) += 1;
                     break;
@@ -223,16 +225,7 @@ async fn fixed_rate(
 }
 
 fn rss_mib(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+    algobanana_tests::proc_status_kib(field) as f64 / 1024.0
 }
 
 fn pct(l: &[Duration], p: f64) -> f64 {
