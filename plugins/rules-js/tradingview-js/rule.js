@@ -299,15 +299,11 @@ function fromText(text) {
   return intent;
 }
 
-/**
- * The `evaluate` export: one alert in, order intents out.
- * @param {{ id: string, receivedAt: bigint, route: string, contentType: string, body: Uint8Array }} alert
- * @param {string} config the route's rule settings (JSON); this rule takes none
- */
-export function evaluate(alert, config, _portfolio) {
+/** The rule itself: an alert's body and the route's config to intents. */
+function rule(body, config) {
   let text;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(alert.body).trim();
+    text = new TextDecoder('utf-8', { fatal: true }).decode(body).trim();
   } catch {
     throw invalid(`alert body is not UTF-8 text; expected JSON such as ${JSON_EXAMPLE} or text such as ${TEXT_EXAMPLE}`);
   }
@@ -315,7 +311,40 @@ export function evaluate(alert, config, _portfolio) {
   if (config.trim() !== '' && config.trim() !== '{}') {
     throw fail('invalid-config', 'tradingview-js takes no rule config; remove `rule_config` from the route');
   }
-  const intent = text.startsWith('{') ? fromJson(text) : fromText(text);
-  write('debug', `${intent.side} ${intent.symbol}`);
-  return [intent];
+  return [text.startsWith('{') ? fromJson(text) : fromText(text)];
+}
+
+/**
+ * The `evaluate` export: one alert in, order intents out.
+ * @param {{ id: string, receivedAt: bigint, route: string, contentType: string, body: Uint8Array }} alert
+ * @param {string} config the route's rule settings (JSON); this rule takes none
+ */
+export function evaluate(alert, config, _portfolio) {
+  const intents = rule(alert.body, config);
+  for (const intent of intents) write('debug', `${intent.side} ${intent.symbol}`);
+  return intents;
+}
+
+// Pre-initialisation. componentize-js runs this file's top level once at
+// build time and snapshots the engine's heap (Wizer), and every instance
+// starts from that snapshot. SpiderMonkey compiles a function's bytecode
+// lazily, on its first call, and a fresh instance per alert would pay that
+// on every alert. Running the parsers once here puts their bytecode (and
+// the compiled regular expressions) in the snapshot. Pure functions only:
+// the host's imports (`log`) do not exist at build time. The results are
+// thrown away; nothing here is state a later alert could observe.
+const encoder = new TextEncoder();
+for (const sample of [
+  JSON_EXAMPLE,
+  '{"symbol":"NASDAQ:MSFT","action":"sell","contracts":2,"orderType":"stop_limit","limitPrice":"410.5","stopPrice":"411","timeInForce":"gtc","signalId":"warm","sentiment":"flat"}',
+  '{"ticker":"BTCUSD","action":"buy","qty":"0.25","limit_price":"64250","close":64000,"flags":[true,false,null]}',
+  'buy 10 AAPL',
+  'sell 0.5 BTCUSD at 64250 limit gtc',
+  'buy 1 ES @ 5000 stop',
+]) {
+  try {
+    for (const intent of rule(encoder.encode(sample), '{}')) `${intent.side} ${intent.symbol}`;
+  } catch {
+    // Never expected; a sample that fails still warms what it reached.
+  }
 }
