@@ -8,6 +8,14 @@
 //! owns the running pieces; [`cli`] is the command line, and [`author`]
 //! its tools for plugin authors.
 
+/// The global allocator of every binary that links the host: the server,
+/// the tests and the benchmarks, so what is measured is what runs. glibc's
+/// malloc was about 12 % of the loaded server's CPU; see
+/// docs/performance.md. Off with `--no-default-features`.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod admin;
 pub mod app;
 pub mod audit;
