@@ -131,12 +131,86 @@ pub struct NewOrder<'a> {
 #[derive(Debug, Clone)]
 pub struct Orders {
     db: StateDb,
+    /// The settled prefix of the daily-loss replay (see [`Orders::realized_since`]).
+    settled: std::sync::Arc<std::sync::Mutex<Settled>>,
+}
+
+/// Average-cost positions per (`account/broker`, symbol): quantity (signed)
+/// and average cost.
+type Book = std::collections::HashMap<(String, String), (rust_decimal::Decimal, rust_decimal::Decimal)>;
+
+/// The part of the realized-P&L replay that can no longer change: every
+/// order with `id <= upto_id` is final (or was never sent), and final
+/// orders' fills and times are fixed (the transition table has no way out
+/// of a final state, and a transition to the same state changes nothing).
+/// So the replay resumes here instead of from the first order ever placed.
+#[derive(Debug, Default)]
+struct Settled {
+    /// The `since_ns` the realized sum counts from; another resets it.
+    since_ns: i64,
+    /// Orders up to this id are applied.
+    upto_id: i64,
+    /// The book after them.
+    book: Book,
+    /// Their realized P&L at or after `since_ns`.
+    realized: rust_decimal::Decimal,
+}
+
+/// Applies one fill to `book`: realizes (fill − average cost) × the
+/// quantity closed when the fill reduces a position (average-cost method),
+/// adding it to `realized` when the fill is at or after `since_ns`.
+fn apply_fill(
+    book: &mut Book,
+    realized: &mut rust_decimal::Decimal,
+    since_ns: i64,
+    (account, intent, at, qty, price): (String, String, i64, String, String),
+) {
+    use rust_decimal::Decimal;
+    let intent: serde_json::Value = serde_json::from_str(&intent).unwrap_or_default();
+    let (Ok(qty), Ok(price)) = (qty.parse::<Decimal>(), price.parse::<Decimal>()) else {
+        return;
+    };
+    let symbol = intent["symbol"].as_str().unwrap_or_default().to_owned();
+    let signed = if intent["side"] == "sell" { -qty } else { qty };
+    let (pos, avg) = book.entry((account, symbol)).or_insert((Decimal::ZERO, Decimal::ZERO));
+    if !pos.is_zero() && pos.is_sign_positive() != signed.is_sign_positive() {
+        let closed = signed.abs().min(pos.abs());
+        let pnl = if pos.is_sign_positive() {
+            (price - *avg) * closed
+        } else {
+            (*avg - price) * closed
+        };
+        if at >= since_ns {
+            *realized += pnl;
+        }
+        let rest = signed.abs() - closed;
+        *pos += if signed.is_sign_positive() { closed } else { -closed };
+        if !rest.is_zero() {
+            // Flipped through zero: the rest opens at this price.
+            *pos = if signed.is_sign_positive() { rest } else { -rest };
+            *avg = price;
+        }
+    } else {
+        let total = pos.abs() + qty;
+        *avg = if total.is_zero() {
+            price
+        } else {
+            (*avg * pos.abs() + price * qty) / total
+        };
+        *pos += signed;
+    }
 }
 
 /// The first sent order with client order id ?1, or with fingerprint ?2
 /// since ?3. Two index lookups, not one `OR`: with `ORDER BY id` SQLite
 /// answered the `OR` by scanning the whole table (1.4 ms per order at
 /// 20,000 orders, measured). `hot_queries_use_indexes` checks the plan.
+/// Every order after the settled prefix of the realized-P&L replay, in id
+/// order (a range of the primary key).
+const REALIZED_TAIL: &str =
+    "SELECT id, state, sent, account || '/' || broker, intent, updated_at_ns, filled_quantity, average_fill_price
+     FROM orders WHERE id > ?1 ORDER BY id";
+
 const DUPLICATE_ID: &str = "SELECT min(id) FROM (
     SELECT id FROM orders WHERE client_order_id = ?1 AND sent = 1
     UNION ALL
@@ -170,7 +244,10 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderRow> {
 impl Orders {
     /// Orders stored in `db`.
     pub fn new(db: StateDb) -> Self {
-        Self { db }
+        Self {
+            db,
+            settled: std::sync::Arc::default(),
+        }
     }
 
     /// An order already sent with this client order id, or with the same
@@ -272,51 +349,58 @@ impl Orders {
     /// # Errors
     /// [`StoreError`].
     pub fn realized_since(&self, since_ns: i64) -> Result<rust_decimal::Decimal, StoreError> {
-        use rust_decimal::Decimal;
-        let fills: Vec<(String, String, i64, String, String)> = self.db.with(|c| {
-            let mut s = c.prepare(
-                "SELECT account || '/' || broker, intent, updated_at_ns, filled_quantity, average_fill_price FROM orders
-                 WHERE sent = 1 AND filled_quantity IS NOT NULL AND average_fill_price IS NOT NULL ORDER BY id",
-            )?;
-            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+        // Only the orders after the settled prefix are read: one day's
+        // orders back to the oldest one still open, not every order ever
+        // placed (the replay from the first order made the daily-loss rail
+        // cost grow with the account's whole history, under the order lock).
+        let mut settled = self.settled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if settled.since_ns != since_ns {
+            *settled = Settled {
+                since_ns,
+                ..Settled::default()
+            };
+        }
+        type Tail = (i64, String, bool, bool, (String, String, i64, String, String));
+        let tail: Vec<Tail> = self.db.with(|c| {
+            c.prepare_cached(REALIZED_TAIL)?
+                .query_map([settled.upto_id], |r| {
+                    let filled: Option<String> = r.get(6)?;
+                    let average: Option<String> = r.get(7)?;
+                    let has_fill = filled.is_some() && average.is_some();
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get::<_, bool>(2)? && has_fill,
+                        r.get(2)?,
+                        (
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            filled.unwrap_or_default(),
+                            average.unwrap_or_default(),
+                        ),
+                    ))
+                })?
                 .collect()
         })?;
-        let mut book: std::collections::HashMap<(String, String), (Decimal, Decimal)> =
-            std::collections::HashMap::new();
-        let mut realized = Decimal::ZERO;
-        for (account, intent, at, qty, price) in fills {
-            let intent: serde_json::Value = serde_json::from_str(&intent).unwrap_or_default();
-            let (Ok(qty), Ok(price)) = (qty.parse::<Decimal>(), price.parse::<Decimal>()) else {
-                continue;
-            };
-            let symbol = intent["symbol"].as_str().unwrap_or_default().to_owned();
-            let signed = if intent["side"] == "sell" { -qty } else { qty };
-            let (pos, avg) = book.entry((account, symbol)).or_insert((Decimal::ZERO, Decimal::ZERO));
-            if !pos.is_zero() && pos.is_sign_positive() != signed.is_sign_positive() {
-                let closed = signed.abs().min(pos.abs());
-                let pnl = if pos.is_sign_positive() {
-                    (price - *avg) * closed
-                } else {
-                    (*avg - price) * closed
-                };
-                if at >= since_ns {
-                    realized += pnl;
+        let mut book = None::<Book>;
+        let mut realized = settled.realized;
+        for (id, state, fill, sent, f) in tail {
+            let settles = book.is_none() && (!sent || OrderState::parse(&state).is_some_and(OrderState::is_final));
+            if settles {
+                if fill {
+                    let s = &mut *settled;
+                    apply_fill(&mut s.book, &mut s.realized, since_ns, f);
+                    realized = s.realized;
                 }
-                let rest = signed.abs() - closed;
-                *pos += if signed.is_sign_positive() { closed } else { -closed };
-                if !rest.is_zero() {
-                    // Flipped through zero: the rest opens at this price.
-                    *pos = if signed.is_sign_positive() { rest } else { -rest };
-                    *avg = price;
-                }
+                settled.upto_id = id;
             } else {
-                let total = pos.abs() + qty;
-                *avg = if total.is_zero() {
-                    price
-                } else {
-                    (*avg * pos.abs() + price * qty) / total
-                };
-                *pos += signed;
+                // From the first order that may still change, the replay
+                // goes on in a copy and is read again next time.
+                let b = book.get_or_insert_with(|| settled.book.clone());
+                if fill {
+                    apply_fill(b, &mut realized, since_ns, f);
+                }
             }
         }
         Ok(realized)
@@ -520,6 +604,94 @@ mod tests {
         assert_eq!(orders.sent_since(0, 100).unwrap(), 6);
         assert_eq!(orders.sent_since(0, 3).unwrap(), 3);
         assert_eq!(orders.sent_since(i64::MAX, 100).unwrap(), 0);
+    }
+
+    #[test]
+    fn realized_replay_resumes_from_its_settled_prefix_and_matches_a_full_replay() {
+        use rust_decimal::Decimal;
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(&dir.path().join("state.db")).unwrap();
+        // Long-lived: keeps its settled prefix between calls.
+        let orders = Orders::new(db.clone());
+        // A small deterministic generator, so a failure replays exactly.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut open: Vec<(i64, Decimal)> = Vec::new();
+        let mut since = 0;
+        for step in 0..400 {
+            if step == 200 {
+                // A new day: the realized sum counts from here.
+                since = crate::audit::now_ns();
+            }
+            match next(4) {
+                0 | 1 => {
+                    let coid = format!("c-{step}");
+                    let side = if next(2) == 0 { "buy" } else { "sell" };
+                    let symbol = ["AAPL", "MSFT"][usize::try_from(next(2)).unwrap()];
+                    let account = ["main", "hedge"][usize::try_from(next(2)).unwrap()];
+                    let qty = Decimal::from(1 + next(20));
+                    let intent = format!(r#"{{"symbol":"{symbol}","side":"{side}","quantity":"{qty}"}}"#);
+                    let refused = (next(10) == 0).then_some("refused by a rail");
+                    let id = orders
+                        .insert(
+                            &NewOrder {
+                                client_order_id: &coid,
+                                fingerprint: &coid,
+                                alert_id: "a",
+                                route: "r",
+                                account,
+                                broker: "paper",
+                                intent: &intent,
+                            },
+                            refused,
+                        )
+                        .unwrap();
+                    if refused.is_none() {
+                        open.push((id, qty));
+                    }
+                }
+                2 if !open.is_empty() => {
+                    // Some order, not necessarily the oldest, fills in part
+                    // or in full; an old open order filling late is the
+                    // case the settled prefix must not skip.
+                    let at = usize::try_from(next(open.len() as u64)).unwrap();
+                    let (id, qty) = open[at];
+                    let price = Decimal::new(i64::try_from(10_000 + next(2_000)).unwrap(), 2);
+                    if next(3) == 0 {
+                        orders.transition(id, PartiallyFilled, Some("b"), None).unwrap();
+                        orders.record_fill(id, qty / Decimal::TWO, Some(price)).unwrap();
+                    } else {
+                        orders.transition(id, Filled, Some("b"), None).unwrap();
+                        orders.record_fill(id, qty, Some(price)).unwrap();
+                        open.remove(at);
+                    }
+                }
+                _ if !open.is_empty() && next(4) == 0 => {
+                    let (id, _) = open.remove(usize::try_from(next(open.len() as u64)).unwrap());
+                    orders.transition(id, Canceled, None, Some("canceled")).unwrap();
+                }
+                _ => {}
+            }
+            let fresh = Orders::new(db.clone()).realized_since(since).unwrap();
+            assert_eq!(orders.realized_since(since).unwrap(), fresh, "step {step}");
+        }
+        // Once everything is final, the whole history is settled and the
+        // next call reads nothing before it.
+        for (id, _) in std::mem::take(&mut open) {
+            orders.transition(id, Canceled, None, None).unwrap();
+        }
+        let all = orders.realized_since(since).unwrap();
+        let last: i64 = db
+            .with(|c| c.query_row("SELECT max(id) FROM orders", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(orders.settled.lock().unwrap().upto_id, last);
+        assert_eq!(all, Orders::new(db.clone()).realized_since(since).unwrap());
+        assert_ne!(all, Decimal::ZERO, "the sequence realized something");
     }
 
     #[test]
