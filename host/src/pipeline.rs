@@ -804,10 +804,14 @@ async fn place(
                 let (outcome, state) = order_outcome(ack.status);
                 result.outcome = outcome;
                 result.reason = ack.message.clone().filter(|_| outcome == OrderOutcome::Rejected);
-                app.orders
-                    .transition(order_id, state, Some(&ack.broker_order_id), result.reason.as_deref())?;
-                app.orders
-                    .record_fill(order_id, ack.filled_quantity, ack.average_fill_price)?;
+                app.orders.settle(
+                    order_id,
+                    state,
+                    Some(&ack.broker_order_id),
+                    result.reason.as_deref(),
+                    ack.filled_quantity,
+                    ack.average_fill_price,
+                )?;
                 result.ack = Some(ack);
             }
             Err(e) => ambiguous = Some(format!("broker `{}` answered with an invalid number: {e}", broker.name)),
@@ -880,8 +884,14 @@ pub async fn reconcile_one(
         Returned::Ok(BrokerReply::Ack(ack)) => match convert::ack(&ack) {
             Ok(ack) => {
                 let (_, state) = order_outcome(ack.status);
-                app.orders.transition(order_id, state, Some(&ack.broker_order_id), None)?;
-                app.orders.record_fill(order_id, ack.filled_quantity, ack.average_fill_price)?;
+                app.orders.settle(
+                    order_id,
+                    state,
+                    Some(&ack.broker_order_id),
+                    None,
+                    ack.filled_quantity,
+                    ack.average_fill_price,
+                )?;
                 (state, format!("the broker reports the order as {}", state.as_str()))
             }
             Err(_) => (OrderState::Unknown, "the broker's answer could not be read; the state stays unknown".to_owned()),

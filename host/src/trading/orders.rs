@@ -241,6 +241,53 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderRow> {
     })
 }
 
+/// Moves order `id` to `to` through the transition table, inside the
+/// caller's transaction. Returns the state it moved from.
+fn move_state(
+    tx: &rusqlite::Connection,
+    id: i64,
+    to: OrderState,
+    broker_order_id: Option<&str>,
+    reason: Option<&str>,
+) -> rusqlite::Result<OrderState> {
+    let from: String = tx
+        .prepare_cached("SELECT state FROM orders WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    let from = OrderState::parse(&from).unwrap_or(OrderState::Unknown);
+    if from == to && !matches!(to, OrderState::PartiallyFilled) {
+        return Ok(from);
+    }
+    if !allowed(from, to) {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "order {id}: {} → {} is not an allowed transition",
+            from.as_str(),
+            to.as_str()
+        )));
+    }
+    let now = crate::audit::now_ns();
+    tx.prepare_cached(
+        "UPDATE orders SET state = ?1, broker_order_id = coalesce(?2, broker_order_id), reason = coalesce(?3, reason), updated_at_ns = ?4 WHERE id = ?5",
+    )?
+    .execute(params![to.as_str(), broker_order_id, reason, now, id])?;
+    tx.prepare_cached(
+        "INSERT INTO order_transition(order_id, from_state, to_state, at_ns, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![id, from.as_str(), to.as_str(), now, reason])?;
+    Ok(from)
+}
+
+/// Records what the broker says was filled of order `id`.
+fn set_fill(
+    c: &rusqlite::Connection,
+    id: i64,
+    filled: rust_decimal::Decimal,
+    average: Option<rust_decimal::Decimal>,
+) -> rusqlite::Result<()> {
+    c.prepare_cached("UPDATE orders SET filled_quantity = ?1, average_fill_price = ?2 WHERE id = ?3")?
+        .execute(params![filled.to_string(), average.map(|a| a.to_string()), id])
+        .map(drop)
+}
+
 impl Orders {
     /// Orders stored in `db`.
     pub fn new(db: StateDb) -> Self {
@@ -296,30 +343,28 @@ impl Orders {
         broker_order_id: Option<&str>,
         reason: Option<&str>,
     ) -> Result<OrderState, StoreError> {
+        self.db.with_tx(|tx| move_state(tx, id, to, broker_order_id, reason))
+    }
+
+    /// The broker's answer about order `id`: the move to `to` (as
+    /// [`Orders::transition`]) and what it says was filled, in one
+    /// transaction (one commit per answer instead of two; a refused move
+    /// records no fill). Returns the state it moved from.
+    ///
+    /// # Errors
+    /// [`StoreError`], including a transition the table does not allow.
+    pub fn settle(
+        &self,
+        id: i64,
+        to: OrderState,
+        broker_order_id: Option<&str>,
+        reason: Option<&str>,
+        filled: rust_decimal::Decimal,
+        average: Option<rust_decimal::Decimal>,
+    ) -> Result<OrderState, StoreError> {
         self.db.with_tx(|tx| {
-            let from: String = tx
-                .prepare_cached("SELECT state FROM orders WHERE id = ?1")?
-                .query_row([id], |r| r.get(0))?;
-            let from = OrderState::parse(&from).unwrap_or(OrderState::Unknown);
-            if from == to && !matches!(to, OrderState::PartiallyFilled) {
-                return Ok(from);
-            }
-            if !allowed(from, to) {
-                return Err(rusqlite::Error::InvalidParameterName(format!(
-                    "order {id}: {} → {} is not an allowed transition",
-                    from.as_str(),
-                    to.as_str()
-                )));
-            }
-            let now = crate::audit::now_ns();
-            tx.prepare_cached(
-                "UPDATE orders SET state = ?1, broker_order_id = coalesce(?2, broker_order_id), reason = coalesce(?3, reason), updated_at_ns = ?4 WHERE id = ?5",
-            )?
-            .execute(params![to.as_str(), broker_order_id, reason, now, id])?;
-            tx.prepare_cached(
-                "INSERT INTO order_transition(order_id, from_state, to_state, at_ns, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![id, from.as_str(), to.as_str(), now, reason])?;
+            let from = move_state(tx, id, to, broker_order_id, reason)?;
+            set_fill(tx, id, filled, average)?;
             Ok(from)
         })
     }
@@ -334,11 +379,7 @@ impl Orders {
         filled: rust_decimal::Decimal,
         average: Option<rust_decimal::Decimal>,
     ) -> Result<(), StoreError> {
-        self.db.with(|c| {
-            c.prepare_cached("UPDATE orders SET filled_quantity = ?1, average_fill_price = ?2 WHERE id = ?3")?
-                .execute(params![filled.to_string(), average.map(|a| a.to_string()), id])
-                .map(drop)
-        })
+        self.db.with(|c| set_fill(c, id, filled, average))
     }
 
     /// Realized profit (negative: loss) of fills since `since_ns`, per the
@@ -692,6 +733,49 @@ mod tests {
         assert_eq!(orders.settled.lock().unwrap().upto_id, last);
         assert_eq!(all, Orders::new(db.clone()).realized_since(since).unwrap());
         assert_ne!(all, Decimal::ZERO, "the sequence realized something");
+    }
+
+    #[test]
+    fn settle_moves_and_records_the_fill_together_or_not_at_all() {
+        use rust_decimal::Decimal;
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(&dir.path().join("state.db")).unwrap();
+        let orders = Orders::new(db.clone());
+        let o = NewOrder {
+            client_order_id: "sig-1",
+            fingerprint: "f",
+            alert_id: "a",
+            route: "r",
+            account: "main",
+            broker: "paper",
+            intent: r#"{"symbol":"AAPL","side":"buy","quantity":"10"}"#,
+        };
+        let id = orders.insert(&o, None).unwrap();
+        let fill = |id: i64| -> (String, Option<String>, Option<String>, i64) {
+            db.with(|c| {
+                c.query_row(
+                    "SELECT state, filled_quantity, average_fill_price, (SELECT count(*) FROM order_transition WHERE order_id = ?1) FROM orders WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+            })
+            .unwrap()
+        };
+        let from = orders
+            .settle(
+                id,
+                Filled,
+                Some("b-1"),
+                None,
+                Decimal::TEN,
+                Some("190.35".parse().unwrap()),
+            )
+            .unwrap();
+        assert_eq!(from, Intent);
+        assert_eq!(fill(id), ("filled".into(), Some("10".into()), Some("190.35".into()), 1));
+        // A final order cannot move; the fill of the refused answer is not kept.
+        assert!(orders.settle(id, Accepted, None, None, Decimal::ONE, None).is_err());
+        assert_eq!(fill(id), ("filled".into(), Some("10".into()), Some("190.35".into()), 1));
     }
 
     #[test]
