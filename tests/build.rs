@@ -7,6 +7,8 @@
 mod build_guests;
 #[path = "../host/build_plugins.rs"]
 mod build_plugins;
+#[path = "custom_section.rs"]
+mod custom_section;
 
 use std::fmt::Write as _;
 

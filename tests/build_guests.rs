@@ -389,26 +389,10 @@ fn collect(p: &Path, out: &mut Vec<PathBuf>) {
 /// size, the LEB128-prefixed name and the bytes). A component may carry
 /// custom sections anywhere at its top level.
 pub fn append_manifest(wasm: &Path, manifest: &str) {
-    const NAME: &str = "algobanana-manifest";
-    let mut payload = Vec::new();
-    leb128(&mut payload, NAME.len());
-    payload.extend_from_slice(NAME.as_bytes());
-    payload.extend_from_slice(manifest.as_bytes());
     let mut bytes = std::fs::read(wasm).unwrap_or_else(|e| panic!("read {}: {e}", wasm.display()));
-    bytes.push(0);
-    leb128(&mut bytes, payload.len());
-    bytes.extend_from_slice(&payload);
+    bytes.extend(crate::custom_section::custom_section(
+        "algobanana-manifest",
+        manifest.as_bytes(),
+    ));
     std::fs::write(wasm, bytes).unwrap_or_else(|e| panic!("write {}: {e}", wasm.display()));
-}
-
-fn leb128(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
 }

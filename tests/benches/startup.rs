@@ -16,37 +16,17 @@ use std::time::{Duration, Instant};
 
 use algobanana::app::{App, AppOptions};
 use algobanana_tests::HostBuilder;
+use algobanana_tests::custom_section::custom_section;
 use algobanana_tests::plugins::TRADINGVIEW;
 
 const PLUGINS: usize = 20;
 
 /// `component` with a custom section appended: a different digest, the
-/// same code. (`tests/build_guests.rs` appends the manifest section the
-/// same way; a build script cannot call the crate it builds.)
+/// same code (encoded as the test build appends the manifest section).
 fn variant(component: &[u8], n: usize) -> Vec<u8> {
-    let name = b"algobanana-bench";
-    let payload = format!("copy {n}");
-    let mut body = Vec::new();
-    leb(&mut body, name.len());
-    body.extend_from_slice(name);
-    body.extend_from_slice(payload.as_bytes());
     let mut out = component.to_vec();
-    out.push(0);
-    leb(&mut out, body.len());
-    out.extend_from_slice(&body);
+    out.extend(custom_section("algobanana-bench", format!("copy {n}").as_bytes()));
     out
-}
-
-fn leb(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 fn open(rt: &tokio::runtime::Runtime, dir: &Path) -> Duration {

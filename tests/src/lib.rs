@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 
 pub mod alpaca;
 pub mod binance;
+#[path = "../custom_section.rs"]
+pub mod custom_section;
 
 /// Paths of the built plugins and `foreach_plugin!`.
 pub mod plugins {

@@ -597,6 +597,30 @@ mod tests {
         }
     }
 
+    /// Inserts an order of `qty` `symbol` on the paper broker; its client
+    /// order id is also its fingerprint.
+    fn add_order(
+        orders: &Orders,
+        coid: &str,
+        account: &str,
+        symbol: &str,
+        side: &str,
+        qty: &str,
+        refused: Option<&str>,
+    ) -> i64 {
+        let intent = format!(r#"{{"symbol":"{symbol}","side":"{side}","quantity":"{qty}"}}"#);
+        let order = NewOrder {
+            client_order_id: coid,
+            fingerprint: coid,
+            alert_id: "a",
+            route: "r",
+            account,
+            broker: "paper",
+            intent: &intent,
+        };
+        orders.insert(&order, refused).unwrap()
+    }
+
     #[test]
     fn in_flight_sums_unanswered_orders_of_one_account_and_symbol() {
         let dir = tempfile::tempdir().unwrap();
@@ -604,22 +628,7 @@ mod tests {
         let mut n = 0;
         let mut add = |account: &str, symbol: &str, side: &str, qty: &str, refused: Option<&str>| {
             n += 1;
-            let coid = format!("c-{n}");
-            let intent = format!(r#"{{"symbol":"{symbol}","side":"{side}","quantity":"{qty}"}}"#);
-            orders
-                .insert(
-                    &NewOrder {
-                        client_order_id: &coid,
-                        fingerprint: &coid,
-                        alert_id: "a",
-                        route: "r",
-                        account,
-                        broker: "paper",
-                        intent: &intent,
-                    },
-                    refused,
-                )
-                .unwrap()
+            add_order(&orders, &format!("c-{n}"), account, symbol, side, qty, refused)
         };
         let buy = add("main", "AAPL", "buy", "10", None);
         add("main", "AAPL", "sell", "2.5", None);
@@ -676,22 +685,8 @@ mod tests {
                     let symbol = ["AAPL", "MSFT"][usize::try_from(next(2)).unwrap()];
                     let account = ["main", "hedge"][usize::try_from(next(2)).unwrap()];
                     let qty = Decimal::from(1 + next(20));
-                    let intent = format!(r#"{{"symbol":"{symbol}","side":"{side}","quantity":"{qty}"}}"#);
                     let refused = (next(10) == 0).then_some("refused by a rail");
-                    let id = orders
-                        .insert(
-                            &NewOrder {
-                                client_order_id: &coid,
-                                fingerprint: &coid,
-                                alert_id: "a",
-                                route: "r",
-                                account,
-                                broker: "paper",
-                                intent: &intent,
-                            },
-                            refused,
-                        )
-                        .unwrap();
+                    let id = add_order(&orders, &coid, account, symbol, side, &qty.to_string(), refused);
                     if refused.is_none() {
                         open.push((id, qty));
                     }
