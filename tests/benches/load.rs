@@ -19,7 +19,8 @@
 //! and at its peak.
 //! Run: `cargo bench -p algobanana-tests --bench load` (env LOAD_SECONDS,
 //! LOAD_CONNECTIONS to change the defaults; LOAD_ONLY=algobanana skips the
-//! baseline, for profiling).
+//! baseline, for profiling; LOAD_RATE=N runs only algobanana at N alerts/s
+//! and prints where the requests over the p99 were, for finding stalls).
 // Timing statistics, not money: floats are fine here.
 #![allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
 
@@ -102,6 +103,8 @@ struct Run {
     errors: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// Fixed-rate runs: (due time from the start, latency) per request.
+    timeline: Vec<(Duration, Duration)>,
 }
 
 async fn load(addr: SocketAddr, path: String, connections: u64, seconds: u64) -> Run {
@@ -140,6 +143,7 @@ async fn load(addr: SocketAddr, path: String, connections: u64, seconds: u64) ->
         errors: 0,
         elapsed: Duration::ZERO,
         latencies: Vec::new(),
+        timeline: Vec::new(),
     };
     for t in tasks {
         let (lat, errors) = t.await.unwrap();
@@ -169,7 +173,7 @@ async fn fixed_rate(
         let path = path.clone();
         tasks.push(tokio::spawn(async move {
             let mut sender = connect(addr).await;
-            let (mut lat, mut statuses) = (Vec::new(), std::collections::BTreeMap::new());
+            let (mut lat, mut statuses) = (Vec::<(Duration, Duration)>::new(), std::collections::BTreeMap::new());
             let mut i = c;
             while i < total {
                 let due = started + Duration::from_secs_f64(i as f64 / rate);
@@ -192,7 +196,7 @@ async fn fixed_rate(
                 let _ = resp.into_body().collect().await;
                 *statuses.entry(status).or_insert(0) += 1;
                 if (200..300).contains(&status) {
-                    lat.push(from.elapsed());
+                    lat.push((due.duration_since(started), from.elapsed()));
                 }
                 i += connections;
             }
@@ -204,12 +208,14 @@ async fn fixed_rate(
         errors: 0,
         elapsed: Duration::ZERO,
         latencies: Vec::new(),
+        timeline: Vec::new(),
     };
     let mut statuses = std::collections::BTreeMap::new();
     for t in tasks {
         let (lat, st) = t.await.unwrap();
         run.requests += lat.len();
-        run.latencies.extend(lat);
+        run.latencies.extend(lat.iter().map(|l| l.1));
+        run.timeline.extend(lat);
         for (k, v) in st {
             *statuses.entry(k).or_insert(0) += v;
         }
@@ -267,6 +273,36 @@ fn main() {
         .unwrap();
     let hook = host.hook("default");
     let idle_rss = rss_mib("VmRSS:");
+
+    // Diagnosis: one fixed-rate run against algobanana, with a timeline of
+    // where the slow requests were, to tell stalls (clustered) from
+    // queueing (spread out).
+    if let Some(rate) = std::env::var("LOAD_RATE").ok().and_then(|r| r.parse::<f64>().ok()) {
+        let (mut run, statuses) = client.block_on(fixed_rate(host.addr, hook.clone(), rate, seconds, 64));
+        println!(
+            "{rate:.0}/s for {seconds} s: p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  statuses {statuses:?}",
+            pct(&run.latencies, 0.5),
+            pct(&run.latencies, 0.99),
+            pct(&run.latencies, 0.999)
+        );
+        let slow = pct(&run.latencies, 0.99);
+        run.timeline.sort();
+        println!("100 ms windows with a request at or over the p99 (start s: count over, max ms):");
+        let mut windows = std::collections::BTreeMap::<u64, (usize, f64)>::new();
+        for (due, lat) in &run.timeline {
+            let ms = lat.as_secs_f64() * 1e3;
+            if ms >= slow {
+                let w = windows.entry(due.as_millis() as u64 / 100).or_default();
+                w.0 += 1;
+                w.1 = w.1.max(ms);
+            }
+        }
+        for (w, (n, max)) in windows {
+            println!("  {:.1}: {n}, {max:.1}", w as f64 / 10.0);
+        }
+        servers.block_on(host.stop());
+        return;
+    }
 
     println!("load: {connections} connections, {seconds} s per run, alternating, 2 rounds");
     let mut rows = Vec::new();

@@ -293,6 +293,7 @@ impl AuditLog {
         // WAL checkpoints beside the writer for as long as it runs; stopped
         // and joined before the writer thread ends.
         let checkpointer = crate::store::wal::Checkpointer::start(path.to_owned());
+        checkpointer.watch(&writer.conn);
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {

@@ -276,9 +276,11 @@ impl StateDb {
         conn.execute_batch(SCHEMA).map_err(err)?;
         migrate(&conn, had_usage).map_err(err)?;
         wal::configure(&conn).map_err(err)?;
+        // Checkpoints run beside the commits while any clone is alive.
+        let checkpointer = wal::Checkpointer::start(path.to_owned());
+        checkpointer.watch(&conn);
         Ok(Self {
-            // Checkpoints run beside the commits while any clone is alive.
-            _wal: Arc::new(wal::Checkpointer::start(path.to_owned())),
+            _wal: Arc::new(checkpointer),
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
             halted: Arc::new(Mutex::new(None)),
