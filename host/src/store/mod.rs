@@ -276,6 +276,10 @@ impl StateDb {
         conn.execute_batch(SCHEMA).map_err(err)?;
         migrate(&conn, had_usage).map_err(err)?;
         wal::configure(&conn).map_err(err)?;
+        // Every statement of the alert path stays prepared: rusqlite keeps
+        // 16 by default, fewer than the order path, the kv capability and
+        // the alert rows use together, and an evicted one is parsed again.
+        conn.set_prepared_statement_cache_capacity(64);
         // Checkpoints run beside the commits while any clone is alive.
         let checkpointer = wal::Checkpointer::start(path.to_owned());
         checkpointer.watch(&conn);
@@ -319,13 +323,11 @@ impl StateDb {
     /// # Errors
     /// [`StoreError`].
     pub fn control(&self, key: &str) -> Result<Option<(String, String, i64)>, StoreError> {
+        // On the order path (the kill switch, twice per order): prepared once.
         self.with(|c| {
-            c.query_row(
-                "SELECT value, actor, updated_at_ns FROM control WHERE key = ?1",
-                [key],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
+            c.prepare_cached("SELECT value, actor, updated_at_ns FROM control WHERE key = ?1")?
+                .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
         })
     }
 
@@ -359,12 +361,9 @@ impl StateDb {
     /// [`StoreError`].
     pub fn unaudited_control(&self, key: &str) -> Result<Option<(String, String, String)>, StoreError> {
         self.with(|c| {
-            c.query_row(
-                "SELECT value, actor, coalesce(reason, '') FROM control WHERE key = ?1 AND audited = 0",
-                [key],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
+            c.prepare_cached("SELECT value, actor, coalesce(reason, '') FROM control WHERE key = ?1 AND audited = 0")?
+                .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
         })
     }
 
