@@ -2,6 +2,45 @@
 //! world reuses the rule world's data types and host interfaces, so one
 //! `Linker<PluginState>` serves both.
 
+/// `instantiate_prechecked` for a world's `…Pre`: instantiate, then look
+/// the exports up by the indices `…Pre::new` resolved, without checking
+/// their types again.
+///
+/// bindgen's own `instantiate_async` calls `…Indices::load`, which runs
+/// `get_typed_func` for *every* export of the world on every instance: a
+/// walk over each signature's records, variants and field names (the
+/// broker world has six exports, the call uses one). `…Pre::new` already
+/// ran the same check once, against the type of the component this
+/// `InstancePre` instantiates, and every instance of one `InstancePre` has
+/// that type, so repeating it per alert proves nothing new. The helper is
+/// defined inside each bindings module because the generated fields are
+/// private to it; it builds the same struct the generated code would.
+macro_rules! prechecked {
+    ($world:ident, $pre:ident { $($func:ident),+ $(,)? }) => {
+        impl<T: Send + 'static> $pre<T> {
+            /// Same as `instantiate_async`, without repeating the export
+            /// type checks that `new` already made for this component.
+            ///
+            /// # Errors
+            /// Instantiation failed (limits, a trapping start function).
+            pub async fn instantiate_prechecked(
+                &self,
+                mut store: impl wasmtime::AsContextMut<Data = T>,
+            ) -> wasmtime::Result<$world> {
+                let mut store = store.as_context_mut();
+                let instance = self.instance_pre.instantiate_async(&mut store).await?;
+                Ok($world {
+                    $($func: instance
+                        .get_func(&mut store, &self.indices.$func)
+                        .ok_or_else(|| wasmtime::format_err!(
+                            concat!("export `", stringify!($func), "` vanished from its own component")
+                        ))?,)+
+                })
+            }
+        }
+    };
+}
+
 /// The `rule` world: `evaluate`, plus the shared types and host interfaces.
 #[allow(missing_docs, missing_debug_implementations, clippy::all)]
 pub mod rule {
@@ -15,6 +54,8 @@ pub mod rule {
         },
         additional_derives: [PartialEq],
     });
+
+    prechecked!(Rule, RulePre { evaluate });
 }
 
 /// The `broker` world: order placement and account queries.
@@ -38,6 +79,18 @@ pub mod broker {
             "algobanana:plugin/kv": super::rule::algobanana::plugin::kv,
         },
     });
+
+    prechecked!(
+        Broker,
+        BrokerPre {
+            place_order,
+            cancel_order,
+            get_order,
+            open_orders,
+            positions,
+            account
+        }
+    );
 }
 
 /// The `notifier` world: `notify`.
@@ -57,6 +110,8 @@ pub mod notifier {
             "algobanana:plugin/http": super::broker::algobanana::plugin::http,
         },
     });
+
+    prechecked!(Notifier, NotifierPre { notify });
 }
 
 pub use broker::algobanana::plugin::{http, secrets};

@@ -374,7 +374,7 @@ impl Registry {
         let call = move |mut store: Store<PluginState>| -> CallFuture<Result<BrokerReply, wit::BrokerError>> {
             Box::pin(async move {
                 let result = async {
-                    let b = pre.instantiate_async(&mut store).await?;
+                    let b = pre.instantiate_prechecked(&mut store).await?;
                     Ok(match op {
                         BrokerCall::PlaceOrder {
                             settings,
@@ -452,7 +452,7 @@ impl Registry {
         let call = move |mut store: Store<PluginState>| -> CallFuture<Result<(), wit::NotifyError>> {
             Box::pin(async move {
                 let result = async {
-                    let n = pre.instantiate_async(&mut store).await?;
+                    let n = pre.instantiate_prechecked(&mut store).await?;
                     n.call_notify(&mut store, &notification, &settings).await
                 }
                 .await;
@@ -708,7 +708,7 @@ fn rule_call(
     move |mut store: Store<PluginState>| -> CallFuture<RuleResult> {
         Box::pin(async move {
             let result = async {
-                let rule = pre.instantiate_async(&mut store).await?;
+                let rule = pre.instantiate_prechecked(&mut store).await?;
                 rule.call_evaluate(&mut store, &alert, &config, portfolio.as_ref())
                     .await
             }

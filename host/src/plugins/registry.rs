@@ -520,6 +520,9 @@ fn load_one(
         message: format!("{e:#}"),
     };
     let instance_pre = linker.instantiate_pre(&component).map_err(world_err)?;
+    // `…Pre::new` type-checks every export of the world once, here; the
+    // calls instantiate with `instantiate_prechecked`, which relies on this
+    // check instead of repeating it per instance (bindings.rs).
     let pre = match pc.world {
         World::Rule => Pre::Rule(RulePre::new(instance_pre).map_err(world_err)?),
         World::Broker => Pre::Broker(BrokerPre::new(instance_pre).map_err(world_err)?),
