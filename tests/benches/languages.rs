@@ -63,6 +63,7 @@ fn main() {
         body: ALERT.as_bytes().to_vec(),
     };
     let mut c = Criterion::default()
+        .output_directory(&algobanana_tests::criterion_dir())
         .configure_from_args()
         .measurement_time(Duration::from_secs(5));
     let mut group = c.benchmark_group("rule_fresh_instance");
@@ -144,13 +145,5 @@ fn median_load(data_dir: &std::path::Path, config: &str) -> Duration {
 }
 
 fn median_ns(label: &str) -> Option<f64> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| algobanana_tests::repo_path("target"));
-    let path = target
-        .join("criterion/rule_fresh_instance")
-        .join(label)
-        .join("new/estimates.json");
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    v["median"]["point_estimate"].as_f64()
+    algobanana_tests::criterion_median_ns("rule_fresh_instance", label)
 }

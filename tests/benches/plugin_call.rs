@@ -46,6 +46,7 @@ fn main() {
     assert!(matches!(ex.returned, Returned::Ok(ref v) if v.len() == 1));
 
     let mut c = Criterion::default()
+        .output_directory(&algobanana_tests::criterion_dir())
         .configure_from_args()
         .measurement_time(Duration::from_secs(5));
     let mut group = c.benchmark_group("tradingview_evaluate");
@@ -61,14 +62,7 @@ fn main() {
     group.finish();
     c.final_summary();
 
-    let median = |name: &str| -> Option<f64> {
-        let path = criterion_dir()
-            .join("tradingview_evaluate")
-            .join(name)
-            .join("new/estimates.json");
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-        v["median"]["point_estimate"].as_f64()
-    };
+    let median = |name: &str| algobanana_tests::criterion_median_ns("tradingview_evaluate", name);
     if let (Some(native), Some(wasm)) = (median("native"), median("wasm_fresh_instance")) {
         println!();
         println!("| path | median |");
@@ -78,11 +72,4 @@ fn main() {
         println!("| ratio wasm / native | {:.1}× |", wasm / native);
     }
     drop(dir);
-}
-
-fn criterion_dir() -> std::path::PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| algobanana_tests::repo_path("target"));
-    target.join("criterion")
 }

@@ -482,6 +482,37 @@ pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
+/// Where the criterion benchmarks write and read their estimates:
+/// `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`, else the
+/// repository's `target/criterion`. The benches pass it to criterion
+/// (`output_directory`) and read their summary back from it, so the two
+/// agree whether the bench runs under `cargo bench` or as a bare binary
+/// (criterion's own default then falls back to `./target` of the current
+/// directory).
+pub fn criterion_dir() -> PathBuf {
+    std::env::var_os("CRITERION_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|t| PathBuf::from(t).join("criterion")))
+        .unwrap_or_else(|| repo_path("target/criterion"))
+}
+
+/// The median (ns) of one criterion benchmark `group/name` from its latest
+/// run in [`criterion_dir`]; `None`, with the reason on stderr, when the
+/// estimates cannot be read.
+pub fn criterion_median_ns(group: &str, name: &str) -> Option<f64> {
+    let path = criterion_dir().join(group).join(name).join("new/estimates.json");
+    let read = std::fs::read_to_string(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string()));
+    match read {
+        Ok(v) => v["median"]["point_estimate"].as_f64(),
+        Err(e) => {
+            eprintln!("no summary for {group}/{name}: cannot read {}: {e}", path.display());
+            None
+        }
+    }
+}
+
 /// Serves HTTP/1.1 on 127.0.0.1:0 in the background: every request goes
 /// to `handler`, which answers with a status, extra headers and a body.
 /// The local servers the tests talk to (upstreams, fake brokers) use it.
