@@ -277,8 +277,11 @@ fn main() {
     // Diagnosis: one fixed-rate run against algobanana, with a timeline of
     // where the slow requests were, to tell stalls (clustered) from
     // queueing (spread out).
-    if let Some(rate) = std::env::var("LOAD_RATE").ok().and_then(|r| r.parse::<f64>().ok()) {
-        let (mut run, statuses) = client.block_on(fixed_rate(host.addr, hook.clone(), rate, seconds, 64));
+    if let Some(rate) = std::env::var("LOAD_RATE").ok().map(|r| match r.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => n,
+        _ => panic!("LOAD_RATE={r:?} is not a rate: give alerts per second as a positive number, e.g. LOAD_RATE=700"),
+    }) {
+        let (run, statuses) = client.block_on(fixed_rate(host.addr, hook.clone(), rate, seconds, 64));
         println!(
             "{rate:.0}/s for {seconds} s: p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  statuses {statuses:?}",
             pct(&run.latencies, 0.5),
@@ -286,7 +289,6 @@ fn main() {
             pct(&run.latencies, 0.999)
         );
         let slow = pct(&run.latencies, 0.99);
-        run.timeline.sort();
         println!("100 ms windows with a request at or over the p99 (start s: count over, max ms):");
         let mut windows = std::collections::BTreeMap::<u64, (usize, f64)>::new();
         for (due, lat) in &run.timeline {

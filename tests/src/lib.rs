@@ -503,9 +503,14 @@ pub fn criterion_median_ns(group: &str, name: &str) -> Option<f64> {
     let path = criterion_dir().join(group).join(name).join("new/estimates.json");
     let read = std::fs::read_to_string(&path)
         .map_err(|e| e.to_string())
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string()));
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string()))
+        .and_then(|v| {
+            v["median"]["point_estimate"]
+                .as_f64()
+                .ok_or_else(|| "it has no median.point_estimate".to_owned())
+        });
     match read {
-        Ok(v) => v["median"]["point_estimate"].as_f64(),
+        Ok(median) => Some(median),
         Err(e) => {
             eprintln!("no summary for {group}/{name}: cannot read {}: {e}", path.display());
             None

@@ -60,7 +60,7 @@ struct Signal {
     stop: bool,
     /// A watched connection committed since the last checkpoint.
     dirty: bool,
-    /// Checkpoints run so far.
+    /// Checkpoint rounds started so far.
     runs: u64,
 }
 
@@ -111,7 +111,8 @@ impl Checkpointer {
         }));
     }
 
-    /// Checkpoints run so far.
+    /// Checkpoint rounds started so far (a round whose checkpoint failed,
+    /// and was logged, counts too).
     pub fn runs(&self) -> u64 {
         self.signal.0.lock().unwrap_or_else(PoisonError::into_inner).runs
     }
