@@ -134,7 +134,10 @@ async fn every_role_and_endpoint_is_decided_by_the_table_and_denials_are_audited
     assert_eq!(denied.len(), ROUTES.len() + forbidden);
     let dump = std::fs::read(host.path().join("audit.db"))?;
     for (_, t) in &tokens {
-        let secret = t.rsplit_once('_').unwrap().1.as_bytes();
+        // `abk_<hex id>_<secret>`: the secret is URL-safe base64 and may
+        // itself hold `_`, so split after the id, not at the last `_`.
+        let secret = t.strip_prefix("abk_").unwrap().split_once('_').unwrap().1.as_bytes();
+        assert_eq!(secret.len(), 43, "256 bits of secret in base64");
         assert!(
             !dump.windows(secret.len()).any(|w| w == secret),
             "no token in the audit log"

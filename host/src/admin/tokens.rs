@@ -237,7 +237,17 @@ mod tests {
         assert_eq!(t.authenticate(&old).unwrap(), Err(Refusal::Expired));
         // Only hashes are stored.
         let raw = std::fs::read(dir.path().join("state.db")).unwrap();
-        let secret = token.rsplit_once('_').unwrap().1.as_bytes();
+        // The secret is URL-safe base64 and may hold `_` itself: split after
+        // the (hex) id, not at the last `_`, or a short tail could match
+        // random bytes of the file.
+        let secret = token
+            .strip_prefix(PREFIX)
+            .unwrap()
+            .split_once('_')
+            .unwrap()
+            .1
+            .as_bytes();
+        assert_eq!(secret.len(), 43);
         assert!(!raw.windows(secret.len()).any(|w| w == secret));
     }
 }
