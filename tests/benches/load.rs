@@ -16,7 +16,7 @@
 //!    processed.
 //!
 //! Resident memory (the whole process: servers and load generator) idle
-//! and at its peak.
+//! and at its peak, and the disk traffic per alert (`/proc/self/io`).
 //! Run: `cargo bench -p algobanana-tests --bench load` (env LOAD_SECONDS,
 //! LOAD_CONNECTIONS to change the defaults; LOAD_ONLY=algobanana skips the
 //! baseline, for profiling; LOAD_RATE=N runs only algobanana at N alerts/s
@@ -234,6 +234,51 @@ fn rss_mib(field: &str) -> f64 {
     algobanana_tests::proc_status_kib(field) as f64 / 1024.0
 }
 
+/// Bytes this process has caused to be written to storage so far
+/// (`write_bytes` of `/proc/self/io`: SQLite's WAL frames and checkpoints,
+/// counted when the pages are dirtied). The host runs in this process and
+/// the load generator writes nothing, so a difference over a run divided by
+/// its alerts is the disk traffic one alert costs. `None` where the kernel
+/// does not keep I/O accounting.
+fn written_bytes() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Waits until the process has written nothing for half a second (at most
+/// 20 s): after a run the host still checkpoints and indexes the audit log
+/// for search in its idle time (both start 20 ms after the last write, far
+/// inside the half second; a longer idle timer there would need a longer
+/// quiet window here). Settling first counts those writes with
+/// the run that caused them and keeps them out of the next measurement.
+fn settle() -> Option<u64> {
+    let mut last = written_bytes()?;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = written_bytes()?;
+        if now == last {
+            return Some(now);
+        }
+        last = now;
+    }
+    Some(last)
+}
+
+/// "N KB per alert" over a run that began at `before` (after the host has
+/// settled), or a note that it cannot be told here.
+fn per_alert(before: Option<u64>, alerts: usize) -> String {
+    match (before, settle()) {
+        (Some(b), Some(a)) if alerts > 0 => format!(
+            "{:.0} KB written per alert",
+            (a.saturating_sub(b)) as f64 / alerts as f64 / 1e3
+        ),
+        _ => "disk writes not accounted on this system".to_owned(),
+    }
+}
+
 fn pct(l: &[Duration], p: f64) -> f64 {
     if l.is_empty() {
         return 0.0;
@@ -281,12 +326,14 @@ fn main() {
         Ok(n) if n.is_finite() && n > 0.0 => n,
         _ => panic!("LOAD_RATE={r:?} is not a rate: give alerts per second as a positive number, e.g. LOAD_RATE=700"),
     }) {
+        let before = written_bytes();
         let (run, statuses) = client.block_on(fixed_rate(host.addr, hook.clone(), rate, seconds, 64));
         println!(
-            "{rate:.0}/s for {seconds} s: p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  statuses {statuses:?}",
+            "{rate:.0}/s for {seconds} s: p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  statuses {statuses:?}  {}",
             pct(&run.latencies, 0.5),
             pct(&run.latencies, 0.99),
-            pct(&run.latencies, 0.999)
+            pct(&run.latencies, 0.999),
+            per_alert(before, run.requests)
         );
         let slow = pct(&run.latencies, 0.99);
         println!("100 ms windows with a request at or over the p99 (start s: count over, max ms):");
@@ -317,10 +364,18 @@ fn main() {
             if only.as_deref().is_some_and(|o| o != name) {
                 continue;
             }
+            let before = written_bytes();
             let run = client.block_on(load(addr, path, connections, seconds));
             let rps = run.requests as f64 / run.elapsed.as_secs_f64();
+            // Includes what the run left for the host's idle time
+            // (`settle`), which also keeps it out of the next round.
+            let writes = if name == "algobanana" {
+                format!("  {}", per_alert(before, run.requests))
+            } else {
+                String::new()
+            };
             println!(
-                "round {round} {name:<11} {rps:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  errors {}",
+                "round {round} {name:<11} {rps:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  errors {}{writes}",
                 pct(&run.latencies, 0.5),
                 pct(&run.latencies, 0.99),
                 pct(&run.latencies, 0.999),
@@ -344,15 +399,17 @@ fn main() {
     // Fixed rates, both servers at the same rate.
     println!();
     println!(
-        "| rate (share of algobanana's saturation) | algobanana p50 / p99 / p99.9 | bare hyper p50 / p99 / p99.9 | algobanana non-2xx |"
+        "| rate (share of algobanana's saturation) | algobanana p50 / p99 / p99.9 | bare hyper p50 / p99 / p99.9 | algobanana non-2xx | algobanana disk writes |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     for share in [0.1, 0.5, 0.9] {
         let rate = a * share;
+        let before = written_bytes();
         let (run, _) = client.block_on(fixed_rate(host.addr, hook.clone(), rate, seconds, 64));
+        let writes = per_alert(before, run.requests);
         let (base, _) = client.block_on(fixed_rate(base_addr, "/".to_owned(), rate, seconds, 64));
         println!(
-            "| {rate:.0}/s ({:.0} %) | {:.2} / {:.2} / {:.2} ms | {:.2} / {:.2} / {:.2} ms | {} |",
+            "| {rate:.0}/s ({:.0} %) | {:.2} / {:.2} / {:.2} ms | {:.2} / {:.2} / {:.2} ms | {} | {writes} |",
             share * 100.0,
             pct(&run.latencies, 0.5),
             pct(&run.latencies, 0.99),
