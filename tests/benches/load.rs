@@ -254,26 +254,32 @@ fn written_bytes() -> Option<u64> {
 /// inside the half second; a longer idle timer there would need a longer
 /// quiet window here). Settling first counts those writes with
 /// the run that caused them and keeps them out of the next measurement.
-fn settle() -> Option<u64> {
+/// The flag is false when the host was still writing after 20 s.
+fn settle() -> Option<(u64, bool)> {
     let mut last = written_bytes()?;
     for _ in 0..40 {
         std::thread::sleep(Duration::from_millis(500));
         let now = written_bytes()?;
         if now == last {
-            return Some(now);
+            return Some((now, true));
         }
         last = now;
     }
-    Some(last)
+    Some((last, false))
 }
 
 /// "N KB per alert" over a run that began at `before` (after the host has
 /// settled), or a note that it cannot be told here.
 fn per_alert(before: Option<u64>, alerts: usize) -> String {
     match (before, settle()) {
-        (Some(b), Some(a)) if alerts > 0 => format!(
-            "{:.0} KB written per alert",
-            (a.saturating_sub(b)) as f64 / alerts as f64 / 1e3
+        (Some(b), Some((a, quiet))) if alerts > 0 => format!(
+            "{:.0} KB written per alert{}",
+            (a.saturating_sub(b)) as f64 / alerts as f64 / 1e3,
+            if quiet {
+                ""
+            } else {
+                " (so far: the host was still writing 20 s after the run)"
+            }
         ),
         _ => "disk writes not accounted on this system".to_owned(),
     }
