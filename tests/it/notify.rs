@@ -37,11 +37,35 @@ async fn two_notifications(host: &TestHost, upstream: &Upstream) -> Vec<algobana
         .await
         .unwrap();
     assert_eq!(fill.json()["orders"][0]["outcome"], "filled");
+    // Notifications go out after the answer: wait for the fill's, so that
+    // the two arrive in the order the tests read them.
+    eventually(Duration::from_secs(10), || {
+        (!upstream.requests().is_empty()).then_some(())
+    })
+    .await
+    .unwrap();
     let reject = host.alert("default", "text/plain", "buy 11 AAPL at 190").await.unwrap();
     assert_eq!(reject.json()["orders"][0]["outcome"], "rejected");
     eventually(Duration::from_secs(10), || {
         let r = upstream.requests();
         (r.len() >= 2).then_some(r)
+    })
+    .await
+    .unwrap()
+}
+
+/// The `capability.http` audit events of the two notifications. The
+/// service can answer before the host has committed the event of the call
+/// that reached it, so this waits for both.
+async fn audited_http(host: &TestHost) -> Vec<algobanana::audit::query::AuditRecord> {
+    eventually(Duration::from_secs(10), || {
+        let http = host
+            .audit(&Filter {
+                action: Some("capability.http".into()),
+                ..Filter::default()
+            })
+            .ok()?;
+        (http.len() >= 2).then_some(http)
     })
     .await
     .unwrap()
@@ -139,10 +163,7 @@ pub async fn notify_discord() -> anyhow::Result<()> {
             .starts_with("**rejection** Rejected buy 11 AAPL")
     );
     // The webhook URL is a secret: the audit shows its template only.
-    let http = host.audit(&Filter {
-        action: Some("capability.http".into()),
-        ..Filter::default()
-    })?;
+    let http = audited_http(&host).await;
     assert_eq!(http[0].payload["url"], "{secret}");
     assert_eq!(http[0].payload["status"], 204);
     let dump = std::fs::read(host.path().join("audit.db"))?;
@@ -224,10 +245,7 @@ pub async fn notify_telegram() -> anyhow::Result<()> {
     let fill = body(&got[0]);
     assert_eq!(fill["chat_id"], -1_001_234_567_890_i64);
     assert_eq!(fill["text"], "[fill] Filled buy 2 AAPL @ 190.35 (route default)");
-    let http = host.audit(&Filter {
-        action: Some("capability.http".into()),
-        ..Filter::default()
-    })?;
+    let http = audited_http(&host).await;
     assert_eq!(
         http[0].payload["url"],
         format!("{}/bot{{secret}}/sendMessage", upstream.origin())
