@@ -20,7 +20,9 @@
 //! Run: `cargo bench -p algobanana-tests --bench load` (env LOAD_SECONDS,
 //! LOAD_CONNECTIONS to change the defaults; LOAD_ONLY=algobanana skips the
 //! baseline, for profiling; LOAD_RATE=N runs only algobanana at N alerts/s
-//! and prints where the requests over the p99 were, for finding stalls).
+//! and prints where the requests over the p99 were, for finding stalls,
+//! each window with the CPU time the hypervisor stole in it: `steal` of
+//! `/proc/stat`; a stall with time stolen is the machine's).
 // Timing statistics, not money: floats are fine here.
 #![allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
 
@@ -285,6 +287,59 @@ fn per_alert(before: Option<u64>, alerts: usize) -> String {
     }
 }
 
+fn cpus() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+}
+
+/// The `steal` column of `/proc/stat` (CPU time the hypervisor gave to
+/// other guests while this VM had work), in ms, or `None` off Linux.
+fn steal_ms() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?;
+    // cpu user nice system idle iowait irq softirq steal ...; USER_HZ = 100.
+    let ticks: u64 = cpu.split_whitespace().nth(8)?.parse().ok()?;
+    Some(ticks * 10)
+}
+
+/// Samples [`steal_ms`] every 100 ms from `t0`, so slow windows of a
+/// fixed-rate run can be told apart: a stall with the CPUs stolen is the
+/// machine's, one without is the host's to find.
+struct StealSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<std::collections::BTreeMap<u64, u64>>,
+}
+
+impl StealSampler {
+    fn start(t0: Instant) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut windows = std::collections::BTreeMap::new();
+            std::thread::sleep(t0.saturating_duration_since(Instant::now()));
+            let mut last = steal_ms();
+            let mut w = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(
+                    (t0 + Duration::from_millis(100 * (w + 1))).saturating_duration_since(Instant::now()),
+                );
+                let now = steal_ms();
+                if let (Some(a), Some(b)) = (last, now) {
+                    windows.insert(w, b.saturating_sub(a));
+                }
+                last = now;
+                w += 1;
+            }
+            windows
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> std::collections::BTreeMap<u64, u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
 fn pct(l: &[Duration], p: f64) -> f64 {
     if l.is_empty() {
         return 0.0;
@@ -333,7 +388,9 @@ fn main() {
         _ => panic!("LOAD_RATE={r:?} is not a rate: give alerts per second as a positive number, e.g. LOAD_RATE=700"),
     }) {
         let before = written_bytes();
+        let steal = StealSampler::start(Instant::now() + Duration::from_millis(50));
         let (run, statuses) = client.block_on(fixed_rate(host.addr, hook.clone(), rate, seconds, 64));
+        let steal = steal.stop();
         println!(
             "{rate:.0}/s for {seconds} s: p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  statuses {statuses:?}  {}",
             pct(&run.latencies, 0.5),
@@ -342,7 +399,11 @@ fn main() {
             per_alert(before, run.requests)
         );
         let slow = pct(&run.latencies, 0.99);
-        println!("100 ms windows with a request at or over the p99 (start s: count over, max ms):");
+        println!(
+            "100 ms windows with a request at or over the p99 (start s: count over, max ms; CPU time the \
+             hypervisor took from this VM in that window, of {} ms the CPUs had):",
+            100 * cpus()
+        );
         let mut windows = std::collections::BTreeMap::<u64, (usize, f64)>::new();
         for (due, lat) in &run.timeline {
             let ms = lat.as_secs_f64() * 1e3;
@@ -353,8 +414,13 @@ fn main() {
             }
         }
         for (w, (n, max)) in windows {
-            println!("  {:.1}: {n}, {max:.1}", w as f64 / 10.0);
+            let stolen = steal
+                .get(&w)
+                .map_or_else(|| "?".to_owned(), |ms| format!("{ms} ms stolen"));
+            println!("  {:.1}: {n}, {max:.1}; {stolen}", w as f64 / 10.0);
         }
+        let total: u64 = steal.values().sum();
+        println!("CPU time stolen by the hypervisor during the run: {total} ms in all");
         servers.block_on(host.stop());
         return;
     }
@@ -405,17 +471,19 @@ fn main() {
     // Fixed rates, both servers at the same rate.
     println!();
     println!(
-        "| rate (share of algobanana's saturation) | algobanana p50 / p99 / p99.9 | bare hyper p50 / p99 / p99.9 | algobanana non-2xx | algobanana disk writes |"
+        "| rate (share of algobanana's saturation) | algobanana p50 / p99 / p99.9 | bare hyper p50 / p99 / p99.9 | algobanana non-2xx | algobanana disk writes | CPU stolen during the algobanana run |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for share in [0.1, 0.5, 0.9] {
         let rate = a * share;
         let before = written_bytes();
+        let steal = StealSampler::start(Instant::now() + Duration::from_millis(50));
         let (run, _) = client.block_on(fixed_rate(host.addr, hook.clone(), rate, seconds, 64));
+        let stolen: u64 = steal.stop().values().sum();
         let writes = per_alert(before, run.requests);
         let (base, _) = client.block_on(fixed_rate(base_addr, "/".to_owned(), rate, seconds, 64));
         println!(
-            "| {rate:.0}/s ({:.0} %) | {:.2} / {:.2} / {:.2} ms | {:.2} / {:.2} / {:.2} ms | {} | {writes} |",
+            "| {rate:.0}/s ({:.0} %) | {:.2} / {:.2} / {:.2} ms | {:.2} / {:.2} / {:.2} ms | {} | {writes} | {stolen} ms of {} |",
             share * 100.0,
             pct(&run.latencies, 0.5),
             pct(&run.latencies, 0.99),
@@ -423,7 +491,8 @@ fn main() {
             pct(&base.latencies, 0.5),
             pct(&base.latencies, 0.99),
             pct(&base.latencies, 0.999),
-            run.errors
+            run.errors,
+            seconds * 1000 * cpus()
         );
     }
 

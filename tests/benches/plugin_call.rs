@@ -2,7 +2,8 @@
 //! WebAssembly instance (the host's real path: new store, limits,
 //! instantiate from the cached `InstancePre`, evaluate, classify, drop)
 //! against the same parsing logic compiled natively, measured in the same
-//! run. Prints the ratio. Run: `cargo bench -p algobanana-tests --bench plugin_call`.
+//! run. Prints the ratio. Run: `cargo bench -p algobanana-tests --bench plugin_call`
+//! (`PLUGIN_CALL_ITERS=N` runs N wasm calls without criterion and prints the mean).
 // Timing statistics, not money: floats are fine here.
 #![allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
 
@@ -45,6 +46,34 @@ fn main() {
         .unwrap();
     assert!(matches!(ex.returned, Returned::Ok(ref v) if v.len() == 1));
 
+    // `PLUGIN_CALL_ITERS=N`: run N wasm calls, print the mean and exit. For
+    // short alternating A/B runs (on a shared VM the neighbours move a
+    // median by 20 % from one minute to the next, so pairs of runs a few
+    // seconds long compare better than two long ones) and for `perf record`
+    // or `strace -c` of the calls alone.
+    if let Some(n) = std::env::var("PLUGIN_CALL_ITERS")
+        .ok()
+        .map(|v| match v.trim().parse::<u32>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                panic!("PLUGIN_CALL_ITERS={v:?} is not a count: give a number of calls, e.g. PLUGIN_CALL_ITERS=100000")
+            }
+        })
+    {
+        let started = std::time::Instant::now();
+        for _ in 0..n {
+            black_box(
+                rt.block_on(app.registry.execute_rule(&plugin, black_box(&alert), "{}", None))
+                    .unwrap(),
+            );
+        }
+        let elapsed = started.elapsed();
+        println!(
+            "{n} wasm calls in {elapsed:?}: {:.3} µs per call",
+            elapsed.as_secs_f64() * 1e6 / f64::from(n)
+        );
+        return;
+    }
     let mut c = Criterion::default()
         .output_directory(&algobanana_tests::criterion_dir())
         .configure_from_args()

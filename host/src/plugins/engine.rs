@@ -55,8 +55,12 @@ pub fn build(settings: EngineSettings) -> wasmtime::Result<Engine> {
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(64 * 1024)
         .pagemap_scan(Enabled::Auto)
-        // Flushing the decommit queue takes locks and walks the free lists;
-        // with PAGEMAP_SCAN there is rarely anything in it.
+        // Slots go back to the pool in batches of 16 resets, and the
+        // decommits of a batch are one `process_madvise`. With PAGEMAP_SCAN a
+        // reset usually decommits nothing (it still queues an empty range),
+        // so for the Rust rule a batch of 1 measured the same (eight
+        // alternating pairs, docs/performance.md); JS and Python instances
+        // do decommit, and batch them.
         .decommit_batch_size(16);
 
     let mut config = Config::new();
