@@ -59,8 +59,8 @@ pub fn build(settings: EngineSettings) -> wasmtime::Result<Engine> {
         // decommits of a batch are one `process_madvise`. With PAGEMAP_SCAN a
         // reset usually decommits nothing (it still queues an empty range),
         // so for the Rust rule a batch of 1 measured the same (eight
-        // alternating pairs, docs/performance.md); JS and Python instances
-        // do decommit, and batch them.
+        // alternating pairs, docs/performance.md). A reset that does
+        // decommit (a guest that wrote more than KEEP_RESIDENT) batches.
         .decommit_batch_size(16);
 
     let mut config = Config::new();
