@@ -267,6 +267,49 @@ async fn assert_got_nothing(host: &TestHost, plugin: &str) -> anyhow::Result<Aud
     Ok(calls_of(host, plugin).remove(0))
 }
 
+/// One alert's data never reaches the next call: each call of the fixture
+/// searches its whole linear memory (data, heap and a grown 2 MiB block, at
+/// the addresses the previous call wrote) for the records earlier calls
+/// left, then writes its own into 131 places, 128 of them on separate pages,
+/// and proves its scanner finds them. The pool hands a finished call's
+/// memory slot to the next call of the same plugin and resets only the
+/// pages it wrote (`vendor/README.md`).
+///
+/// Checked against a broken reset (session 10, not kept): with the vendored
+/// `reset_with_pagemap` leaving the pages between 0x102000 and 0x1f0000
+/// dirty, the second call failed with "LEAK: linear memory at 0x102fe0
+/// holds what the call for alert … wrote"; leaving the allocator's pages
+/// dirty too made it trap instead (a corrupted heap), which fails the test
+/// as well.
+#[tokio::test]
+async fn memory_snoop() -> anyhow::Result<()> {
+    let host = with_rule("memory-snoop", MEMORY_SNOOP).start().await?;
+    let n = 20;
+    for _ in 0..n {
+        assert_got_nothing(&host, "memory-snoop").await?;
+    }
+    let calls = calls_of(&host, "memory-snoop");
+    assert_eq!(calls.len(), n);
+    for call in &calls {
+        let log = call.payload["log"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            log.contains(": clean; wrote 131 markers (128 scattered pages), found 131"),
+            "every call wrote and found its own records and no earlier one: {log}"
+        );
+        // The scan covered the grown block, not just the initial image.
+        let scanned: u64 = log
+            .strip_prefix("scanned ")
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(scanned > 2 << 20, "{log}");
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn fs_snoop() -> anyhow::Result<()> {
     let host = with_rule("fs-snoop", FS_SNOOP).start().await?;
