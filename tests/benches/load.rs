@@ -10,19 +10,24 @@
 //!    saturation, both servers at the same rate. Request i is due at
 //!    i / rate and its latency counts from then, so a request that waits
 //!    for a busy connection counts its wait (no coordinated omission).
-//! 3. Burst: 10× the saturation rate for 5 s. Prints what was acknowledged
-//!    and what was refused (503 beyond `server.max_pending_alerts`), then
-//!    waits for the backlog and checks every acknowledged alert was
-//!    processed.
+//!    Each algobanana run is on a new host and measured after
+//!    `LOAD_WARMUP` seconds (default 1) at the same rate: the steady state
+//!    at that rate, not the saturation rounds' leftover search indexing nor
+//!    a new host's start-up.
+//! 3. Burst, on a new host: 10× the saturation rate for 5 s. Prints what
+//!    was acknowledged and what was refused (503 beyond
+//!    `server.max_pending_alerts`), then waits for the backlog and checks
+//!    every acknowledged alert was processed.
 //!
 //! Resident memory (the whole process: servers and load generator) idle
 //! and at its peak, and the disk traffic per alert (`/proc/self/io`).
 //! Run: `cargo bench -p algobanana-tests --bench load` (env LOAD_SECONDS,
 //! LOAD_CONNECTIONS to change the defaults; LOAD_ONLY=algobanana skips the
 //! baseline, for profiling; LOAD_RATE=N runs only algobanana at N alerts/s
-//! and prints where the requests over the p99 were, for finding stalls,
-//! each window with the CPU time the hypervisor stole in it: `steal` of
-//! `/proc/stat`; a stall with time stolen is the machine's).
+//! after the warm-up and prints where the requests over the p99 were, for
+//! finding stalls, each window with the CPU time the hypervisor stole in
+//! it: `steal` of `/proc/stat`; a stall with time stolen is the machine's;
+//! LOAD_WARMUP=S sets the warm-up, 0 for none).
 // Timing statistics, not money: floats are fine here.
 #![allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
 
@@ -364,21 +369,33 @@ fn main() {
         .build()
         .unwrap();
     let base_addr = servers.block_on(baseline());
-    let host = servers
-        .block_on(
-            HostBuilder::new()
-                .broker_settings(serde_json::json!({"initial_cash": "1000000000000"}))
-                // Rails that would refuse a benchmark's volume are off here;
-                // every check still runs (position lookup, counts, audit).
-                .toml("[risk]\nmax_orders_per_minute = 0\nmax_orders_per_day = 0\nmax_position = 0\n[trading]\nreconcile_interval_s = 0\n")
-                // A bound the burst's 512 connections can overflow (the
-                // default is 1024).
-                .toml(&format!("[server]\nmax_pending_alerts = {BURST_QUEUE}\n"))
-                .start(),
-        )
-        .unwrap();
+    // Every phase below gets a host of its own, on a new data directory: a
+    // fixed-rate run must not start while the host is still indexing the
+    // saturation rounds' events for search (tens of seconds of idle-time
+    // work), which is the previous phase's cost, not this rate's.
+    let start_host = || {
+        servers
+            .block_on(
+                HostBuilder::new()
+                    .broker_settings(serde_json::json!({"initial_cash": "1000000000000"}))
+                    // Rails that would refuse a benchmark's volume are off here;
+                    // every check still runs (position lookup, counts, audit).
+                    .toml("[risk]\nmax_orders_per_minute = 0\nmax_orders_per_day = 0\nmax_position = 0\n[trading]\nreconcile_interval_s = 0\n")
+                    // A bound the burst's 512 connections can overflow (the
+                    // default is 1024).
+                    .toml(&format!("[server]\nmax_pending_alerts = {BURST_QUEUE}\n"))
+                    .start(),
+            )
+            .unwrap()
+    };
+    let host = start_host();
     let hook = host.hook("default");
     let idle_rss = rss_mib("VmRSS:");
+    // Fixed-rate runs first send `LOAD_WARMUP` seconds (default 1) at their
+    // rate and measure after that, so a new host's start-up (its WAL files
+    // growing from nothing, first-touch of the plugin pool) stays out of a
+    // steady-state percentile. `LOAD_WARMUP=0` measures from the first request.
+    let warmup = env_or("LOAD_WARMUP", 1);
 
     // Diagnosis: one fixed-rate run against algobanana, with a timeline of
     // where the slow requests were, to tell stalls (clustered) from
@@ -387,12 +404,15 @@ fn main() {
         Ok(n) if n.is_finite() && n > 0.0 => n,
         _ => panic!("LOAD_RATE={r:?} is not a rate: give alerts per second as a positive number, e.g. LOAD_RATE=700"),
     }) {
+        if warmup > 0 {
+            client.block_on(fixed_rate(host.addr, hook.clone(), rate, warmup, 64));
+        }
         let before = written_bytes();
         let steal = StealSampler::start(Instant::now() + Duration::from_millis(50));
         let (run, statuses) = client.block_on(fixed_rate(host.addr, hook.clone(), rate, seconds, 64));
         let steal = steal.stop();
         println!(
-            "{rate:.0}/s for {seconds} s: p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  statuses {statuses:?}  {}",
+            "{rate:.0}/s for {seconds} s after {warmup} s of warm-up: p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  statuses {statuses:?}  {}",
             pct(&run.latencies, 0.5),
             pct(&run.latencies, 0.99),
             pct(&run.latencies, 0.999),
@@ -463,24 +483,37 @@ fn main() {
     println!("|---|---|---|");
     println!("| bare hyper | {b:.0} | 1.00 |");
     println!("| algobanana full pipeline | {a:.0} | {:.3} |", a / b);
+    servers.block_on(host.stop());
     if only.is_some() || a == 0.0 {
-        servers.block_on(host.stop());
         return;
     }
 
-    // Fixed rates, both servers at the same rate.
+    // Fixed rates, both servers at the same rate, each algobanana run on a
+    // new host after the warm-up.
     println!();
+    println!(
+        "fixed rates: {seconds} s each after {warmup} s of warm-up at the same rate; algobanana on a new host each time"
+    );
     println!(
         "| rate (share of algobanana's saturation) | algobanana p50 / p99 / p99.9 | bare hyper p50 / p99 / p99.9 | algobanana non-2xx | algobanana disk writes | CPU stolen during the algobanana run |"
     );
     println!("|---|---|---|---|---|---|");
     for share in [0.1, 0.5, 0.9] {
         let rate = a * share;
+        let host = start_host();
+        let hook = host.hook("default");
+        if warmup > 0 {
+            client.block_on(fixed_rate(host.addr, hook.clone(), rate, warmup, 64));
+        }
         let before = written_bytes();
         let steal = StealSampler::start(Instant::now() + Duration::from_millis(50));
         let (run, _) = client.block_on(fixed_rate(host.addr, hook.clone(), rate, seconds, 64));
         let stolen: u64 = steal.stop().values().sum();
         let writes = per_alert(before, run.requests);
+        servers.block_on(host.stop());
+        if warmup > 0 {
+            client.block_on(fixed_rate(base_addr, "/".to_owned(), rate, warmup, 64));
+        }
         let (base, _) = client.block_on(fixed_rate(base_addr, "/".to_owned(), rate, seconds, 64));
         println!(
             "| {rate:.0}/s ({:.0} %) | {:.2} / {:.2} / {:.2} ms | {:.2} / {:.2} / {:.2} ms | {} | {writes} | {stolen} ms of {} |",
@@ -496,7 +529,9 @@ fn main() {
         );
     }
 
-    // A burst of 10× the sustained rate for 5 s.
+    // A burst of 10× the sustained rate for 5 s, on a new host.
+    let host = start_host();
+    let hook = host.hook("default");
     let processed = |host: &algobanana_tests::TestHost| -> (i64, i64) {
         host.app
             .state

@@ -401,4 +401,70 @@ mod tests {
         assert_eq!(find("0% d"), 1);
         assert_eq!(find("beta"), 1);
     }
+
+    /// A burst's backlog (many index steps) is indexed in full once the
+    /// writer is idle, every row once; the last rows are found through the
+    /// index, not the tail scan.
+    #[tokio::test]
+    async fn the_idle_writer_indexes_a_whole_backlog() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let log = AuditLog::open(&path, Default::default()).unwrap();
+        let n = 50 * crate::audit::writer::FTS_CHUNK + 3;
+        let mut receipts = Vec::new();
+        for i in 0..n {
+            receipts.push(log.append(event(&format!("burst-row-{i:04}"))).await.unwrap());
+        }
+        for r in receipts {
+            r.committed().await.unwrap();
+        }
+        let last: i64 = {
+            let conn = open_read_only(&path).unwrap();
+            conn.query_row("SELECT max(seq) FROM audit_event", [], |r| r.get(0))
+                .unwrap()
+        };
+        let conn = open_read_only(&path).unwrap();
+        let indexed = || -> i64 {
+            conn.query_row(
+                "SELECT CAST(value AS INTEGER) FROM audit_meta WHERE key = 'fts_indexed_through'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while indexed() < last && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(indexed(), last, "the whole backlog was indexed");
+        let in_index: i64 = conn
+            .query_row("SELECT count(*) FROM audit_fts", [], |r| r.get(0))
+            .unwrap();
+        let events: i64 = conn
+            .query_row("SELECT count(*) FROM audit_event", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(in_index, events, "every event indexed exactly once");
+        let hits: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM audit_fts WHERE payload MATCH '\"burst-row-\"'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(hits, n);
+        let find = |t: &str| {
+            search(
+                &path,
+                &Filter {
+                    text: Some(t.into()),
+                    ..Filter::default()
+                },
+            )
+            .unwrap()
+            .len()
+        };
+        assert_eq!(find("burst-row-0000"), 1);
+        assert_eq!(find(&format!("burst-row-{:04}", n - 1)), 1);
+        log.close();
+    }
 }
