@@ -358,6 +358,38 @@ mod tests {
             .payload(serde_json::json!({ "note": text }))
     }
 
+    /// How many events a free-text search for `text` finds.
+    fn find(path: &std::path::Path, text: &str) -> usize {
+        search(
+            path,
+            &Filter {
+                text: Some(text.into()),
+                ..Filter::default()
+            },
+        )
+        .unwrap()
+        .len()
+    }
+
+    /// Waits (at most `secs`) until the writer has indexed through `seq`
+    /// and returns where the index stands.
+    async fn indexed_through(path: &std::path::Path, seq: i64, secs: u64) -> i64 {
+        let conn = open_read_only(path).unwrap();
+        let indexed = || -> i64 {
+            conn.query_row(
+                "SELECT CAST(value AS INTEGER) FROM audit_meta WHERE key = 'fts_indexed_through'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while indexed() < seq && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        indexed()
+    }
+
     #[tokio::test]
     async fn free_text_finds_rows_before_and_after_the_idle_indexer() {
         let dir = tempfile::tempdir().unwrap();
@@ -365,41 +397,21 @@ mod tests {
         let log = AuditLog::open(&path, Default::default()).unwrap();
         log.record(event("alpha 100% done_x")).await.unwrap();
         log.record(event("beta")).await.unwrap();
-        let find = |t: &str| {
-            search(
-                &path,
-                &Filter {
-                    text: Some(t.into()),
-                    ..Filter::default()
-                },
-            )
-            .unwrap()
-            .len()
-        };
         // Whether or not the indexer has run yet, both paths agree.
-        assert_eq!(find("ALPHA"), 1, "case-insensitive");
-        assert_eq!(find("0% d"), 1, "LIKE wildcards in the query are literal");
-        assert_eq!(find("one_"), 1);
-        assert_eq!(find("gamma"), 0);
+        assert_eq!(find(&path, "ALPHA"), 1, "case-insensitive");
+        assert_eq!(find(&path, "0% d"), 1, "LIKE wildcards in the query are literal");
+        assert_eq!(find(&path, "one_"), 1);
+        assert_eq!(find(&path, "gamma"), 0);
         // The writer indexes once it has been idle for FTS_IDLE.
-        let conn = open_read_only(&path).unwrap();
-        let indexed = || -> String {
-            conn.query_row(
-                "SELECT value FROM audit_meta WHERE key = 'fts_indexed_through'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap()
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while indexed() != "1" && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert_eq!(indexed(), "1", "the idle writer indexed both rows");
+        assert_eq!(
+            indexed_through(&path, 1, 10).await,
+            1,
+            "the idle writer indexed both rows"
+        );
         log.close();
-        assert_eq!(find("ALPHA"), 1);
-        assert_eq!(find("0% d"), 1);
-        assert_eq!(find("beta"), 1);
+        assert_eq!(find(&path, "ALPHA"), 1);
+        assert_eq!(find(&path, "0% d"), 1);
+        assert_eq!(find(&path, "beta"), 1);
     }
 
     /// A burst's backlog (many index steps) is indexed in full once the
@@ -415,56 +427,28 @@ mod tests {
         for i in 0..n {
             receipts.push(log.append(event(&format!("burst-row-{i:04}"))).await.unwrap());
         }
+        let mut last = 0;
         for r in receipts {
-            r.committed().await.unwrap();
+            last = i64::try_from(r.committed().await.unwrap()).unwrap();
         }
-        let last: i64 = {
-            let conn = open_read_only(&path).unwrap();
-            conn.query_row("SELECT max(seq) FROM audit_event", [], |r| r.get(0))
-                .unwrap()
-        };
+        assert_eq!(
+            indexed_through(&path, last, 60).await,
+            last,
+            "the whole backlog was indexed"
+        );
         let conn = open_read_only(&path).unwrap();
-        let indexed = || -> i64 {
-            conn.query_row(
-                "SELECT CAST(value AS INTEGER) FROM audit_meta WHERE key = 'fts_indexed_through'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap()
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while indexed() < last && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert_eq!(indexed(), last, "the whole backlog was indexed");
-        let in_index: i64 = conn
-            .query_row("SELECT count(*) FROM audit_fts", [], |r| r.get(0))
-            .unwrap();
-        let events: i64 = conn
-            .query_row("SELECT count(*) FROM audit_event", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(in_index, events, "every event indexed exactly once");
-        let hits: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM audit_fts WHERE payload MATCH '\"burst-row-\"'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(hits, n);
-        let find = |t: &str| {
-            search(
-                &path,
-                &Filter {
-                    text: Some(t.into()),
-                    ..Filter::default()
-                },
-            )
-            .unwrap()
-            .len()
-        };
-        assert_eq!(find("burst-row-0000"), 1);
-        assert_eq!(find(&format!("burst-row-{:04}", n - 1)), 1);
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(
+            count("SELECT count(*) FROM audit_fts"),
+            count("SELECT count(*) FROM audit_event"),
+            "every event indexed exactly once"
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM audit_fts WHERE payload MATCH '\"burst-row-\"'"),
+            n
+        );
+        assert_eq!(find(&path, "burst-row-0000"), 1);
+        assert_eq!(find(&path, &format!("burst-row-{:04}", n - 1)), 1);
         log.close();
     }
 }
