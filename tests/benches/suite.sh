@@ -23,7 +23,7 @@ for bench in plugin_call languages audit startup load; do
     echo "## $bench"
     echo
     # The tables and the result lines each benchmark prints.
-    grep -E '^\||^(burst|resident|targets|an empty|load:|round)' "$log" || true
+    grep -E '^\||^(burst|resident|targets|an empty|load:|round|fixed rates:)' "$log" || true
   } >> "$out"
 done
 echo
