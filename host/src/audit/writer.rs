@@ -534,6 +534,9 @@ impl Writer {
     /// Timed work: periodic checkpoints, heartbeats, idle indexing.
     fn on_timer(&mut self) {
         if self.is_halted().is_some() {
+            // A halted log does no timed work; without this a catch-up in
+            // progress would keep the wake-up at zero and spin.
+            self.catching_up = false;
             return;
         }
         let since = self.last_checkpoint.as_ref().map_or(Duration::MAX, |c| c.at.elapsed());
