@@ -55,12 +55,14 @@ pub fn build(settings: EngineSettings) -> wasmtime::Result<Engine> {
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(64 * 1024)
         .pagemap_scan(Enabled::Auto)
-        // Slots go back to the pool in batches of 16 resets, and the
-        // decommits of a batch are one `process_madvise`. With PAGEMAP_SCAN a
-        // reset usually decommits nothing (it still queues an empty range),
-        // so for the Rust rule a batch of 1 measured the same (eight
-        // alternating pairs, docs/performance.md). A reset that does
-        // decommit (a guest that wrote more than KEEP_RESIDENT) batches.
+        // A reset that decommits nothing (PAGEMAP_SCAN reset every dirty
+        // page in place, the usual case) returns its slot to the pool at
+        // once; the `memory_snoop` test sees the next call reuse it. Resets
+        // that do decommit (a guest that wrote more than KEEP_RESIDENT) go
+        // back in batches of 16, one `process_madvise` each. Before the
+        // 48.0.11 reset was backported (vendor/README.md) every reset queued
+        // an empty range; a batch of 1 measured the same then (eight
+        // alternating pairs, docs/performance.md).
         .decommit_batch_size(16);
 
     let mut config = Config::new();
