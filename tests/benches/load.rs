@@ -237,6 +237,14 @@ async fn fixed_rate(
     (run, statuses)
 }
 
+/// Sends `seconds` at `rate` to `addr` and drops the results: the warm-up
+/// before a fixed-rate measurement (nothing when `seconds` is 0).
+fn warm_up(client: &tokio::runtime::Runtime, addr: SocketAddr, path: &str, rate: f64, seconds: u64) {
+    if seconds > 0 {
+        client.block_on(fixed_rate(addr, path.to_owned(), rate, seconds, 64));
+    }
+}
+
 fn rss_mib(field: &str) -> f64 {
     algobanana_tests::proc_status_kib(field) as f64 / 1024.0
 }
@@ -404,9 +412,7 @@ fn main() {
         Ok(n) if n.is_finite() && n > 0.0 => n,
         _ => panic!("LOAD_RATE={r:?} is not a rate: give alerts per second as a positive number, e.g. LOAD_RATE=700"),
     }) {
-        if warmup > 0 {
-            client.block_on(fixed_rate(host.addr, hook.clone(), rate, warmup, 64));
-        }
+        warm_up(&client, host.addr, &hook, rate, warmup);
         let before = written_bytes();
         let steal = StealSampler::start(Instant::now() + Duration::from_millis(50));
         let (run, statuses) = client.block_on(fixed_rate(host.addr, hook.clone(), rate, seconds, 64));
@@ -502,18 +508,14 @@ fn main() {
         let rate = a * share;
         let host = start_host();
         let hook = host.hook("default");
-        if warmup > 0 {
-            client.block_on(fixed_rate(host.addr, hook.clone(), rate, warmup, 64));
-        }
+        warm_up(&client, host.addr, &hook, rate, warmup);
         let before = written_bytes();
         let steal = StealSampler::start(Instant::now() + Duration::from_millis(50));
         let (run, _) = client.block_on(fixed_rate(host.addr, hook.clone(), rate, seconds, 64));
         let stolen: u64 = steal.stop().values().sum();
         let writes = per_alert(before, run.requests);
         servers.block_on(host.stop());
-        if warmup > 0 {
-            client.block_on(fixed_rate(base_addr, "/".to_owned(), rate, warmup, 64));
-        }
+        warm_up(&client, base_addr, "/", rate, warmup);
         let (base, _) = client.block_on(fixed_rate(base_addr, "/".to_owned(), rate, seconds, 64));
         println!(
             "| {rate:.0}/s ({:.0} %) | {:.2} / {:.2} / {:.2} ms | {:.2} / {:.2} / {:.2} ms | {} | {writes} | {stolen} ms of {} |",
