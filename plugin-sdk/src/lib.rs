@@ -11,7 +11,9 @@
 //!   [`rust_decimal::Decimal`] (money never passes through a float), in
 //!   [`money`];
 //! - small wrappers over the host capabilities: [`log`], [`clock`] and [`kv`];
-//! - the export macros [`export_rule!`] and [`export_broker!`].
+//! - the export macros [`export_rule!`] and [`export_broker!`];
+//! - [`no_std_runtime!`], for plugins built without `std`, whose components
+//!   import no WASI at all and are cheaper to instantiate.
 //!
 //! # A complete rule plugin
 //!
@@ -77,8 +79,176 @@
 //! assert_eq!((q.mantissa, q.scale), (25, 2));
 //! ```
 #![deny(missing_docs)]
+// The SDK itself needs only `core` and `alloc`, so it serves both kinds of
+// plugin: ordinary `std` crates, and `no_std` crates that call
+// [`no_std_runtime!`] (no WASI imports at all; see that macro).
+#![no_std]
+
+extern crate alloc;
 
 pub mod money;
+
+/// Makes a `#![no_std]` plugin crate a complete component: a heap (wasi-libc's
+/// `malloc`, which imports nothing), a panic handler that traps, and the
+/// `cabi_realloc` export through which the host passes arguments.
+///
+/// A Rust plugin built with `std` imports 13 WASI interfaces it never calls:
+/// `std`'s panic message and `RUST_BACKTRACE` lookup reach `wasi:cli`
+/// (environment, exit, the standard streams and terminals) and `wasi:io`.
+/// The host links them to a deny-all context, but every fresh instance still
+/// builds their lowerings and two extra core instances that route them, which
+/// was about a third of instantiating the default rule
+/// (`docs/performance.md`, session 11). Without `std` the component imports
+/// only what the plugin uses of `algobanana:plugin`.
+///
+/// What the plugin gives up: `std` itself (use `alloc::{string::String,
+/// vec::Vec, format, …}`, `alloc::collections::BTreeMap`, and `core`), and
+/// dependencies that need `std`; `serde`, `serde_json` (feature `alloc`) and
+/// `rust_decimal` work without it. A panic traps exactly as with `std` and
+/// `panic = "abort"`: the host records `trap:unreachable`. In one cargo
+/// build, features are shared: if any crate in it turns on `std` for a
+/// dependency the plugin shares, the build fails with a duplicate
+/// `panic_impl`; build such plugins separately, or keep their dependencies
+/// free of `std`.
+///
+/// ```ignore
+/// #![cfg_attr(not(test), no_std)]
+/// extern crate alloc;
+///
+/// use alloc::{string::String, vec::Vec};
+/// use algobanana_plugin_sdk::types::{Alert, OrderIntent, Portfolio, RuleError};
+///
+/// struct Nothing;
+///
+/// impl algobanana_plugin_sdk::rule::Guest for Nothing {
+///     fn evaluate(_: Alert, _: String, _: Option<Portfolio>) -> Result<Vec<OrderIntent>, RuleError> {
+///         Ok(Vec::new())
+///     }
+/// }
+///
+/// algobanana_plugin_sdk::export_rule!(Nothing);
+/// algobanana_plugin_sdk::no_std_runtime!();
+/// ```
+#[macro_export]
+macro_rules! no_std_runtime {
+    () => {
+        #[cfg(target_arch = "wasm32")]
+        #[global_allocator]
+        static __ALGOBANANA_ALLOCATOR: $crate::__rt::LibcMalloc = $crate::__rt::LibcMalloc;
+
+        #[cfg(all(target_arch = "wasm32", not(test)))]
+        #[panic_handler]
+        fn __algobanana_panic(_: &::core::panic::PanicInfo<'_>) -> ! {
+            ::core::arch::wasm32::unreachable()
+        }
+
+        /// The canonical ABI's allocator export (`std` provides it on wasip2).
+        ///
+        /// # Safety
+        /// Called by the host only, with the canonical ABI's arguments.
+        #[cfg(target_arch = "wasm32")]
+        #[allow(unsafe_code)]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn cabi_realloc(old: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8 {
+            // SAFETY: forwarded unchanged from the canonical ABI.
+            unsafe { $crate::__rt::cabi_realloc(old, old_len, align, new_len) }
+        }
+    };
+}
+
+/// What [`no_std_runtime!`] expands to call. Not a public API.
+#[doc(hidden)]
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code)]
+pub mod __rt {
+    use core::alloc::{GlobalAlloc, Layout};
+
+    // wasi-libc's dlmalloc: it starts from the free space the linker left in
+    // the initial memory (`__heap_base` to `__heap_end`) and grows memory
+    // only past it, so a call that fits never runs `memory.grow`. (The
+    // `dlmalloc` crate grows memory for its first allocation, which made each
+    // call of the default rule about 9 µs slower.) The string functions
+    // (`memcmp`, `memcpy`, …) that the compiler emits come from the same
+    // library; none of it imports anything.
+    #[link(name = "c")]
+    unsafe extern "C" {
+        fn malloc(size: usize) -> *mut u8;
+        fn free(ptr: *mut u8);
+        fn realloc(ptr: *mut u8, size: usize) -> *mut u8;
+        fn aligned_alloc(align: usize, size: usize) -> *mut u8;
+    }
+
+    /// wasi-libc's `malloc` as the global allocator, the way `std` uses it
+    /// on WASI.
+    #[derive(Debug)]
+    pub struct LibcMalloc;
+
+    /// `malloc`'s own alignment on wasm32.
+    const MIN_ALIGN: usize = 16;
+
+    // SAFETY: `malloc`, `aligned_alloc`, `realloc` and `free` meet
+    // `GlobalAlloc`'s contract; alignments above what `malloc` guarantees go
+    // through `aligned_alloc`, as in `std`'s WASI allocator.
+    unsafe impl GlobalAlloc for LibcMalloc {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            // SAFETY: see the impl.
+            unsafe {
+                if layout.align() <= MIN_ALIGN && layout.align() <= layout.size() {
+                    malloc(layout.size())
+                } else {
+                    aligned_alloc(layout.align(), layout.size())
+                }
+            }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+            // SAFETY: `ptr` came from this allocator.
+            unsafe { free(ptr) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // SAFETY: `ptr` came from this allocator with `layout`.
+            unsafe {
+                if layout.align() <= MIN_ALIGN && layout.align() <= new_size {
+                    realloc(ptr, new_size)
+                } else {
+                    let new = self.alloc(Layout::from_size_align_unchecked(new_size, layout.align()));
+                    if !new.is_null() {
+                        core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                        free(ptr);
+                    }
+                    new
+                }
+            }
+        }
+    }
+
+    /// The canonical ABI's `cabi_realloc`, as wit-bindgen's runtime defines
+    /// it for targets whose `std` does not: a trap when memory runs out.
+    ///
+    /// # Safety
+    /// The canonical ABI's contract: `old` came from this function with
+    /// `old_len` and `align`.
+    pub unsafe fn cabi_realloc(old: *mut u8, old_len: usize, align: usize, new_len: usize) -> *mut u8 {
+        use alloc::alloc::{alloc, realloc};
+        // SAFETY: the canonical ABI passes a valid power-of-two `align`, and
+        // `old`/`old_len` from an earlier call.
+        let ptr = unsafe {
+            if old_len == 0 {
+                if new_len == 0 {
+                    return align as *mut u8;
+                }
+                alloc(Layout::from_size_align_unchecked(new_len, align))
+            } else {
+                realloc(old, Layout::from_size_align_unchecked(old_len, align), new_len)
+            }
+        };
+        if ptr.is_null() {
+            core::arch::wasm32::unreachable();
+        }
+        ptr
+    }
+}
 
 /// Bindings for the `rule` world: the [`rule::Guest`] trait a rule implements,
 /// and the host interfaces it may import.
@@ -200,6 +370,10 @@ pub mod secrets {
 /// Outbound HTTP, made by the host within the operator's grant. Broker world
 /// only.
 pub mod http {
+    use alloc::borrow::ToOwned;
+    use alloc::format;
+    use alloc::string::{String, ToString};
+
     pub use crate::broker::algobanana::plugin::http::{
         Header, HeaderValue, Method, Request, Response, SecretValue, send,
     };
@@ -248,6 +422,10 @@ pub mod http {
 /// and a JSON POST whose answer is mapped to [`types::NotifyError`]
 /// (429 and 5xx are `unavailable`, other non-2xx `rejected`).
 pub mod notify {
+    use alloc::format;
+    use alloc::string::{String, ToString};
+    use alloc::vec::Vec;
+
     use serde_json::Value;
 
     use crate::http::{self, Method, Request};
@@ -384,6 +562,8 @@ pub mod clock {
 /// # }
 /// ```
 pub mod kv {
+    use alloc::format;
+
     pub use crate::rule::algobanana::plugin::kv::{delete, get, list_keys, set};
     use crate::types::CapabilityError;
 

@@ -2,7 +2,9 @@
 //! [`rust_decimal::Decimal`], plus parsing helpers. No float is involved
 //! anywhere: `"0.1"` stays `0.1`.
 
-use std::str::FromStr;
+use alloc::borrow::ToOwned;
+use alloc::string::{String, ToString};
+use core::str::FromStr;
 
 pub use rust_decimal::Decimal;
 
@@ -22,8 +24,8 @@ pub enum MoneyError {
     NotANumber(String),
 }
 
-impl std::fmt::Display for MoneyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for MoneyError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::MantissaOverflow(v) => write!(
                 f,
@@ -35,7 +37,7 @@ impl std::fmt::Display for MoneyError {
     }
 }
 
-impl std::error::Error for MoneyError {}
+impl core::error::Error for MoneyError {}
 
 /// Converts a [`Decimal`] into the WIT record, exactly.
 ///

@@ -7,6 +7,9 @@
 // Timing statistics, not money: floats are fine here.
 #![allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
 
+// `parse.rs` is written for the `no_std` component, against `alloc`.
+extern crate alloc;
+
 use std::hint::black_box;
 use std::time::Duration;
 

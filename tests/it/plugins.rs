@@ -256,6 +256,39 @@ async fn panics() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The SDK's `no_std` runtime (`no_std_runtime!`, which every first-party
+/// plugin uses): a heap that grows past the initial memory through
+/// `realloc`, over-aligned blocks, and a panic that traps as with `std`.
+#[tokio::test]
+async fn no_std_rule() -> anyhow::Result<()> {
+    let host = with_rule("no-std-rule", NO_STD_RULE).start().await?;
+    let grown = host.alert("hostile", "text/plain", "grow 8").await?;
+    assert_eq!(grown.status, 200, "{}", String::from_utf8_lossy(&grown.body));
+    assert_eq!(grown.json()["orders"], json!([]));
+    let calls = calls_of(&host, "no-std-rule");
+    assert_eq!(calls[0].payload["outcome"], "ok");
+    let peak = calls[0].payload["memory_peak_bytes"].as_u64().unwrap();
+    assert!(peak >= 8 << 20, "8 MiB went through the heap: peak {peak} bytes");
+
+    let panicked = host.alert("hostile", "text/plain", "panic").await?;
+    assert_eq!(panicked.status, 500);
+    assert!(
+        panicked.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("crashed")
+    );
+    let calls = calls_of(&host, "no-std-rule");
+    assert_eq!(calls[1].outcome, "trap");
+    assert_eq!(calls[1].payload["outcome"], "trap:unreachable");
+
+    // A fresh instance after the trap: the heap starts over and works.
+    let again = host.alert("hostile", "text/plain", "grow 1").await?;
+    assert_eq!(again.status, 200, "{}", String::from_utf8_lossy(&again.body));
+    assert_still_serving(&host).await;
+    Ok(())
+}
+
 /// Snoop fixtures return `Ok([])` when they got nothing and a rule error
 /// starting with `LEAK` otherwise.
 async fn assert_got_nothing(host: &TestHost, plugin: &str) -> anyhow::Result<AuditRecord> {

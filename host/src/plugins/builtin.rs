@@ -70,3 +70,31 @@ pub const ALL: &[Builtin] = &[
 pub fn find(name: &str) -> Option<&'static Builtin> {
     ALL.iter().find(|b| b.name == name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first-party plugins are `no_std` (`no_std_runtime!` in the SDK):
+    /// their components import only the `algobanana:plugin` interfaces, no
+    /// WASI at all. A `std` import creeping back (a dependency with its
+    /// `std` feature on, a `println!`) fails here, naming it.
+    #[test]
+    fn built_in_plugins_import_nothing_but_the_algobanana_interfaces() {
+        let engine = wasmtime::Engine::default();
+        for b in ALL {
+            let component = wasmtime::component::Component::new(&engine, b.wasm).expect(b.name);
+            let foreign: Vec<String> = component
+                .component_type()
+                .imports(&engine)
+                .map(|(name, _)| name.to_owned())
+                .filter(|name| !name.starts_with("algobanana:plugin/"))
+                .collect();
+            assert!(
+                foreign.is_empty(),
+                "built-in `{}` imports {foreign:?}; first-party plugins are no_std and import no WASI",
+                b.name
+            );
+        }
+    }
+}

@@ -32,7 +32,10 @@ pub struct CallAudit {
 /// Store data for one plugin call.
 #[allow(missing_debug_implementations)]
 pub struct PluginState {
-    wasi: WasiCtx,
+    /// Built on the first WASI call: a component without WASI imports (the
+    /// first-party Rust plugins are `no_std`) never pays for its random
+    /// source and tables. What it grants is the same either way.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     /// Caps the sum of all memories and tables.
     pub limiter: TotalLimiter,
@@ -67,7 +70,7 @@ impl PluginState {
         audit: Option<CallAudit>,
     ) -> Self {
         Self {
-            wasi: deny_all_wasi(),
+            wasi: None,
             table: ResourceTable::new(),
             limiter,
             log,
@@ -159,7 +162,7 @@ pub fn deny_all_wasi() -> WasiCtx {
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(deny_all_wasi),
             table: &mut self.table,
         }
     }

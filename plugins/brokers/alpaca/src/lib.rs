@@ -15,6 +15,18 @@
 //! rate limited (the host never resends); 5xx, timeouts and connection
 //! failures while placing → ambiguous, so the host asks by client order id
 //! before doing anything else.
+//!
+//! `no_std`, like every first-party plugin (see
+//! `algobanana_plugin_sdk::no_std_runtime!`).
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
 
 use algobanana_plugin_sdk::broker::Guest;
 use algobanana_plugin_sdk::http::{self, Method, Request};
@@ -319,6 +331,7 @@ impl Guest for Alpaca {
 }
 
 export_broker!(Alpaca);
+algobanana_plugin_sdk::no_std_runtime!();
 
 algobanana_plugin_sdk::manifest!(
     r#"

@@ -18,6 +18,18 @@
 //! duplicate; -2013 / -2011 unknown order → not found; -1021 timestamp →
 //! unavailable; 429 / 418 → rate limited; other 4xx → invalid order; 5xx
 //! and timeouts while placing → ambiguous (the host asks by client order id).
+//!
+//! `no_std`, like every first-party plugin (see
+//! `algobanana_plugin_sdk::no_std_runtime!`).
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
 
 use algobanana_plugin_sdk::broker::Guest;
 use algobanana_plugin_sdk::http::{self, Method, Request};
@@ -331,6 +343,7 @@ impl Guest for Binance {
 }
 
 export_broker!(Binance);
+algobanana_plugin_sdk::no_std_runtime!();
 
 algobanana_plugin_sdk::manifest!(
     r#"

@@ -15,8 +15,18 @@
 //! Account settings (JSON object, all optional): `account_id` (default
 //! `"paper"`), `currency` (`"USD"`), `initial_cash` (`"100000"`),
 //! `allow_short` (`true`).
+//!
+//! `no_std`, like the default rule (see
+//! `algobanana_plugin_sdk::no_std_runtime!`).
+#![cfg_attr(not(test), no_std)]
 
-use std::collections::BTreeMap;
+extern crate alloc;
+
+use alloc::borrow::ToOwned;
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 
 use algobanana_plugin_sdk::broker::Guest;
 use algobanana_plugin_sdk::money::{self, Decimal};
@@ -422,6 +432,7 @@ impl Guest for Paper {
 }
 
 export_broker!(Paper);
+algobanana_plugin_sdk::no_std_runtime!();
 
 algobanana_plugin_sdk::manifest!(
     r#"

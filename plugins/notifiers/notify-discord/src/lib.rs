@@ -2,6 +2,16 @@
 //! secret holding the webhook URL (`https://discord.com/api/webhooks/ID/TOKEN`);
 //! optional `username`. Wire format: Discord "Execute Webhook", JSON
 //! `{"content": …, "username": …}`, 204 on success.
+//!
+//! `no_std`, like every first-party plugin (see
+//! `algobanana_plugin_sdk::no_std_runtime!`).
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
 
 use algobanana_plugin_sdk::export_notifier;
 use algobanana_plugin_sdk::http;
@@ -33,6 +43,7 @@ impl Guest for Notifier {
 }
 
 export_notifier!(Notifier);
+algobanana_plugin_sdk::no_std_runtime!();
 
 algobanana_plugin_sdk::manifest!(
     r#"

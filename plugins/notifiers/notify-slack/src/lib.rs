@@ -1,6 +1,16 @@
 //! Slack notifier. Settings: `webhook_secret`, the name of a granted secret
 //! holding the incoming-webhook URL (`https://hooks.slack.com/services/…`).
 //! Wire format: JSON `{"text": …}`; Slack answers 200 with the body `ok`.
+//!
+//! `no_std`, like every first-party plugin (see
+//! `algobanana_plugin_sdk::no_std_runtime!`).
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
 
 use algobanana_plugin_sdk::export_notifier;
 use algobanana_plugin_sdk::http;
@@ -28,6 +38,7 @@ impl Guest for Notifier {
 }
 
 export_notifier!(Notifier);
+algobanana_plugin_sdk::no_std_runtime!();
 
 algobanana_plugin_sdk::manifest!(
     r#"

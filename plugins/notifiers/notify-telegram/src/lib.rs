@@ -3,6 +3,17 @@
 //! `https://api.telegram.org`). Wire format: Bot API `POST
 //! /bot<token>/sendMessage` with JSON `{"chat_id": …, "text": …}`; the answer
 //! is `{"ok": true, "result": …}` or `{"ok": false, "description": …}`.
+//!
+//! `no_std`, like every first-party plugin (see
+//! `algobanana_plugin_sdk::no_std_runtime!`).
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
 
 use algobanana_plugin_sdk::export_notifier;
 use algobanana_plugin_sdk::http;
@@ -43,6 +54,7 @@ impl Guest for Notifier {
 }
 
 export_notifier!(Notifier);
+algobanana_plugin_sdk::no_std_runtime!();
 
 algobanana_plugin_sdk::manifest!(
     r#"

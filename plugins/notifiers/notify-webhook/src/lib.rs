@@ -2,6 +2,17 @@
 //! `url_secret` (a secret holding the whole URL); optional `signing_secret`
 //! (adds `X-Algobanana-Signature: sha256=<hex HMAC of the body>`) and
 //! `bearer_secret` (`Authorization: Bearer …`, filled by the host).
+//!
+//! `no_std`, like every first-party plugin (see
+//! `algobanana_plugin_sdk::no_std_runtime!`).
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 
 use algobanana_plugin_sdk::export_notifier;
 use algobanana_plugin_sdk::notifier::Guest;
@@ -50,6 +61,7 @@ impl Guest for Notifier {
 }
 
 export_notifier!(Notifier);
+algobanana_plugin_sdk::no_std_runtime!();
 
 algobanana_plugin_sdk::manifest!(
     r#"

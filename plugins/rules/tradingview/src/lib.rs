@@ -1,5 +1,15 @@
 //! The default rule plugin: TradingView / TradersPost-style JSON alerts and
 //! plain-text alerts into order intents. The parsing lives in `parse.rs`.
+//!
+//! `no_std`: the component imports nothing but `algobanana:plugin`, which
+//! makes each fresh instance cheaper to create (see
+//! `algobanana_plugin_sdk::no_std_runtime!`).
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec::Vec;
 
 use algobanana_plugin_sdk::export_rule;
 use algobanana_plugin_sdk::rule::Guest;
@@ -17,6 +27,7 @@ impl Guest for TradingView {
 }
 
 export_rule!(TradingView);
+algobanana_plugin_sdk::no_std_runtime!();
 
 algobanana_plugin_sdk::manifest!(
     r#"

@@ -9,6 +9,11 @@ use algobanana_plugin_sdk::money::{self, Decimal};
 use algobanana_plugin_sdk::types::{
     Decimal as WitDecimal, OrderIntent, OrderType, Portfolio, RuleError, Side, StopLimit, TimeInForce, TrailingStop,
 };
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec;
+use alloc::vec::Vec;
 use serde_json::{Map, Value};
 
 /// What a JSON alert looks like, quoted in error messages.
@@ -118,7 +123,7 @@ pub fn parse_alert(
     settings: &Settings,
     portfolio: Option<&Portfolio>,
 ) -> Result<Vec<OrderIntent>, RuleError> {
-    let text = std::str::from_utf8(body).map_err(|_| {
+    let text = core::str::from_utf8(body).map_err(|_| {
         RuleError::InvalidAlert(format!(
             "alert body is not UTF-8 text; expected JSON such as {JSON_EXAMPLE} or text such as {TEXT_EXAMPLE}"
         ))
