@@ -1,6 +1,8 @@
 //! Micro-benchmark: one call of the default tradingview rule as a fresh
 //! WebAssembly instance (the host's real path: new store, limits,
-//! instantiate from the cached `InstancePre`, evaluate, classify, drop)
+//! instantiate from the cached `InstancePre`, evaluate, classify, measure
+//! the output against its cap, drop; a second line adds rendering the output
+//! as the audit row's JSON, which an audited call does after the call)
 //! against the same parsing logic compiled natively, measured in the same
 //! run. Prints the ratio. Run: `cargo bench -p algobanana-tests --bench plugin_call`
 //! (`PLUGIN_CALL_ITERS=N` runs N wasm calls without criterion and prints the mean).
@@ -91,6 +93,16 @@ fn main() {
                 .unwrap()
         })
     });
+    // What an audited call adds on the alert path: the output rendered as
+    // the JSON of its `plugin.call` row (the call itself only measures it).
+    group.bench_function("wasm_fresh_instance_and_audit_json", |b| {
+        b.iter(|| {
+            let ex = rt
+                .block_on(app.registry.execute_rule(&plugin, black_box(&alert), "{}", None))
+                .unwrap();
+            black_box(ex.output())
+        })
+    });
     group.finish();
     c.final_summary();
 
@@ -102,6 +114,9 @@ fn main() {
         println!("| native parse | {:.3} µs |", native / 1e3);
         println!("| wasm fresh instance + evaluate | {:.3} µs |", wasm / 1e3);
         println!("| ratio wasm / native | {:.1}× |", wasm / native);
+        if let Some(rendered) = median("wasm_fresh_instance_and_audit_json") {
+            println!("| wasm + the audit row's output JSON | {:.3} µs |", rendered / 1e3);
+        }
     }
     drop(dir);
 }

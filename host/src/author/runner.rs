@@ -130,6 +130,7 @@ pub async fn run(run: TestRun, out: &mut (dyn Write + Send)) -> anyhow::Result<u
             .execute_rule(&plugin, &alert, &run.config, portfolio.as_ref())
             .await
             .context("plugin test runs rule plugins only")?;
+        let output = ex.output();
         let (outcome, detail) = match &ex.returned {
             Returned::Ok(v) => ("ok", json!(format!("{} order intent(s)", v.len()))),
             Returned::GuestError(e) => ("rule_error", json!(convert::rule_error(e).0)),
@@ -140,7 +141,7 @@ pub async fn run(run: TestRun, out: &mut (dyn Write + Send)) -> anyhow::Result<u
         };
         let mismatch = expected.as_ref().and_then(|e| {
             let want = &e[i];
-            (*want != ex.output).then(|| want.clone())
+            (*want != output).then(|| want.clone())
         });
         failed |= mismatch.is_some();
         let intents = match &ex.returned {
@@ -159,7 +160,7 @@ pub async fn run(run: TestRun, out: &mut (dyn Write + Send)) -> anyhow::Result<u
                 "content_type": content_type,
                 "outcome": outcome,
                 "detail": detail,
-                "output": ex.output,
+                "output": output,
                 "log": ex.stats.log,
                 "log_dropped": ex.stats.log_dropped,
                 "resources": usage,
@@ -168,16 +169,7 @@ pub async fn run(run: TestRun, out: &mut (dyn Write + Send)) -> anyhow::Result<u
             });
             writeln!(out, "{line}")?;
         } else {
-            print_text(
-                out,
-                path,
-                &content_type,
-                outcome,
-                &detail,
-                &ex.output,
-                &ex.stats,
-                &usage,
-            )?;
+            print_text(out, path, &content_type, outcome, &detail, &output, &ex.stats, &usage)?;
             if let Some(want) = &mismatch {
                 writeln!(out, "  MISMATCH: expected {want}")?;
             } else if expected.is_some() {

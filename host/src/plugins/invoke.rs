@@ -187,11 +187,20 @@ pub struct Execution<T, E> {
     pub returned: Returned<T, E>,
     /// Its resource use.
     pub stats: CallStats,
-    /// The output as JSON (null when it trapped).
-    pub output: Value,
 }
 
-type CallFuture<T> = Pin<Box<dyn Future<Output = (Store<PluginState>, wasmtime::Result<T>)> + Send>>;
+impl Execution<Vec<wit::OrderIntent>, wit::RuleError> {
+    /// The output as the audit row of an audited call would hold it (null
+    /// when it trapped). Built on demand: the call itself only measures it.
+    pub fn output(&self) -> Value {
+        rule_render(&self.returned)
+    }
+}
+
+/// A call in flight. It may borrow its arguments (`'a`): it is awaited in
+/// place, never spawned, so a rule's alert is lowered straight from the
+/// caller's copy.
+type CallFuture<'a, T> = Pin<Box<dyn Future<Output = (Store<PluginState>, wasmtime::Result<T>)> + Send + 'a>>;
 
 /// A broker export and its arguments.
 #[derive(Debug, Clone)]
@@ -330,7 +339,8 @@ impl Registry {
             call,
             audit,
             ctx,
-            rule_output(plugin.limits.max_intents),
+            rule_measure(plugin.limits.max_intents),
+            rule_render,
         )
         .await
     }
@@ -350,7 +360,7 @@ impl Registry {
         };
         let call = rule_call(pre, alert, config, portfolio);
         Ok(self
-            .execute(plugin, call, rule_output(plugin.limits.max_intents), None)
+            .execute(plugin, call, rule_measure(plugin.limits.max_intents), None)
             .await)
     }
 
@@ -371,7 +381,7 @@ impl Registry {
         let export = op.export();
         let input = op.input_json();
         let pre = pre.clone();
-        let call = move |mut store: Store<PluginState>| -> CallFuture<Result<BrokerReply, wit::BrokerError>> {
+        let call = move |mut store: Store<PluginState>| -> CallFuture<'static, Result<BrokerReply, wit::BrokerError>> {
             Box::pin(async move {
                 let result = async {
                     let b = pre.instantiate_prechecked(&mut store).await?;
@@ -414,15 +424,20 @@ impl Registry {
                 (store, result)
             })
         };
-        self.run(plugin, export, input, call, audit, ctx, |r| {
-            Ok(match r {
-                Ok(reply) => reply_json(reply),
-                Err(e) => {
-                    let (kind, message) = convert::broker_error(e);
-                    json!({ "error": { "kind": kind, "message": message } })
-                }
-            })
-        })
+        self.run(
+            plugin,
+            export,
+            input,
+            call,
+            audit,
+            ctx,
+            |r| Ok(json_len(&broker_json(r.as_ref()))),
+            |returned| match returned {
+                Returned::Ok(reply) => broker_json(Ok(reply)),
+                Returned::GuestError(e) => broker_json(Err(e)),
+                Returned::Trap(_) => Value::Null,
+            },
+        )
         .await
     }
 
@@ -449,7 +464,7 @@ impl Registry {
             "summary": notification.summary,
         });
         let pre = pre.clone();
-        let call = move |mut store: Store<PluginState>| -> CallFuture<Result<(), wit::NotifyError>> {
+        let call = move |mut store: Store<PluginState>| -> CallFuture<'static, Result<(), wit::NotifyError>> {
             Box::pin(async move {
                 let result = async {
                     let n = pre.instantiate_prechecked(&mut store).await?;
@@ -459,22 +474,32 @@ impl Registry {
                 (store, result)
             })
         };
-        self.run(plugin, "notify", input, call, audit, ctx, |r| {
-            Ok(match r {
-                Ok(()) => json!({ "sent": true }),
-                Err(e) => json!({ "error": format!("{e:?}") }),
-            })
-        })
+        self.run(
+            plugin,
+            "notify",
+            input,
+            call,
+            audit,
+            ctx,
+            |r| Ok(json_len(&notify_json(r.as_ref()))),
+            |returned| match returned {
+                Returned::Ok(()) => notify_json(Ok(&())),
+                Returned::GuestError(e) => notify_json(Err(e)),
+                Returned::Trap(_) => Value::Null,
+            },
+        )
         .await
     }
 
     /// The sandboxed call: a fresh store with the plugin's limits, the
     /// call, classification, and the kv commit on `ok`. Records nothing.
-    async fn execute<T, E>(
+    /// `measure` checks the result against the world's own limits and
+    /// returns the length of its JSON, which is held to `max_output_bytes`.
+    async fn execute<'a, T, E>(
         &self,
         plugin: &LoadedPlugin,
-        call: impl FnOnce(Store<PluginState>) -> CallFuture<Result<T, E>>,
-        output: impl FnOnce(&Result<T, E>) -> Result<Value, TrapCause>,
+        call: impl FnOnce(Store<PluginState>) -> CallFuture<'a, Result<T, E>>,
+        measure: impl FnOnce(&Result<T, E>) -> Result<usize, TrapCause>,
         audit: Option<CallAudit>,
     ) -> Execution<T, E> {
         let _permit = self.calls.acquire().await.ok();
@@ -540,7 +565,6 @@ impl Registry {
             ..CallStats::default()
         };
         let returned: Returned<T, E>;
-        let mut out_json = Value::Null;
         match finished {
             Err(_elapsed) => {
                 returned = Returned::Trap(TrapCause::Deadline {
@@ -561,10 +585,9 @@ impl Registry {
                 stats.denials = std::mem::take(&mut data.denials);
                 returned = match result {
                     Err(e) => Returned::Trap(classify(&e, data, budget, limits.fuel)),
-                    Ok(r) => match output(&r) {
+                    Ok(r) => match measure(&r) {
                         Err(cause) => Returned::Trap(cause),
-                        Ok(json) => {
-                            let size = json_len(&json);
+                        Ok(size) => {
                             stats.output_bytes = size;
                             if size > limits.max_output_bytes {
                                 Returned::Trap(TrapCause::OutputTooLarge {
@@ -572,7 +595,6 @@ impl Registry {
                                     actual: size,
                                 })
                             } else {
-                                out_json = json;
                                 match r {
                                     // Writes persist only when the export returns `ok`.
                                     Ok(v) => match data.kv.commit() {
@@ -595,24 +617,21 @@ impl Registry {
             }
         }
 
-        Execution {
-            returned,
-            stats,
-            output: out_json,
-        }
+        Execution { returned, stats }
     }
 
     /// [`Registry::execute`], then one `plugin.call` audit event.
     #[allow(clippy::too_many_arguments)]
-    async fn run<T, E>(
+    async fn run<'a, T, E>(
         &self,
         plugin: &LoadedPlugin,
         export: &'static str,
         input: Value,
-        call: impl FnOnce(Store<PluginState>) -> CallFuture<Result<T, E>>,
+        call: impl FnOnce(Store<PluginState>) -> CallFuture<'a, Result<T, E>>,
         audit: &AuditLog,
         ctx: &Context,
-        output: impl FnOnce(&Result<T, E>) -> Result<Value, TrapCause>,
+        measure: impl FnOnce(&Result<T, E>) -> Result<usize, TrapCause>,
+        render: impl FnOnce(&Returned<T, E>) -> Value,
     ) -> Result<Called<T, E>, CallError> {
         if self.is_disabled(&plugin.name) {
             audit
@@ -626,15 +645,11 @@ impl Registry {
             return Err(CallError::Disabled(plugin.name.to_string()));
         }
         let call_id = uuid::Uuid::now_v7().to_string();
-        let Execution {
-            returned,
-            mut stats,
-            output,
-        } = self
+        let Execution { returned, mut stats } = self
             .execute(
                 plugin,
                 call,
-                output,
+                measure,
                 Some(CallAudit {
                     log: audit.clone(),
                     ctx: ctx.clone(),
@@ -655,6 +670,7 @@ impl Registry {
             Returned::Trap(cause) => (Outcome::Trap, cause.code(), Some(cause.describe(&name))),
         };
         let kv_committed = matches!(returned, Returned::Ok(_)) && !stats.kv.keys_changed.is_empty();
+        let output = render(&returned);
         let event = AuditEvent::new(ActorKind::Plugin, plugin.actor_id(), action::PLUGIN_CALL, outcome)
             .resource(format!("plugin:{name}"))
             .context(ctx)
@@ -698,19 +714,17 @@ impl Registry {
 
 type RuleResult = Result<Vec<wit::OrderIntent>, wit::RuleError>;
 
-fn rule_call(
-    pre: &super::bindings::rule::RulePre<PluginState>,
-    alert: &wit::Alert,
-    config: &str,
-    portfolio: Option<&wit::Portfolio>,
-) -> impl FnOnce(Store<PluginState>) -> CallFuture<RuleResult> + use<> {
-    let (pre, alert, config, portfolio) = (pre.clone(), alert.clone(), config.to_owned(), portfolio.cloned());
-    move |mut store: Store<PluginState>| -> CallFuture<RuleResult> {
+fn rule_call<'a>(
+    pre: &'a super::bindings::rule::RulePre<PluginState>,
+    alert: &'a wit::Alert,
+    config: &'a str,
+    portfolio: Option<&'a wit::Portfolio>,
+) -> impl FnOnce(Store<PluginState>) -> CallFuture<'a, RuleResult> + use<'a> {
+    move |mut store: Store<PluginState>| -> CallFuture<'a, RuleResult> {
         Box::pin(async move {
             let result = async {
                 let rule = pre.instantiate_prechecked(&mut store).await?;
-                rule.call_evaluate(&mut store, &alert, &config, portfolio.as_ref())
-                    .await
+                rule.call_evaluate(&mut store, alert, config, portfolio).await
             }
             .await;
             (store, result)
@@ -718,22 +732,48 @@ fn rule_call(
     }
 }
 
-fn rule_output(max_intents: usize) -> impl FnOnce(&RuleResult) -> Result<Value, TrapCause> {
+/// A rule's limit on intents, then the length of its output, measured
+/// without building it (`convert::RuleOutputJson`).
+fn rule_measure(max_intents: usize) -> impl FnOnce(&RuleResult) -> Result<usize, TrapCause> {
     move |r| match r {
         Ok(intents) if intents.len() > max_intents => Err(TrapCause::TooManyIntents {
             limit: max_intents,
             actual: intents.len(),
         }),
-        Ok(intents) => Ok(Value::Array(intents.iter().map(convert::intent_json).collect())),
+        _ => Ok(json_len(&convert::RuleOutputJson(r.as_ref().map(Vec::as_slice)))),
+    }
+}
+
+/// A rule call's `output` for its audit row: null when it trapped.
+fn rule_render(returned: &Returned<Vec<wit::OrderIntent>, wit::RuleError>) -> Value {
+    match returned {
+        Returned::Ok(intents) => convert::rule_output_json(Ok(intents)),
+        Returned::GuestError(e) => convert::rule_output_json(Err(e)),
+        Returned::Trap(_) => Value::Null,
+    }
+}
+
+/// A broker call's `output`: the reply, or `{"error": {"kind", "message"}}`.
+fn broker_json(r: Result<&BrokerReply, &wit::BrokerError>) -> Value {
+    match r {
+        Ok(reply) => reply_json(reply),
         Err(e) => {
-            let (kind, message) = convert::rule_error(e);
-            Ok(json!({ "error": { "kind": kind, "message": message } }))
+            let (kind, message) = convert::broker_error(e);
+            json!({ "error": { "kind": kind, "message": message } })
         }
     }
 }
 
+/// A notifier call's `output`.
+fn notify_json(r: Result<&(), &wit::NotifyError>) -> Value {
+    match r {
+        Ok(()) => json!({ "sent": true }),
+        Err(e) => json!({ "error": format!("{e:?}") }),
+    }
+}
+
 /// The length of `v` serialised as compact JSON, without building the string.
-fn json_len(v: &Value) -> usize {
+fn json_len(v: &impl serde::Serialize) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
