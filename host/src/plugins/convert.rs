@@ -286,23 +286,25 @@ impl serde::Serialize for IntentJson<'_> {
         )?;
         m.serialize_entry("quantity", &DecimalJson(i.quantity))?;
         m.serialize_entry("order_type", &OrderTypeJson(i.order_type))?;
-        m.serialize_entry(
-            "time_in_force",
-            match i.time_in_force {
-                wit::TimeInForce::Day => "day",
-                wit::TimeInForce::Gtc => "gtc",
-                wit::TimeInForce::Ioc => "ioc",
-                wit::TimeInForce::Fok => "fok",
-                wit::TimeInForce::Opg => "opg",
-                wit::TimeInForce::Cls => "cls",
-            },
-        )?;
+        m.serialize_entry("time_in_force", time_in_force_name(i.time_in_force))?;
         m.serialize_entry("client_order_id", &i.client_order_id)?;
         m.serialize_entry("reduce_only", &i.reduce_only)?;
         m.serialize_entry("reference_price", &i.reference_price.map(DecimalJson))?;
         m.serialize_entry("take_profit", &i.take_profit.map(DecimalJson))?;
         m.serialize_entry("stop_loss", &i.stop_loss.map(DecimalJson))?;
         m.end()
+    }
+}
+
+/// A time in force as the audit rows name it.
+fn time_in_force_name(t: wit::TimeInForce) -> &'static str {
+    match t {
+        wit::TimeInForce::Day => "day",
+        wit::TimeInForce::Gtc => "gtc",
+        wit::TimeInForce::Ioc => "ioc",
+        wit::TimeInForce::Fok => "fok",
+        wit::TimeInForce::Opg => "opg",
+        wit::TimeInForce::Cls => "cls",
     }
 }
 
@@ -455,14 +457,7 @@ mod tests {
                 json!({ "type": "trailing_stop", "trail": decimal_json(t.trail), "percent": t.percent })
             }
         };
-        let tif = match i.time_in_force {
-            wit::TimeInForce::Day => "day",
-            wit::TimeInForce::Gtc => "gtc",
-            wit::TimeInForce::Ioc => "ioc",
-            wit::TimeInForce::Fok => "fok",
-            wit::TimeInForce::Opg => "opg",
-            wit::TimeInForce::Cls => "cls",
-        };
+        let tif = time_in_force_name(i.time_in_force);
         json!({
             "symbol": i.symbol,
             "side": match i.side { wit::Side::Buy => "buy", wit::Side::Sell => "sell" },
