@@ -152,7 +152,9 @@ impl PluginState {
 /// discarded, no TCP or UDP sockets and no name lookup. Clocks and random
 /// stay real (a plugin learns nothing from them it could not compute).
 /// Baseline WASI is linked at all only because guests import it whether or
-/// not they use it (Rust's std panic path imports `wasi:cli`).
+/// not they use it (a Rust plugin built with `std` imports `wasi:cli` for
+/// its panic path; Python imports all of WASI). First-party plugins are
+/// `no_std` and import none, so for them this is never built.
 pub fn deny_all_wasi() -> WasiCtx {
     let mut b = WasiCtx::builder();
     b.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
