@@ -97,8 +97,8 @@ pub mod money;
 /// (environment, exit, the standard streams and terminals) and `wasi:io`.
 /// The host links them to a deny-all context, but every fresh instance still
 /// builds their lowerings and two extra core instances that route them, which
-/// was about a third of instantiating the default rule
-/// (`docs/performance.md`, session 11). Without `std` the component imports
+/// was almost half of instantiating the default rule (6.8 → 3.8 µs,
+/// `docs/performance.md`, session 11). Without `std` the component imports
 /// only what the plugin uses of `algobanana:plugin`.
 ///
 /// What the plugin gives up: `std` itself (use `alloc::{string::String,
