@@ -334,6 +334,60 @@ async fn an_ambiguous_broker_failure_is_reconciled_by_client_order_id_never_rese
 }
 
 #[tokio::test]
+async fn a_broker_whose_kv_writes_cannot_be_saved_places_nothing_and_the_audit_shows_its_answer() -> anyhow::Result<()>
+{
+    let host = TestHost::start().await?;
+    // The state database refuses the paper broker's book writes, as a full
+    // or failing disk would, while everything else in it keeps working.
+    let conn = rusqlite::Connection::open(host.path().join("state.db"))?;
+    conn.execute_batch(
+        "CREATE TRIGGER kv_refuse_insert BEFORE INSERT ON plugin_kv BEGIN SELECT RAISE(ABORT, 'test: disk full'); END;
+         CREATE TRIGGER kv_refuse_update BEFORE UPDATE ON plugin_kv BEGIN SELECT RAISE(ABORT, 'test: disk full'); END;",
+    )?;
+    let o = order(&host, "buy 2 AAPL at 100").await?;
+    // The paper broker answered, but its book does not hold the order, so
+    // the host treats the placement as ambiguous, asks the broker, and
+    // finds it was never placed: rejected, not filled and not resent.
+    assert_eq!(o["outcome"], "rejected", "{o}");
+    assert!(o["reason"].as_str().unwrap().contains("never placed"), "{o}");
+    let place = host
+        .audit(&Filter {
+            action: Some("plugin.call".into()),
+            ..Filter::default()
+        })?
+        .into_iter()
+        .find(|e| e.payload["export"] == "place-order")
+        .expect("the placement is audited");
+    assert_eq!(place.outcome, "trap");
+    let p = &place.payload;
+    assert!(
+        p["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not save the plugin's kv writes"),
+        "{p}"
+    );
+    assert!(p["error"].as_str().unwrap().contains("test: disk full"), "{p}");
+    assert!(
+        p["error"].as_str().unwrap().contains("disk has space"),
+        "says what to do: {p}"
+    );
+    assert_eq!(p["kv"]["committed"], false, "{p}");
+    assert!(
+        p["output"]["status"] == "filled" && p["output"]["client_order_id"].is_string(),
+        "the row keeps what the plugin answered: {p}"
+    );
+    assert_eq!(place_calls(&host), 1, "never resent");
+
+    // Once the disk takes writes again, the next alert goes through.
+    conn.execute_batch("DROP TRIGGER kv_refuse_insert; DROP TRIGGER kv_refuse_update;")?;
+    assert_eq!(order(&host, "buy 2 AAPL at 100.5").await?["outcome"], "filled");
+    let states: Vec<OrderState> = host.app.orders.all(10)?.iter().map(|o| o.state).collect();
+    assert_eq!(states, [OrderState::Rejected, OrderState::Filled]);
+    Ok(())
+}
+
+#[tokio::test]
 async fn after_a_crash_orders_are_reconciled_and_unfinished_alerts_resume_once() -> anyhow::Result<()> {
     let host = TestHost::start().await?;
     let (dir, tokens) = host.stop().await;

@@ -187,13 +187,33 @@ pub struct Execution<T, E> {
     pub returned: Returned<T, E>,
     /// Its resource use.
     pub stats: CallStats,
+    /// What the export returned when the call became a trap only because
+    /// the host could not save its kv writes: kept for the audit row, so
+    /// the record shows what the plugin answered; never acted on.
+    pub unsaved: Option<T>,
+}
+
+impl<T, E> Execution<T, E> {
+    /// Renders the output for an audit row: the returned value, or the
+    /// unsaved one when the kv commit turned an `ok` into a trap.
+    fn render_with(self, render: impl FnOnce(&Returned<T, E>) -> Value) -> (Returned<T, E>, CallStats, Value) {
+        let output = match self.unsaved {
+            Some(v) if matches!(self.returned, Returned::Trap(_)) => render(&Returned::Ok(v)),
+            _ => render(&self.returned),
+        };
+        (self.returned, self.stats, output)
+    }
 }
 
 impl Execution<Vec<wit::OrderIntent>, wit::RuleError> {
     /// The output as the audit row of an audited call would hold it (null
-    /// when it trapped). Built on demand: the call itself only measures it.
+    /// when it trapped, unless only its kv writes failed to save). Built on
+    /// demand: the call itself only measures it.
     pub fn output(&self) -> Value {
-        rule_render(&self.returned)
+        match (&self.returned, &self.unsaved) {
+            (Returned::Trap(_), Some(intents)) => convert::rule_output_json(Ok(intents)),
+            _ => rule_render(&self.returned),
+        }
     }
 }
 
@@ -568,6 +588,7 @@ impl Registry {
             ..CallStats::default()
         };
         let returned: Returned<T, E>;
+        let mut unsaved = None;
         match finished {
             Err(_elapsed) => {
                 returned = Returned::Trap(TrapCause::Deadline {
@@ -604,8 +625,9 @@ impl Registry {
                                         Ok(()) => Returned::Ok(v),
                                         Err(e) => {
                                             tracing::error!(error = %e, plugin = %name, "kv commit failed");
+                                            unsaved = Some(v);
                                             Returned::Trap(TrapCause::Other(format!(
-                                                "the host could not save the plugin's kv writes: {e}"
+                                                "the host could not save the plugin's kv writes, so none were kept: {e}; check that the data directory's disk has space and `state.db` is writable"
                                             )))
                                         }
                                     },
@@ -620,7 +642,11 @@ impl Registry {
             }
         }
 
-        Execution { returned, stats }
+        Execution {
+            returned,
+            stats,
+            unsaved,
+        }
     }
 
     /// [`Registry::execute`], then one `plugin.call` audit event.
@@ -648,7 +674,7 @@ impl Registry {
             return Err(CallError::Disabled(plugin.name.to_string()));
         }
         let call_id = uuid::Uuid::now_v7().to_string();
-        let Execution { returned, mut stats } = self
+        let execution = self
             .execute(
                 plugin,
                 call,
@@ -662,6 +688,7 @@ impl Registry {
                 }),
             )
             .await;
+        let (returned, mut stats, output) = execution.render_with(render);
         let limits = plugin.limits;
         let name = plugin.name.to_string();
         for denial in std::mem::take(&mut stats.denials) {
@@ -673,7 +700,6 @@ impl Registry {
             Returned::Trap(cause) => (Outcome::Trap, cause.code(), Some(cause.describe(&name))),
         };
         let kv_committed = matches!(returned, Returned::Ok(_)) && !stats.kv.keys_changed.is_empty();
-        let output = render(&returned);
         let event = AuditEvent::new(ActorKind::Plugin, plugin.actor_id(), action::PLUGIN_CALL, outcome)
             .resource(format!("plugin:{name}"))
             .context(ctx)
