@@ -283,6 +283,16 @@ fn settle() -> Option<(u64, bool)> {
     Some((last, false))
 }
 
+/// "N audit commits per alert" since `before` (`AuditLog::commits`): each
+/// is one transaction and one fsync of the audit log, so fewer per alert
+/// means the writer groups more.
+fn commits_per_alert(host: &algobanana_tests::TestHost, before: u64, alerts: usize) -> String {
+    format!(
+        "{:.2} audit commits per alert",
+        host.app.audit.commits().saturating_sub(before) as f64 / alerts.max(1) as f64
+    )
+}
+
 /// "N KB per alert" over a run that began at `before` (after the host has
 /// settled), or a note that it cannot be told here.
 fn per_alert(before: Option<u64>, alerts: usize) -> String {
@@ -414,11 +424,13 @@ fn main() {
     }) {
         warm_up(&client, host.addr, &hook, rate, warmup);
         let before = written_bytes();
+        let commits = host.app.audit.commits();
         let steal = StealSampler::start(Instant::now() + Duration::from_millis(50));
         let (run, statuses) = client.block_on(fixed_rate(host.addr, hook.clone(), rate, seconds, 64));
         let steal = steal.stop();
+        let commits = commits_per_alert(&host, commits, run.requests);
         println!(
-            "{rate:.0}/s for {seconds} s after {warmup} s of warm-up: p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  statuses {statuses:?}  {}",
+            "{rate:.0}/s for {seconds} s after {warmup} s of warm-up: p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  statuses {statuses:?}  {commits}  {}",
             pct(&run.latencies, 0.5),
             pct(&run.latencies, 0.99),
             pct(&run.latencies, 0.999),
@@ -463,12 +475,14 @@ fn main() {
                 continue;
             }
             let before = written_bytes();
+            let commits = host.app.audit.commits();
             let run = client.block_on(load(addr, path, connections, seconds));
             let rps = run.requests as f64 / run.elapsed.as_secs_f64();
             // Includes what the run left for the host's idle time
             // (`settle`), which also keeps it out of the next round.
             let writes = if name == "algobanana" {
-                format!("  {}", per_alert(before, run.requests))
+                let commits = commits_per_alert(&host, commits, run.requests);
+                format!("  {commits}  {}", per_alert(before, run.requests))
             } else {
                 String::new()
             };
@@ -510,10 +524,12 @@ fn main() {
         let hook = host.hook("default");
         warm_up(&client, host.addr, &hook, rate, warmup);
         let before = written_bytes();
+        let commits = host.app.audit.commits();
         let steal = StealSampler::start(Instant::now() + Duration::from_millis(50));
         let (run, _) = client.block_on(fixed_rate(host.addr, hook.clone(), rate, seconds, 64));
         let stolen: u64 = steal.stop().values().sum();
-        let writes = per_alert(before, run.requests);
+        let commits = commits_per_alert(&host, commits, run.requests);
+        let writes = format!("{}, {commits}", per_alert(before, run.requests));
         servers.block_on(host.stop());
         warm_up(&client, base_addr, "/", rate, warmup);
         let (base, _) = client.block_on(fixed_rate(base_addr, "/".to_owned(), rate, seconds, 64));

@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -132,6 +133,7 @@ pub struct AuditLog {
 struct Inner {
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
     halted: Arc<Mutex<Option<String>>>,
+    commits: Arc<AtomicU64>,
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
     install_id: String,
@@ -281,9 +283,11 @@ impl AuditLog {
 
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let halted = Arc::new(Mutex::new(None));
+        let commits = Arc::new(AtomicU64::new(0));
         let mut writer = Writer {
             conn,
             rx,
+            commits: commits.clone(),
             next_seq,
             prev,
             halted: halted.clone(),
@@ -319,6 +323,7 @@ impl AuditLog {
             inner: Arc::new(Inner {
                 tx: Mutex::new(Some(tx)),
                 halted,
+                commits,
                 thread: Mutex::new(Some(thread)),
                 path: path.to_owned(),
                 install_id,
@@ -398,6 +403,12 @@ impl AuditLog {
         self.inner.halted.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Batches of events committed since the log was opened, each one
+    /// transaction and one fsync: the load bench prints them per alert.
+    pub fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
@@ -466,6 +477,8 @@ fn register_key(conn: &Connection, key: &AuditKey, key_path: &str) -> Result<(),
 pub(crate) struct Writer {
     pub(crate) conn: Connection,
     rx: mpsc::Receiver<Msg>,
+    /// Event batches committed (see [`AuditLog::commits`]).
+    commits: Arc<AtomicU64>,
     pub(crate) next_seq: u64,
     pub(crate) prev: Hash,
     halted: Arc<Mutex<Option<String>>>,
@@ -648,6 +661,7 @@ impl Writer {
         let n = events.len() as u64;
         match self.commit(events) {
             Ok(first_seq) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
                 for (i, reply) in replies.into_iter().enumerate() {
                     let _ = reply.send(Ok(first_seq + i as u64));
                 }
@@ -868,5 +882,39 @@ impl Writer {
         let seq = self.commit(vec![event])?;
         self.unsigned += 1;
         Ok(seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{ActorKind, Outcome, action};
+
+    fn event(n: usize) -> AuditEvent {
+        AuditEvent::new(ActorKind::System, "test", action::CONFIG_CHANGED, Outcome::Success)
+            .payload(serde_json::json!({ "n": n }))
+    }
+
+    #[tokio::test]
+    async fn commits_counts_transactions_not_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("audit.db"), AuditOptions::default()).unwrap();
+        let start = log.commits();
+        for n in 0..3 {
+            log.record(event(n)).await.unwrap();
+        }
+        assert_eq!(log.commits(), start + 3, "each awaited event was its own commit");
+
+        // Queued faster than one fsync: the writer groups them.
+        let mut receipts = Vec::new();
+        for n in 0..200 {
+            receipts.push(log.append(event(n)).await.unwrap());
+        }
+        for r in receipts {
+            r.committed().await.unwrap();
+        }
+        let grouped = log.commits() - start - 3;
+        assert!((1..200).contains(&grouped), "{grouped} commits for 200 queued events");
+        log.close();
     }
 }
