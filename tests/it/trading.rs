@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use algobanana::audit::query::Filter;
+use algobanana::audit::query::{AuditRecord, Filter};
 use algobanana::cli::{Cli, run};
 use algobanana::trading::orders::OrderState;
 use algobanana_tests::plugins::*;
@@ -35,15 +35,20 @@ fn sent_orders(host: &TestHost) -> usize {
     host.app.orders.all(10_000).unwrap().iter().filter(|o| o.sent).count()
 }
 
-fn place_calls(host: &TestHost) -> usize {
+/// The audited calls of one broker export, oldest first.
+fn calls(host: &TestHost, export: &str) -> Vec<AuditRecord> {
     host.audit(&Filter {
         action: Some("plugin.call".into()),
         ..Filter::default()
     })
     .unwrap()
-    .iter()
-    .filter(|e| e.payload["export"] == "place-order")
-    .count()
+    .into_iter()
+    .filter(|e| e.payload["export"] == export)
+    .collect()
+}
+
+fn place_calls(host: &TestHost) -> usize {
+    calls(host, "place-order").len()
 }
 
 #[tokio::test]
@@ -319,15 +324,7 @@ async fn an_ambiguous_broker_failure_is_reconciled_by_client_order_id_never_rese
         "{o}"
     );
     assert_eq!(place_calls(&host), 2, "one placement each, no retry");
-    let gets = host
-        .audit(&Filter {
-            action: Some("plugin.call".into()),
-            ..Filter::default()
-        })?
-        .into_iter()
-        .filter(|e| e.payload["export"] == "get-order")
-        .count();
-    assert_eq!(gets, 2);
+    assert_eq!(calls(&host, "get-order").len(), 2);
     let states: Vec<OrderState> = host.app.orders.all(10)?.iter().map(|o| o.state).collect();
     assert_eq!(states, [OrderState::Filled, OrderState::Rejected]);
     Ok(())
@@ -350,13 +347,9 @@ async fn a_broker_whose_kv_writes_cannot_be_saved_places_nothing_and_the_audit_s
     // finds it was never placed: rejected, not filled and not resent.
     assert_eq!(o["outcome"], "rejected", "{o}");
     assert!(o["reason"].as_str().unwrap().contains("never placed"), "{o}");
-    let place = host
-        .audit(&Filter {
-            action: Some("plugin.call".into()),
-            ..Filter::default()
-        })?
+    let place = calls(&host, "place-order")
         .into_iter()
-        .find(|e| e.payload["export"] == "place-order")
+        .next()
         .expect("the placement is audited");
     assert_eq!(place.outcome, "trap");
     let p = &place.payload;
