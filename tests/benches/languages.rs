@@ -118,7 +118,8 @@ fn compile_time(source: &str) -> Duration {
         fuel: false,
         max_memory_bytes: 64 << 20,
     })
-    .unwrap();
+    .unwrap()
+    .0;
     let started = Instant::now();
     black_box(engine.precompile_component(&bytes).unwrap());
     started.elapsed()

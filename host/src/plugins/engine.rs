@@ -1,14 +1,27 @@
 //! The shared wasmtime [`Engine`]: component model, pooling allocator sized
-//! for our concurrency, epoch interruption driven by a 1 ms ticker, and fuel
-//! metering when any plugin asks for it.
+//! for our concurrency, epoch interruption driven by a 1 ms ticker that
+//! sleeps while no call runs, and fuel metering when any plugin asks for it.
 
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// One epoch tick. Deadlines are counted in ticks by the per-store callback.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// After this many ticks with no call running, the ticker sleeps until the
+/// next call starts ([`Ticker::running`]): an idle host would otherwise wake
+/// a thousand times a second for nothing. A tenth of a second of ticks
+/// first, so that calls arriving more often than that never wait for the
+/// ticker to wake.
+pub const PARK_AFTER_IDLE_TICKS: u32 = 100;
+
+/// A sleeping ticker still wakes this often to notice that its engine has
+/// been dropped, and then ends.
+const PARKED_CHECK: Duration = Duration::from_secs(1);
 
 /// Plugin calls that may run at once. The pool below is sized from it, and
 /// callers wait for a slot instead of failing when it is full.
@@ -29,12 +42,13 @@ pub struct EngineSettings {
     pub max_memory_bytes: usize,
 }
 
-/// Builds the engine and starts its epoch ticker.
+/// Builds the engine and starts its epoch ticker. Every guest call must run
+/// inside [`Ticker::running`], or the ticker may be asleep while it runs.
 ///
 /// # Errors
 /// When wasmtime rejects the configuration (for example, when the machine
 /// cannot reserve the pool's virtual memory).
-pub fn build(settings: EngineSettings) -> wasmtime::Result<Engine> {
+pub fn build(settings: EngineSettings) -> wasmtime::Result<(Engine, Arc<Ticker>)> {
     let mut pool = PoolingAllocationConfig::default();
     // A Rust component instantiates about 3 core instances and 1–2 memories;
     // JS and Python ones more. Sized for MAX_CONCURRENT_CALLS calls at once.
@@ -75,19 +89,91 @@ pub fn build(settings: EngineSettings) -> wasmtime::Result<Engine> {
         .concurrency_support(false)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&config)?;
-    start_ticker(&engine);
-    Ok(engine)
+    let ticker = Arc::new(Ticker::default());
+    start_ticker(&engine, ticker.clone());
+    Ok((engine, ticker))
 }
 
-/// Increments the engine's epoch every [`EPOCH_TICK`] until the engine is
+/// The epoch ticker's state: how many calls run, and whether it sleeps.
+#[derive(Debug, Default)]
+pub struct Ticker {
+    active: AtomicUsize,
+    parked: AtomicBool,
+    ticks: AtomicU64,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+/// A guest call in progress: the ticker ticks while one exists.
+#[derive(Debug)]
+pub struct Running<'a>(&'a Ticker);
+
+impl Ticker {
+    /// Marks a call as running until the guard drops, waking the ticker if
+    /// it sleeps. Costs two atomic operations while the ticker is awake.
+    pub fn running(&self) -> Running<'_> {
+        // SeqCst pairs with the ticker's store of `parked` and load of
+        // `active`: either this sees `parked` and wakes it, or the ticker
+        // sees this call before it sleeps.
+        self.active.fetch_add(1, Ordering::SeqCst);
+        if self.parked.load(Ordering::SeqCst) {
+            let _held = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            self.wake.notify_one();
+        }
+        Running(self)
+    }
+
+    /// Epoch increments so far.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    /// Whether the ticker sleeps (no call for [`PARK_AFTER_IDLE_TICKS`]).
+    pub fn is_parked(&self) -> bool {
+        self.parked.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Increments the engine's epoch every [`EPOCH_TICK`] while calls run, and
+/// for [`PARK_AFTER_IDLE_TICKS`] after the last one, until the engine is
 /// dropped (the thread holds only a weak reference).
-fn start_ticker(engine: &Engine) {
+fn start_ticker(engine: &Engine, ticker: Arc<Ticker>) {
     let weak = engine.weak();
     let spawned = std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+        let mut idle = 0u32;
         while let Some(engine) = weak.upgrade() {
             engine.increment_epoch();
             drop(engine);
+            ticker.ticks.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(EPOCH_TICK);
+            if ticker.active.load(Ordering::SeqCst) > 0 {
+                idle = 0;
+                continue;
+            }
+            idle += 1;
+            if idle < PARK_AFTER_IDLE_TICKS {
+                continue;
+            }
+            idle = 0;
+            let mut held = ticker.lock.lock().unwrap_or_else(PoisonError::into_inner);
+            ticker.parked.store(true, Ordering::SeqCst);
+            while ticker.active.load(Ordering::SeqCst) == 0 {
+                let (h, waited) = ticker
+                    .wake
+                    .wait_timeout(held, PARKED_CHECK)
+                    .unwrap_or_else(PoisonError::into_inner);
+                held = h;
+                if waited.timed_out() && weak.upgrade().is_none() {
+                    return;
+                }
+            }
+            ticker.parked.store(false, Ordering::SeqCst);
         }
     });
     if let Err(e) = spawned {
@@ -103,4 +189,46 @@ pub fn compatibility_key(engine: &Engine) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     format!("{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    /// Polls `f` for up to 10 s.
+    fn within(f: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    #[test]
+    fn the_ticker_sleeps_while_no_call_runs_and_ticks_while_one_does() {
+        let (engine, ticker) = build(EngineSettings {
+            fuel: false,
+            max_memory_bytes: 1 << 20,
+        })
+        .unwrap();
+        assert!(within(|| ticker.is_parked()), "idle: it goes to sleep");
+        let asleep = ticker.ticks();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(ticker.ticks(), asleep, "no ticks while asleep");
+
+        let call = ticker.running();
+        assert!(within(|| ticker.ticks() >= asleep + 20), "a call wakes it");
+        assert!(!ticker.is_parked());
+        // Longer than the idle allowance: a long call keeps it awake.
+        std::thread::sleep(EPOCH_TICK * (PARK_AFTER_IDLE_TICKS + 50));
+        assert!(!ticker.is_parked(), "never asleep while a call runs");
+        drop(call);
+        assert!(within(|| ticker.is_parked()), "asleep again after the call");
+        drop(engine);
+    }
 }

@@ -530,6 +530,9 @@ impl Registry {
             Some(m) => Some(m.lock().await),
             None => None,
         };
+        // The epoch ticker runs while any call does; a sleeping one is woken
+        // here, before the guest starts.
+        let _running = self.ticker.running();
         let limits = plugin.limits;
         let name = plugin.name.to_string();
         let state = PluginState::new(

@@ -222,6 +222,8 @@ impl LoadedPlugin {
 #[derive(Debug)]
 pub struct Registry {
     pub(crate) engine: Engine,
+    /// Ticks the engine's epoch while calls run (see [`engine::Ticker`]).
+    pub(crate) ticker: Arc<engine::Ticker>,
     pub(crate) db: StateDb,
     pub(crate) fuel: bool,
     pub(crate) calls: Arc<tokio::sync::Semaphore>,
@@ -254,7 +256,7 @@ impl Registry {
         resolver: Option<Arc<dyn Resolver>>,
     ) -> Result<Self, PluginError> {
         let settings = engine_settings(config.plugins.values());
-        let engine = engine::build(settings).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let (engine, ticker) = engine::build(settings).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let cache = Cache::open(cache_dir, &engine)?;
         let mut plugins = HashMap::new();
         for (name, pc) in &config.plugins {
@@ -264,6 +266,7 @@ impl Registry {
         }
         Ok(Self {
             engine,
+            ticker,
             db,
             fuel: settings.fuel,
             calls: Arc::new(tokio::sync::Semaphore::new(engine::MAX_CONCURRENT_CALLS)),
