@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use algobanana::audit::query::{AuditRecord, Filter};
 use algobanana_tests::plugins::*;
-use algobanana_tests::{HostBuilder, TestHost};
+use algobanana_tests::{HostBuilder, TestHost, eventually};
 use serde_json::json;
 
 macro_rules! assert_test_exists {
@@ -199,6 +199,13 @@ async fn loop_forever() -> anyhow::Result<()> {
         .limit("deadline_ms", 50)
         .start()
         .await?;
+    // The first call starts with the epoch ticker asleep (no call for 100
+    // ticks); it must wake and count the deadline, not leave it to the
+    // wall-clock guard (4 × 50 ms + 1 s).
+    eventually(Duration::from_secs(10), || {
+        host.app.registry.ticker().is_parked().then_some(())
+    })
+    .await?;
     let started = std::time::Instant::now();
     let reply = host.alert("hostile", "text/plain", "buy 1 AAPL").await?;
     let elapsed = started.elapsed();
@@ -217,7 +224,11 @@ async fn loop_forever() -> anyhow::Result<()> {
     let calls = calls_of(&host, "loop-forever");
     assert_eq!(calls[0].outcome, "trap");
     assert_eq!(calls[0].payload["outcome"], "trap:deadline");
-    assert!(calls[0].payload["duration_us"].as_u64().unwrap() >= 50_000);
+    let ran = calls[0].payload["duration_us"].as_u64().unwrap();
+    assert!(
+        (50_000..500_000).contains(&ran),
+        "stopped by its epoch deadline, not the wall-clock guard: {ran} µs"
+    );
     assert_still_serving(&host).await;
     // A fresh instance each call: the next call traps the same way, cleanly.
     assert_eq!(host.alert("hostile", "text/plain", "x").await?.status, 500);

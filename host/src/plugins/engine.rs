@@ -49,6 +49,10 @@ pub struct EngineSettings {
 /// When wasmtime rejects the configuration (for example, when the machine
 /// cannot reserve the pool's virtual memory).
 pub fn build(settings: EngineSettings) -> wasmtime::Result<(Engine, Arc<Ticker>)> {
+    build_with(settings, PARKED_CHECK)
+}
+
+fn build_with(settings: EngineSettings, parked_check: Duration) -> wasmtime::Result<(Engine, Arc<Ticker>)> {
     let mut pool = PoolingAllocationConfig::default();
     // A Rust component instantiates about 3 core instances and 1–2 memories;
     // JS and Python ones more. Sized for MAX_CONCURRENT_CALLS calls at once.
@@ -90,7 +94,7 @@ pub fn build(settings: EngineSettings) -> wasmtime::Result<(Engine, Arc<Ticker>)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     let engine = Engine::new(&config)?;
     let ticker = Arc::new(Ticker::default());
-    start_ticker(&engine, ticker.clone());
+    start_ticker(&engine, ticker.clone(), parked_check);
     Ok((engine, ticker))
 }
 
@@ -143,7 +147,7 @@ impl Drop for Running<'_> {
 /// Increments the engine's epoch every [`EPOCH_TICK`] while calls run, and
 /// for [`PARK_AFTER_IDLE_TICKS`] after the last one, until the engine is
 /// dropped (the thread holds only a weak reference).
-fn start_ticker(engine: &Engine, ticker: Arc<Ticker>) {
+fn start_ticker(engine: &Engine, ticker: Arc<Ticker>, parked_check: Duration) {
     let weak = engine.weak();
     let spawned = std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
         let mut idle = 0u32;
@@ -166,7 +170,7 @@ fn start_ticker(engine: &Engine, ticker: Arc<Ticker>) {
             while ticker.active.load(Ordering::SeqCst) == 0 {
                 let (h, waited) = ticker
                     .wake
-                    .wait_timeout(held, PARKED_CHECK)
+                    .wait_timeout(held, parked_check)
                     .unwrap_or_else(PoisonError::into_inner);
                 held = h;
                 if waited.timed_out() && weak.upgrade().is_none() {
@@ -211,10 +215,15 @@ mod tests {
 
     #[test]
     fn the_ticker_sleeps_while_no_call_runs_and_ticks_while_one_does() {
-        let (engine, ticker) = build(EngineSettings {
-            fuel: false,
-            max_memory_bytes: 1 << 20,
-        })
+        // Asleep, it would check its engine only every ten minutes: only the
+        // wake-up in `running` can get it ticking again within the test.
+        let (engine, ticker) = build_with(
+            EngineSettings {
+                fuel: false,
+                max_memory_bytes: 1 << 20,
+            },
+            Duration::from_secs(600),
+        )
         .unwrap();
         assert!(within(|| ticker.is_parked()), "idle: it goes to sleep");
         let asleep = ticker.ticks();

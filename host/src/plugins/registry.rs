@@ -244,6 +244,11 @@ impl Registry {
         Self::load_with(config, db, cache_dir, None)
     }
 
+    /// The engine's epoch ticker (asleep while no call runs).
+    pub fn ticker(&self) -> &engine::Ticker {
+        &self.ticker
+    }
+
     /// [`Registry::load`] with another resolver for outbound HTTP (tests map
     /// names to local addresses with it).
     ///
