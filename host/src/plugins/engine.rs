@@ -12,11 +12,11 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 /// One epoch tick. Deadlines are counted in ticks by the per-store callback.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
-/// After this many ticks with no call running, the ticker sleeps until the
-/// next call starts ([`Ticker::running`]): an idle host would otherwise wake
-/// a thousand times a second for nothing. A tenth of a second of ticks
-/// first, so that calls arriving more often than that never wait for the
-/// ticker to wake.
+/// After this many ticks in which no call ran or started, the ticker sleeps
+/// until the next call starts ([`Ticker::running`]): an idle host would
+/// otherwise wake a thousand times a second for nothing. A tenth of a
+/// second of ticks first, so that calls arriving more often than that never
+/// wait for the ticker to wake.
 pub const PARK_AFTER_IDLE_TICKS: u32 = 100;
 
 /// A sleeping ticker still wakes this often to notice that its engine has
@@ -102,6 +102,8 @@ fn build_with(settings: EngineSettings, parked_check: Duration) -> wasmtime::Res
 #[derive(Debug, Default)]
 pub struct Ticker {
     active: AtomicUsize,
+    /// Calls started so far: a call shorter than a tick is still seen.
+    started: AtomicU64,
     parked: AtomicBool,
     ticks: AtomicU64,
     lock: Mutex<()>,
@@ -114,8 +116,9 @@ pub struct Running<'a>(&'a Ticker);
 
 impl Ticker {
     /// Marks a call as running until the guard drops, waking the ticker if
-    /// it sleeps. Costs two atomic operations while the ticker is awake.
+    /// it sleeps. Costs three atomic operations while the ticker is awake.
     pub fn running(&self) -> Running<'_> {
+        self.started.fetch_add(1, Ordering::SeqCst);
         // SeqCst pairs with the ticker's store of `parked` and load of
         // `active`: either this sees `parked` and wakes it, or the ticker
         // sees this call before it sleeps.
@@ -145,18 +148,21 @@ impl Drop for Running<'_> {
 }
 
 /// Increments the engine's epoch every [`EPOCH_TICK`] while calls run, and
-/// for [`PARK_AFTER_IDLE_TICKS`] after the last one, until the engine is
+/// for [`PARK_AFTER_IDLE_TICKS`] after the last one started or ended, until the engine is
 /// dropped (the thread holds only a weak reference).
 fn start_ticker(engine: &Engine, ticker: Arc<Ticker>, parked_check: Duration) {
     let weak = engine.weak();
     let spawned = std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
         let mut idle = 0u32;
+        let mut seen = 0u64;
         while let Some(engine) = weak.upgrade() {
             engine.increment_epoch();
             drop(engine);
             ticker.ticks.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(EPOCH_TICK);
-            if ticker.active.load(Ordering::SeqCst) > 0 {
+            let started = ticker.started.load(Ordering::SeqCst);
+            if ticker.active.load(Ordering::SeqCst) > 0 || started != seen {
+                seen = started;
                 idle = 0;
                 continue;
             }
@@ -167,7 +173,9 @@ fn start_ticker(engine: &Engine, ticker: Arc<Ticker>, parked_check: Duration) {
             idle = 0;
             let mut held = ticker.lock.lock().unwrap_or_else(PoisonError::into_inner);
             ticker.parked.store(true, Ordering::SeqCst);
-            while ticker.active.load(Ordering::SeqCst) == 0 {
+            // A call that started and ended before this thread woke still
+            // counts: the ticker wakes for it and stays awake after it.
+            while ticker.active.load(Ordering::SeqCst) == 0 && ticker.started.load(Ordering::SeqCst) == seen {
                 let (h, waited) = ticker
                     .wake
                     .wait_timeout(held, parked_check)
@@ -238,6 +246,24 @@ mod tests {
         assert!(!ticker.is_parked(), "never asleep while a call runs");
         drop(call);
         assert!(within(|| ticker.is_parked()), "asleep again after the call");
+        let asleep = ticker.ticks();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(ticker.ticks(), asleep, "and stays asleep");
+
+        // Calls far shorter than a tick, every 20 ms: the gaps never add
+        // up to the idle allowance, so it stays awake between them.
+        for i in 0..15 {
+            drop(ticker.running());
+            std::thread::sleep(Duration::from_millis(20));
+            if i > 0 {
+                assert!(!ticker.is_parked(), "asleep between calls 20 ms apart (call {i})");
+            }
+        }
+        // And asleep once they stop.
+        assert!(within(|| ticker.is_parked()));
+        let asleep = ticker.ticks();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(ticker.ticks(), asleep, "asleep after the short calls");
         drop(engine);
     }
 }
