@@ -27,7 +27,10 @@
 //! after the warm-up and prints where the requests over the p99 were, for
 //! finding stalls, each window with the CPU time the hypervisor stole in
 //! it: `steal` of `/proc/stat`; a stall with time stolen is the machine's;
-//! LOAD_WARMUP=S sets the warm-up, 0 for none).
+//! LOAD_WARMUP=S sets the warm-up, 0 for none). `LOAD_RATE` also prints
+//! where the alerts' time went, stage by stage, read from the audit log's
+//! event times (median, and the slowest 1 %); LOAD_KEEP=1 keeps the host's
+//! data directory for more of that and prints where it is.
 // Timing statistics, not money: floats are fine here.
 #![allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
 
@@ -363,6 +366,77 @@ impl StealSampler {
     }
 }
 
+/// Where the alerts' time went, from the audit log alone: each alert's
+/// events (one correlation id) in commit order, and the time between one
+/// event's creation and the next one's. A `plugin.call` event is created
+/// when the call has ended, so its gap holds whatever the alert waited for
+/// before the call (an awaited commit, the broker's lock) and the call.
+/// Prints the median of every gap over all alerts with the most common
+/// sequence of events, and the mean over the slowest 1 % of them.
+fn stages(audit_db: &std::path::Path) {
+    let conn = match rusqlite::Connection::open_with_flags(audit_db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) {
+        Ok(c) => c,
+        Err(e) => return println!("no stage breakdown: cannot open {}: {e}", audit_db.display()),
+    };
+    let rows: Vec<(String, i64, String)> = match conn
+        .prepare(
+            "SELECT correlation_id, ts_ns, action || coalesce(' ' || json_extract(payload, '$.export'), '')
+             FROM audit_event WHERE correlation_id IS NOT NULL ORDER BY seq",
+        )
+        .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
+    {
+        Ok(rows) => rows,
+        Err(e) => return println!("no stage breakdown: {e}"),
+    };
+    let mut alerts = std::collections::HashMap::<String, (Vec<String>, Vec<i64>)>::new();
+    for (id, ts, label) in rows {
+        let a = alerts.entry(id).or_default();
+        a.0.push(label);
+        a.1.push(ts);
+    }
+    let mut shapes = std::collections::HashMap::<&[String], usize>::new();
+    for (labels, _) in alerts.values() {
+        *shapes.entry(labels.as_slice()).or_default() += 1;
+    }
+    let Some((shape, _)) = shapes.into_iter().max_by_key(|(_, n)| *n) else {
+        return;
+    };
+    let shape = shape.to_vec();
+    // (total, gaps) in µs, for the alerts of the common shape.
+    let mut timed: Vec<(f64, Vec<f64>)> = alerts
+        .values()
+        .filter(|(labels, _)| *labels == shape)
+        .map(|(_, ts)| {
+            let gaps: Vec<f64> = ts.windows(2).map(|w| (w[1] - w[0]) as f64 / 1e3).collect();
+            (gaps.iter().sum(), gaps)
+        })
+        .collect();
+    timed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let slow = &timed[timed.len() - (timed.len() / 100).max(1)..];
+    let median = |i: Option<usize>| {
+        let mut v: Vec<f64> = timed.iter().map(|(t, g)| i.map_or(*t, |i| g[i])).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mean = |i: Option<usize>| slow.iter().map(|(t, g)| i.map_or(*t, |i| g[i])).sum::<f64>() / slow.len() as f64;
+    println!(
+        "where the time went, from the audit events' times ({} alerts; from each event's creation to the next one's):",
+        timed.len()
+    );
+    println!("| from → to | median µs | slowest 1 %, mean µs |");
+    println!("|---|---|---|");
+    for (i, pair) in shape.windows(2).enumerate() {
+        println!(
+            "| {} → {} | {:.0} | {:.0} |",
+            pair[0],
+            pair[1],
+            median(Some(i)),
+            mean(Some(i))
+        );
+    }
+    println!("| first → last event | {:.0} | {:.0} |", median(None), mean(None));
+}
+
 fn pct(l: &[Duration], p: f64) -> f64 {
     if l.is_empty() {
         return 0.0;
@@ -459,7 +533,11 @@ fn main() {
         }
         let total: u64 = steal.values().sum();
         println!("CPU time stolen by the hypervisor during the run: {total} ms in all");
-        servers.block_on(host.stop());
+        let (dir, _) = servers.block_on(host.stop());
+        stages(&dir.path().join("audit.db"));
+        if std::env::var_os("LOAD_KEEP").is_some() {
+            println!("data directory kept: {}", dir.keep().display());
+        }
         return;
     }
 
