@@ -371,9 +371,10 @@ impl StealSampler {
 /// event's creation and the next one's. A `plugin.call` event is created
 /// when the call has ended, so its gap holds whatever the alert waited for
 /// before the call (an awaited commit, the broker's lock) and the call.
-/// Prints the median of every gap over all alerts with the most common
-/// sequence of events, and the mean over the slowest 1 % of them.
-fn stages(audit_db: &std::path::Path) {
+/// Prints the median of every gap over the alerts received from `since_ns`
+/// on (the measured run, not its warm-up) with the most common sequence of
+/// events, and the mean over the slowest 1 % of them.
+fn stages(audit_db: &std::path::Path, since_ns: i64) {
     let conn = match rusqlite::Connection::open_with_flags(audit_db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) {
         Ok(c) => c,
         Err(e) => return println!("no stage breakdown: cannot open {}: {e}", audit_db.display()),
@@ -394,6 +395,7 @@ fn stages(audit_db: &std::path::Path) {
         a.0.push(label);
         a.1.push(ts);
     }
+    alerts.retain(|_, (_, ts)| ts.first().is_some_and(|&t| t >= since_ns));
     let mut shapes = std::collections::HashMap::<&[String], usize>::new();
     for (labels, _) in alerts.values() {
         *shapes.entry(labels.as_slice()).or_default() += 1;
@@ -499,6 +501,7 @@ fn main() {
         warm_up(&client, host.addr, &hook, rate, warmup);
         let before = written_bytes();
         let commits = host.app.audit.commits();
+        let measured_from = algobanana::audit::now_ns();
         let steal = StealSampler::start(Instant::now() + Duration::from_millis(50));
         let (run, statuses) = client.block_on(fixed_rate(host.addr, hook.clone(), rate, seconds, 64));
         let steal = steal.stop();
@@ -534,7 +537,7 @@ fn main() {
         let total: u64 = steal.values().sum();
         println!("CPU time stolen by the hypervisor during the run: {total} ms in all");
         let (dir, _) = servers.block_on(host.stop());
-        stages(&dir.path().join("audit.db"));
+        stages(&dir.path().join("audit.db"), measured_from);
         if std::env::var_os("LOAD_KEEP").is_some() {
             println!("data directory kept: {}", dir.keep().display());
         }
