@@ -6,13 +6,17 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+
 use crate::app::App;
 use crate::audit::{ActorKind, AuditError, AuditEvent, Context, Outcome, Receipt, action};
+use crate::capabilities::broker_view::BrokerView;
 use crate::config::RouteConfig;
 use crate::domain::ids::{AlertId, ClientOrderId, RouteName};
 use crate::domain::order::{OrderAck, OrderIntent, OrderStatus};
 use crate::plugins::bindings::types as wit;
-use crate::plugins::invoke::{BrokerCall, BrokerReply, Returned};
+use crate::plugins::invoke::{BrokerCall, BrokerReply, Called, Returned};
+use crate::plugins::manifest::PortfolioMode;
 use crate::plugins::{CallError, convert};
 use crate::trading::orders::{NewOrder, OrderState};
 use crate::trading::risk::{self, KillSwitch, Rail, Snapshot};
@@ -220,7 +224,11 @@ pub async fn accept(app: &App, incoming: &IncomingAlert) -> Result<(Accepted, Re
 /// # Errors
 /// [`PipelineError`] when the alert could not be recorded or processed at
 /// all; plugin failures are part of the report, not errors.
-pub async fn process(app: &App, route: &RouteConfig, incoming: IncomingAlert) -> Result<AlertReport, PipelineError> {
+pub async fn process(
+    app: &Arc<App>,
+    route: &RouteConfig,
+    incoming: IncomingAlert,
+) -> Result<AlertReport, PipelineError> {
     let (accepted, intake) = accept(app, &incoming).await?;
     intake.committed().await?;
     run(app, route, accepted, incoming).await
@@ -255,7 +263,7 @@ fn payload_time_ns(body: &[u8]) -> Option<i64> {
 /// # Errors
 /// [`PipelineError`] when the alert could not be processed at all.
 pub async fn run(
-    app: &App,
+    app: &Arc<App>,
     route: &RouteConfig,
     accepted: Accepted,
     incoming: IncomingAlert,
@@ -317,11 +325,26 @@ pub async fn run(
     let rule_config = route.rule_config.to_string();
     // The account as the broker sees it, for position-aware actions and
     // sizing; `None` when the broker cannot say (the rule then refuses what
-    // needs it).
-    let portfolio = portfolio_of(app, &broker, &route.broker_settings.to_string(), &ctx).await?;
+    // needs it). Fetched now, or only if the rule asks for it (its
+    // manifest's `portfolio = "on-request"`): two broker calls, and with a
+    // live broker two API round trips, that most alerts do not need.
+    let settings = route.broker_settings.to_string();
+    let view = match rule.portfolio_mode() {
+        PortfolioMode::BeforeCall => BrokerView::Known(portfolio_of(app, &broker, &settings, &ctx, Slot::Own).await?),
+        PortfolioMode::OnRequest => {
+            let (app, broker, ctx) = (Arc::clone(app), Arc::clone(&broker), ctx.clone());
+            BrokerView::OnRequest(Box::new(move || {
+                Box::pin(async move {
+                    portfolio_of(&app, &broker, &settings, &ctx, Slot::ForRule)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }))
+        }
+    };
     let called = app
         .registry
-        .call_rule(&rule, &alert, &rule_config, portfolio.as_ref(), &app.audit, &ctx)
+        .call_rule(&rule, &alert, &rule_config, view, &app.audit, &ctx)
         .await?;
     let mut last: Receipt = called.receipt;
 
@@ -421,7 +444,7 @@ async fn finish(
 ///
 /// # Errors
 /// [`PipelineError`] when the store or the audit fails.
-pub async fn resume_unfinished(app: &App) -> Result<usize, PipelineError> {
+pub async fn resume_unfinished(app: &Arc<App>) -> Result<usize, PipelineError> {
     let mut n = 0;
     for a in app.state.unfinished_alerts()? {
         let (Ok(alert_id), Some((route_name, route))) = (
@@ -494,6 +517,29 @@ fn order_outcome(status: OrderStatus) -> (OrderOutcome, OrderState) {
     }
 }
 
+/// Whose call slot a broker call takes (see
+/// [`crate::plugins::Registry::call_broker_for_rule`]).
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// Its own: the pipeline calls the broker.
+    Own,
+    /// A rule call waits for it (`broker-view`).
+    ForRule,
+}
+
+async fn broker_call(
+    app: &App,
+    broker: &crate::plugins::LoadedPlugin,
+    op: BrokerCall,
+    ctx: &Context,
+    slot: Slot,
+) -> Result<Called<BrokerReply, wit::BrokerError>, PipelineError> {
+    Ok(match slot {
+        Slot::Own => app.registry.call_broker(broker, op, &app.audit, ctx).await?,
+        Slot::ForRule => app.registry.call_broker_for_rule(broker, op, &app.audit, ctx).await?,
+    })
+}
+
 /// The account's positions as the broker reports them (`None`: it could
 /// not say).
 async fn positions(
@@ -501,18 +547,18 @@ async fn positions(
     broker: &crate::plugins::LoadedPlugin,
     settings: &str,
     ctx: &Context,
+    slot: Slot,
 ) -> Result<Option<Vec<wit::Position>>, PipelineError> {
-    let called = app
-        .registry
-        .call_broker(
-            broker,
-            BrokerCall::Positions {
-                settings: settings.to_owned(),
-            },
-            &app.audit,
-            ctx,
-        )
-        .await?;
+    let called = broker_call(
+        app,
+        broker,
+        BrokerCall::Positions {
+            settings: settings.to_owned(),
+        },
+        ctx,
+        slot,
+    )
+    .await?;
     Ok(match called.returned {
         Returned::Ok(BrokerReply::Positions(ps)) => Some(ps),
         _ => None,
@@ -525,21 +571,21 @@ async fn portfolio_of(
     broker: &crate::plugins::LoadedPlugin,
     settings: &str,
     ctx: &Context,
+    slot: Slot,
 ) -> Result<Option<wit::Portfolio>, PipelineError> {
-    let Some(positions) = positions(app, broker, settings, ctx).await? else {
+    let Some(positions) = positions(app, broker, settings, ctx, slot).await? else {
         return Ok(None);
     };
-    let account = app
-        .registry
-        .call_broker(
-            broker,
-            BrokerCall::Account {
-                settings: settings.to_owned(),
-            },
-            &app.audit,
-            ctx,
-        )
-        .await?;
+    let account = broker_call(
+        app,
+        broker,
+        BrokerCall::Account {
+            settings: settings.to_owned(),
+        },
+        ctx,
+        slot,
+    )
+    .await?;
     let Returned::Ok(BrokerReply::Account(account)) = account.returned else {
         return Ok(None);
     };
@@ -554,7 +600,7 @@ async fn position_of(
     symbol: &str,
     ctx: &Context,
 ) -> Result<Option<rust_decimal::Decimal>, PipelineError> {
-    let Some(ps) = positions(app, broker, settings, ctx).await? else {
+    let Some(ps) = positions(app, broker, settings, ctx, Slot::Own).await? else {
         return Ok(None);
     };
     let mut total = Some(rust_decimal::Decimal::ZERO);

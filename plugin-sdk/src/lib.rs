@@ -10,7 +10,8 @@
 //! - exact conversions between the WIT [`types::Decimal`] and
 //!   [`rust_decimal::Decimal`] (money never passes through a float), in
 //!   [`money`];
-//! - small wrappers over the host capabilities: [`log`], [`clock`] and [`kv`];
+//! - small wrappers over the host capabilities: [`log`], [`clock`] and [`kv`],
+//!   and, for rules, the route account's portfolio on request ([`broker_view`]);
 //! - the export macros [`export_rule!`] and [`export_broker!`];
 //! - [`no_std_runtime!`], for plugins built without `std`, whose components
 //!   import no WASI at all and are cheaper to instantiate.
@@ -292,9 +293,13 @@ pub mod broker {
 /// ```toml
 /// name = "alpaca"
 /// version = "0.1.0"
-/// world = "broker"            # rule | broker
+/// world = "broker"            # rule | broker | notifier
 /// wit = "0.1.0"               # the algobanana:plugin version it targets
 /// description = "Alpaca Trading API v2"
+/// # portfolio = "on-request"  # rules only: fetch the route account's
+/// #                           # portfolio only when the rule calls
+/// #                           # broker_view::get_portfolio (default
+/// #                           # "before-call": before every evaluate)
 ///
 /// [requests]                  # what the operator is asked to grant
 /// kv = true
@@ -309,6 +314,7 @@ pub mod broker {
 /// world = "rule"
 /// wit = "0.1.0"
 /// description = "Buys one share of whatever the alert names"
+/// portfolio = "on-request"
 /// "#);
 /// ```
 #[macro_export]
@@ -544,6 +550,33 @@ pub mod clock {
     pub fn now_ns() -> u64 {
         crate::rule::algobanana::plugin::clock::now()
     }
+}
+
+/// The route account's positions and balances, for a rule that needs them
+/// on some alerts only (closing or reversing a position, sizing from
+/// equity). Rule world only.
+///
+/// With `portfolio = "on-request"` in its manifest, a rule gets none as
+/// `evaluate`'s `portfolio` argument, and the host asks the route's broker
+/// (two audited calls; two API round trips with a live broker) only when
+/// the rule calls [`broker_view::get_portfolio`](get_portfolio), once per
+/// `evaluate` however often it is called. Without it, the host fetches the
+/// portfolio before every call and this returns the same.
+///
+/// ```no_run
+/// use algobanana_plugin_sdk::broker_view;
+/// # fn main() -> Result<(), algobanana_plugin_sdk::types::CapabilityError> {
+/// let portfolio = broker_view::get_portfolio()?;
+/// let held = portfolio.positions.iter().filter(|p| p.symbol == "AAPL").count();
+/// # let _ = held;
+/// # Ok(())
+/// # }
+/// ```
+pub mod broker_view {
+    /// The route account's portfolio: `unavailable` (with the reason) when
+    /// the broker could not report it or did not within the rule's
+    /// deadline.
+    pub use crate::rule::algobanana::plugin::broker_view::get_portfolio;
 }
 
 /// The plugin's private, persistent key-value namespace, with JSON helpers.

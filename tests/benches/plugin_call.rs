@@ -45,7 +45,16 @@ fn main() {
     };
     // Sanity: both paths produce one intent.
     let settings = parse::settings("{}").unwrap();
-    assert_eq!(parse::parse_alert(ALERT.as_bytes(), &settings, None).unwrap().len(), 1);
+    assert_eq!(
+        parse::parse_alert(
+            ALERT.as_bytes(),
+            &settings,
+            &mut None::<&algobanana_plugin_sdk::types::Portfolio>
+        )
+        .unwrap()
+        .len(),
+        1
+    );
     let ex = rt
         .block_on(app.registry.execute_rule(&plugin, &alert, "{}", None))
         .unwrap();
@@ -85,7 +94,14 @@ fn main() {
         .measurement_time(Duration::from_secs(5));
     let mut group = c.benchmark_group("tradingview_evaluate");
     group.bench_function("native", |b| {
-        b.iter(|| parse::parse_alert(black_box(ALERT.as_bytes()), &settings, None).unwrap())
+        b.iter(|| {
+            parse::parse_alert(
+                black_box(ALERT.as_bytes()),
+                &settings,
+                &mut None::<&algobanana_plugin_sdk::types::Portfolio>,
+            )
+            .unwrap()
+        })
     });
     group.bench_function("wasm_fresh_instance", |b| {
         b.iter(|| {

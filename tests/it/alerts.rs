@@ -56,8 +56,6 @@ async fn json_alert_fills_on_paper_and_every_step_is_audited() -> anyhow::Result
             "alert.received",
             "plugin.call",
             "plugin.call",
-            "plugin.call",
-            "plugin.call",
             "risk.decision",
             "order.intent",
             "plugin.call",
@@ -76,11 +74,11 @@ async fn json_alert_fills_on_paper_and_every_step_is_audited() -> anyhow::Result
     assert_eq!(received.payload["body"]["text"], JSON_ALERT);
     assert_eq!(received.payload["content_type"], "application/json");
 
-    // The rule sees the account: positions and balances first.
-    assert_eq!(events[1].payload["export"], "positions");
-    assert_eq!(events[2].payload["export"], "account");
-    let rule = &events[3];
-    assert_eq!(rule.payload["input"]["portfolio"]["account"]["cash"], "100000");
+    // A plain buy needs no portfolio, and the rule asks for it only on
+    // request (its manifest), so the host did not ask the broker first.
+    let rule = &events[1];
+    assert_eq!(rule.payload["input"]["portfolio"], "on-request");
+    assert_eq!(rule.payload["capabilities"], json!([]), "it never asked");
     assert_eq!(rule.actor_kind, "plugin");
     assert_eq!(rule.actor_id, "tradingview@0.1.0");
     assert_eq!(rule.outcome, "success");
@@ -105,30 +103,30 @@ async fn json_alert_fills_on_paper_and_every_step_is_audited() -> anyhow::Result
     assert!(p["memory_peak_bytes"].as_u64().unwrap() > 0);
     assert_eq!(p["limits"]["deadline_ms"], 100);
 
-    let positions = &events[4];
+    let positions = &events[2];
     assert_eq!(
         positions.payload["export"], "positions",
         "the rails ask the broker first"
     );
-    let risk = &events[5];
+    let risk = &events[3];
     assert_eq!(risk.outcome, "allow");
     assert_eq!(risk.payload["allowed"], true);
     assert_eq!(risk.payload["position"], "0");
     assert_eq!(risk.payload["kill_switch"], "off");
 
-    let intent = &events[6];
+    let intent = &events[4];
     assert_eq!(intent.outcome, "allow");
     assert_eq!(intent.resource.as_deref(), Some("order:sig-001"));
     assert_eq!(intent.payload["intent"]["quantity"], "10");
 
-    let broker = &events[7];
+    let broker = &events[5];
     assert_eq!(broker.actor_id, "paper@0.1.0");
     assert_eq!(broker.payload["export"], "place-order");
     assert_eq!(broker.payload["input"]["client_order_id"], "sig-001");
     assert_eq!(broker.payload["output"]["status"], "filled");
     assert_eq!(broker.payload["kv"]["committed"], true);
 
-    let done = &events[8];
+    let done = &events[6];
     assert_eq!(done.outcome, "success");
     assert_eq!(done.payload["orders"][0]["outcome"], "filled");
     // The order row and its one transition.
@@ -162,7 +160,7 @@ async fn text_alert_with_limit_price_fills_at_the_reference_price() -> anyhow::R
     assert!(coid.starts_with("ab-") && coid.len() == 29, "derived id: {coid}");
     let events = host.audit_of(body["alert_id"].as_str().unwrap())?;
     assert_eq!(
-        events[3].payload["input"]["alert"]["body"]["text"],
+        events[1].payload["input"]["alert"]["body"]["text"],
         "sell 0.5 BTCUSD at 64250 limit"
     );
     Ok(())

@@ -389,5 +389,27 @@ async fn a_changed_component_keeps_its_grant_only_if_it_requests_nothing_more() 
         .unwrap_err()
         .to_string();
     assert!(err.contains("its manifest says world `broker`"), "{err}");
+
+    // `portfolio` is a rule's setting: a broker's manifest with it is
+    // refused. (A component without a manifest, given one.)
+    let dir = tempfile::tempdir()?;
+    let mut bytes = std::fs::read(NO_STD_RULE)?;
+    bytes.extend(algobanana_tests::custom_section::custom_section(
+        "algobanana-manifest",
+        b"name = \"b\"\nversion = \"0.1.0\"\nworld = \"broker\"\nwit = \"0.1.0\"\nportfolio = \"on-request\"\n",
+    ));
+    let path = dir.path().join("b.wasm");
+    std::fs::write(&path, bytes)?;
+    let err = HostBuilder::new()
+        .plugin("b", path.to_str().unwrap(), "broker")
+        .route("b", "tradingview", "b")
+        .start()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("its manifest sets `portfolio`, which only rules have"),
+        "{err}"
+    );
     Ok(())
 }

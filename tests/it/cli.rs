@@ -41,11 +41,11 @@ async fn audit_search_prints_json_lines_and_a_table() -> anyhow::Result<()> {
     let lines: Vec<serde_json::Value> = out.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
     assert_eq!(
         lines.len(),
-        9,
-        "received, positions, account, rule, positions, risk, intent, place-order, processed"
+        7,
+        "received, rule, positions, risk, intent, place-order, processed"
     );
-    assert_eq!(lines[3]["action"], "plugin.call");
-    assert_eq!(lines[3]["payload"]["output"][0]["symbol"], "AMD");
+    assert_eq!(lines[1]["action"], "plugin.call");
+    assert_eq!(lines[1]["payload"]["output"][0]["symbol"], "AMD");
     let (_, table) = cli(&["audit", "search", "--data-dir", &data, "--action", "order.*"]).await?;
     assert!(table.lines().next().unwrap().contains("ACTION"));
     assert!(table.contains("order.intent"));

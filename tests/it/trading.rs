@@ -674,3 +674,152 @@ async fn past_the_daily_loss_limit_only_exits_pass() -> anyhow::Result<()> {
     assert_eq!(exit["intent"]["quantity"], "5");
     Ok(())
 }
+
+/// The exports of an alert's plugin calls, in audit order.
+fn exports_of(host: &TestHost, alert_id: &str) -> Vec<String> {
+    host.audit_of(alert_id)
+        .unwrap()
+        .iter()
+        .filter(|e| e.action == "plugin.call")
+        .map(|e| e.payload["export"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// `portfolio = "on-request"` (the tradingview rule's manifest): a plain
+/// buy makes no portfolio calls before the rule; an alert that needs the
+/// account (equity sizing, then the position it reverses) makes one
+/// `positions` and one `account` call however often the rule asks, both
+/// audited under the alert and counted in the rule's own row.
+#[tokio::test]
+async fn the_rule_asks_for_the_portfolio_only_on_the_alerts_that_need_it() -> anyhow::Result<()> {
+    let host = HostBuilder::new().start().await?;
+    let buy = host.alert("default", "text/plain", "buy 10 AAPL at 190").await?.json();
+    assert_eq!(buy["orders"][0]["outcome"], "filled", "{buy}");
+    let id = buy["alert_id"].as_str().unwrap();
+    assert_eq!(
+        exports_of(&host, id),
+        ["evaluate", "positions", "place-order"],
+        "only the rails' position check asks the broker"
+    );
+
+    let reverse = host
+        .alert(
+            "default",
+            "application/json",
+            r#"{"ticker":"AAPL","action":"reverse","percentOfEquity":"1","price":"200"}"#,
+        )
+        .await?
+        .json();
+    let orders = reverse["orders"].as_array().unwrap();
+    assert_eq!(orders.len(), 2, "{reverse}");
+    assert_eq!(orders[0]["intent"]["quantity"], "10", "closes the 10 long: {reverse}");
+    // The rule sized the alert from the account's equity first, then
+    // reversed the position's own size (no explicit quantity): two uses of
+    // the portfolio, one fetch.
+    assert_eq!(orders[1]["intent"]["quantity"], "10", "{reverse}");
+    let id = reverse["alert_id"].as_str().unwrap();
+    let exports = exports_of(&host, id);
+    assert_eq!(
+        exports[..3],
+        ["positions", "account", "evaluate"],
+        "fetched once, during the rule's call (whose row is written when it ends)"
+    );
+    let events = host.audit_of(id)?;
+    let rule = events.iter().find(|e| e.payload["export"] == "evaluate").unwrap();
+    assert_eq!(rule.payload["input"]["portfolio"], "on-request");
+    let asked = rule.payload["capabilities"].as_array().unwrap();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0]["action"], "broker-view.get-portfolio");
+    assert_eq!(asked[0]["fetched"], true);
+    assert_eq!(asked[0]["ok"], true);
+    for e in events.iter().filter(|e| e.action == "plugin.call") {
+        assert_eq!(e.correlation_id.as_deref(), Some(id), "{e:?}");
+    }
+    Ok(())
+}
+
+/// A rule without the setting gets the portfolio as `evaluate`'s argument,
+/// fetched before the call, and `get-portfolio` answers the same without
+/// asking the broker again.
+#[tokio::test]
+async fn a_rule_without_the_setting_gets_the_portfolio_before_the_call() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .plugin("nostd", NO_STD_RULE, "rule")
+        .route("nostd", "nostd", "paper")
+        .start()
+        .await?;
+    let reply = host.alert("nostd", "text/plain", "portfolio").await?.json();
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(message.contains("arg=100000 asked=100000 again=100000"), "{reply}");
+    let id = reply["alert_id"].as_str().unwrap();
+    assert_eq!(exports_of(&host, id), ["positions", "account", "evaluate"]);
+    Ok(())
+}
+
+/// A broker that does not answer within the rule's deadline: the rule gets
+/// `unavailable` (and refuses the alert with a reason), while the broker's
+/// call, which the host runs as a task of its own, still ends at its own
+/// deadline and is audited.
+#[tokio::test]
+async fn a_portfolio_that_does_not_come_in_time_is_refused_and_the_broker_call_is_still_audited() -> anyhow::Result<()>
+{
+    let host = HostBuilder::new()
+        .plugin("tv", "builtin:tradingview", "rule")
+        .limit("deadline_ms", 50)
+        .plugin("probe", HTTP_PROBE, "broker")
+        .limit("deadline_ms", 300)
+        .grant("http = [\"http://127.0.0.1:9\"]\nallow_loopback = true\nsecrets = [\"k\"]\n")
+        .route("probe", "tv", "probe")
+        .broker_settings(json!({ "spin_positions": true }))
+        .toml("[secrets.k]\nvalue = \"v\"\n")
+        .start()
+        .await?;
+    let started = std::time::Instant::now();
+    let reply = host.alert("probe", "text/plain", "exit AAPL at 100").await?;
+    assert_eq!(reply.status, 422, "{}", String::from_utf8_lossy(&reply.body));
+    let body = reply.json();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("needs the account's positions")
+            && message.contains("did not report the account within this rule's deadline"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(290),
+        "the rule did not wait for the broker's deadline: {:?}",
+        started.elapsed()
+    );
+    let id = body["alert_id"].as_str().unwrap().to_owned();
+    let positions = eventually(Duration::from_secs(10), || {
+        calls(&host, "positions")
+            .into_iter()
+            .find(|c| c.correlation_id.as_deref() == Some(id.as_str()))
+    })
+    .await?;
+    assert_eq!(positions.payload["outcome"], "trap:deadline", "{positions:?}");
+    assert_eq!(place_calls(&host), 0);
+    Ok(())
+}
+
+/// More rules waiting for the portfolio than there are call slots: the
+/// broker calls they wait for have slots of their own, so every alert is
+/// answered (with a shared slot pool they would wait on each other until
+/// the deadline).
+#[tokio::test]
+async fn rules_waiting_for_the_portfolio_never_starve_the_broker_calls() -> anyhow::Result<()> {
+    let host = std::sync::Arc::new(HostBuilder::new().start().await?);
+    let n = algobanana::plugins::engine::MAX_CONCURRENT_CALLS * 2;
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let host = host.clone();
+            tokio::spawn(async move { host.alert("default", "text/plain", &format!("exit SYM{i} at 10")).await })
+        })
+        .collect();
+    for t in tasks {
+        let r = t.await??;
+        let body = r.json();
+        assert_eq!(r.status, 200, "{body}");
+        assert_eq!(body["orders"], json!([]), "flat: nothing to close: {body}");
+    }
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! Security failures are never traps: the guest receives a typed
 //! [`CapabilityError`] and the host records the event.
 
+pub mod broker_view;
 pub mod clock;
 pub mod http;
 pub mod kv;

@@ -47,7 +47,11 @@ pub mod rule {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "algobanana:plugin/rule",
-        imports: { default: trappable },
+        // The portfolio may wait for two broker calls.
+        imports: {
+            "algobanana:plugin/broker-view.get-portfolio": async | trappable,
+            default: trappable,
+        },
         exports: { default: async },
         trappable_error_type: {
             "algobanana:plugin/types.capability-error" => crate::capabilities::CapabilityError,
@@ -115,4 +119,4 @@ pub mod notifier {
 }
 
 pub use broker::algobanana::plugin::{http, secrets};
-pub use rule::algobanana::plugin::{clock, kv, log, types};
+pub use rule::algobanana::plugin::{broker_view, clock, kv, log, types};

@@ -55,13 +55,17 @@ pub fn build(settings: EngineSettings) -> wasmtime::Result<(Engine, Arc<Ticker>)
 fn build_with(settings: EngineSettings, parked_check: Duration) -> wasmtime::Result<(Engine, Arc<Ticker>)> {
     let mut pool = PoolingAllocationConfig::default();
     // A Rust component instantiates about 3 core instances and 1–2 memories;
-    // JS and Python ones more. Sized for MAX_CONCURRENT_CALLS calls at once.
+    // JS and Python ones more. Sized for MAX_CONCURRENT_CALLS calls at once,
+    // plus as many broker calls that rules wait for (`broker-view`, which
+    // has a second pool of call slots): instances and stacks, which every
+    // call needs one of, have room for both with a margin; the per-instance
+    // counts below were already sized with one.
     let calls = u32::try_from(MAX_CONCURRENT_CALLS).unwrap_or(64);
-    pool.total_component_instances(calls * 2)
+    pool.total_component_instances(calls * 3)
         .total_core_instances(calls * 16)
         .total_memories(calls * 4)
         .total_tables(calls * 16)
-        .total_stacks(calls * 2)
+        .total_stacks(calls * 3)
         .max_core_instances_per_component(32)
         .max_memories_per_component(8)
         .max_tables_per_component(32)

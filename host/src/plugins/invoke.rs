@@ -14,9 +14,11 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use super::bindings::types as wit;
 use super::convert;
 use super::limiter::TotalLimiter;
+use super::manifest::PortfolioMode;
 use super::registry::{LoadedPlugin, Pre, Registry};
 use super::state::{CallAudit, PluginState};
 use crate::audit::{ActorKind, AuditError, AuditEvent, AuditLog, Context, Outcome, Receipt, action};
+use crate::capabilities::broker_view::BrokerView;
 use crate::capabilities::http::HttpState;
 use crate::capabilities::kv::{KvQuotas, KvState, KvSummary};
 use crate::capabilities::log::{LogLine, LogState};
@@ -31,6 +33,16 @@ pub const HOST_GRACE: Duration = Duration::from_millis(50);
 /// HTTP has its own timeouts inside the budget).
 pub fn wall_guard(budget: Duration) -> Duration {
     budget.saturating_mul(4) + Duration::from_secs(1) + HOST_GRACE
+}
+
+/// Which pool of call slots a call waits in (see
+/// [`Registry::call_broker_for_rule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Every call but the ones below.
+    Top,
+    /// A broker call that a running rule call waits for.
+    Nested,
 }
 
 /// Why a call did not return normally.
@@ -336,7 +348,7 @@ impl Registry {
         plugin: &LoadedPlugin,
         alert: &wit::Alert,
         config: &str,
-        portfolio: Option<&wit::Portfolio>,
+        view: BrokerView,
         audit: &AuditLog,
         ctx: &Context,
     ) -> Result<Called<Vec<wit::OrderIntent>, wit::RuleError>, CallError> {
@@ -346,12 +358,15 @@ impl Registry {
         let input = json!({
             "alert": convert::alert_json(alert),
             "config": serde_json::from_str::<Value>(config).unwrap_or(Value::String(config.to_owned())),
-            "portfolio": portfolio.map(|p| json!({
-                "positions": p.positions.iter().map(convert::position_json).collect::<Vec<_>>(),
-                "account": convert::account_json(&p.account),
-            })),
+            "portfolio": match &view {
+                BrokerView::OnRequest(_) => Value::String("on-request".into()),
+                _ => view.known().map_or(Value::Null, |p| json!({
+                    "positions": p.positions.iter().map(convert::position_json).collect::<Vec<_>>(),
+                    "account": convert::account_json(&p.account),
+                })),
+            },
         });
-        let call = rule_call(pre, alert, config, portfolio);
+        let call = rule_call(pre, alert, config, view, plugin.portfolio_mode());
         self.run(
             plugin,
             "evaluate",
@@ -359,6 +374,7 @@ impl Registry {
             call,
             audit,
             ctx,
+            Slot::Top,
             rule_measure(plugin.limits.max_intents),
             rule_render,
         )
@@ -367,7 +383,9 @@ impl Registry {
 
     /// Runs a rule's `evaluate` in the same sandbox, with the same limits,
     /// as [`Registry::call_rule`], but records nothing: for `plugin test`
-    /// and benchmarks. Alerts always go through `call_rule`.
+    /// and benchmarks. Alerts always go through `call_rule`. `portfolio`
+    /// is what `broker-view.get-portfolio` answers (and, for a rule that does
+    /// not fetch it on request, `evaluate`'s argument).
     pub async fn execute_rule(
         &self,
         plugin: &LoadedPlugin,
@@ -378,9 +396,13 @@ impl Registry {
         let Pre::Rule(pre) = &plugin.pre else {
             return Err(CallError::WrongWorld(plugin.name.to_string(), "rule"));
         };
-        let call = rule_call(pre, alert, config, portfolio);
+        let view = match portfolio {
+            Some(p) => BrokerView::Known(Some(p.clone())),
+            None => BrokerView::Absent("this run has no portfolio (`plugin test` takes one with --portfolio)".into()),
+        };
+        let call = rule_call(pre, alert, config, view, plugin.portfolio_mode());
         Ok(self
-            .execute(plugin, call, rule_measure(plugin.limits.max_intents), None)
+            .execute(plugin, call, rule_measure(plugin.limits.max_intents), None, Slot::Top)
             .await)
     }
 
@@ -390,6 +412,35 @@ impl Registry {
     /// [`CallError`] when the plugin is not a broker or the audit is halted.
     pub async fn call_broker(
         &self,
+        plugin: &LoadedPlugin,
+        op: BrokerCall,
+        audit: &AuditLog,
+        ctx: &Context,
+    ) -> Result<Called<BrokerReply, wit::BrokerError>, CallError> {
+        self.call_broker_in(Slot::Top, plugin, op, audit, ctx).await
+    }
+
+    /// [`Registry::call_broker`] on behalf of a rule call that is waiting
+    /// for it (`broker-view`): it takes its slot from a second pool of
+    /// [`engine::MAX_CONCURRENT_CALLS`], because the waiting rule holds one
+    /// of the first, and rules that filled it would otherwise wait for
+    /// each other's broker calls forever.
+    ///
+    /// # Errors
+    /// As [`Registry::call_broker`].
+    pub async fn call_broker_for_rule(
+        &self,
+        plugin: &LoadedPlugin,
+        op: BrokerCall,
+        audit: &AuditLog,
+        ctx: &Context,
+    ) -> Result<Called<BrokerReply, wit::BrokerError>, CallError> {
+        self.call_broker_in(Slot::Nested, plugin, op, audit, ctx).await
+    }
+
+    async fn call_broker_in(
+        &self,
+        slot: Slot,
         plugin: &LoadedPlugin,
         op: BrokerCall,
         audit: &AuditLog,
@@ -451,6 +502,7 @@ impl Registry {
             call,
             audit,
             ctx,
+            slot,
             // A broker reply is a few fields, so it is simply rendered twice
             // (measured here, kept for the row below); only the rule's output,
             // on every alert, has a serialiser of its own (`RuleOutputJson`).
@@ -504,6 +556,7 @@ impl Registry {
             call,
             audit,
             ctx,
+            Slot::Top,
             |r| Ok(json_len(&notify_json(r.as_ref()))),
             |returned| match returned {
                 Returned::Ok(()) => notify_json(Ok(&())),
@@ -524,8 +577,12 @@ impl Registry {
         call: impl FnOnce(Store<PluginState>) -> CallFuture<'a, Result<T, E>>,
         measure: impl FnOnce(&Result<T, E>) -> Result<usize, TrapCause>,
         audit: Option<CallAudit>,
+        slot: Slot,
     ) -> Execution<T, E> {
-        let _permit = self.calls.acquire().await.ok();
+        let _permit = match slot {
+            Slot::Top => self.calls.acquire().await.ok(),
+            Slot::Nested => self.nested_calls.acquire().await.ok(),
+        };
         let _serial = match &plugin.serial {
             Some(m) => Some(m.lock().await),
             None => None,
@@ -662,6 +719,7 @@ impl Registry {
         call: impl FnOnce(Store<PluginState>) -> CallFuture<'a, Result<T, E>>,
         audit: &AuditLog,
         ctx: &Context,
+        slot: Slot,
         measure: impl FnOnce(&Result<T, E>) -> Result<usize, TrapCause>,
         render: impl FnOnce(&Returned<T, E>) -> Value,
     ) -> Result<Called<T, E>, CallError> {
@@ -689,6 +747,7 @@ impl Registry {
                     digest: plugin.digest.clone(),
                     call_id: call_id.clone(),
                 }),
+                slot,
             )
             .await;
         let (returned, mut stats, output) = execution.render_with(render);
@@ -746,17 +805,26 @@ impl Registry {
 
 type RuleResult = Result<Vec<wit::OrderIntent>, wit::RuleError>;
 
+/// A rule's `evaluate`, with `view` behind `broker-view.get-portfolio`. The
+/// `portfolio` argument is what `view` already knows, and always `None`
+/// for a rule that fetches it on request.
 fn rule_call<'a>(
     pre: &'a super::bindings::rule::RulePre<PluginState>,
     alert: &'a wit::Alert,
     config: &'a str,
-    portfolio: Option<&'a wit::Portfolio>,
+    view: BrokerView,
+    mode: PortfolioMode,
 ) -> impl FnOnce(Store<PluginState>) -> CallFuture<'a, RuleResult> + use<'a> {
     move |mut store: Store<PluginState>| -> CallFuture<'a, RuleResult> {
         Box::pin(async move {
+            let portfolio = match mode {
+                PortfolioMode::BeforeCall => view.known().cloned(),
+                PortfolioMode::OnRequest => None,
+            };
+            store.data_mut().broker_view = view;
             let result = async {
                 let rule = pre.instantiate_prechecked(&mut store).await?;
-                rule.call_evaluate(&mut store, alert, config, portfolio).await
+                rule.call_evaluate(&mut store, alert, config, portfolio.as_ref()).await
             }
             .await;
             (store, result)

@@ -35,9 +35,31 @@ pub struct Manifest {
     /// What it does.
     #[serde(default)]
     pub description: String,
+    /// When a rule gets the route account's portfolio (rule world only).
+    #[serde(default)]
+    pub portfolio: PortfolioMode,
     /// What it asks the operator to grant.
     #[serde(default)]
     pub requests: Requests,
+}
+
+/// When the host fetches the route account's portfolio for a rule.
+///
+/// Not a capability: a rule sees only the account its route sends orders
+/// to, and did before this setting existed. The setting says what the rule
+/// costs: each fetch is two audited broker calls and, with a live broker,
+/// two API round trips before the rule can answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortfolioMode {
+    /// Fetched before every `evaluate` and passed as its `portfolio`
+    /// argument (the default, and what rules built before
+    /// `broker-view` get).
+    #[default]
+    BeforeCall,
+    /// Fetched only when the rule calls `broker-view.get-portfolio`;
+    /// `evaluate`'s argument is none.
+    OnRequest,
 }
 
 /// Requested capabilities.
@@ -98,4 +120,30 @@ pub fn read(component: &[u8]) -> Result<Option<Manifest>, String> {
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> Result<Manifest, toml::de::Error> {
+        toml::from_str(&format!(
+            "name = \"r\"\nversion = \"0.1.0\"\nworld = \"rule\"\nwit = \"0.1.0\"\n{extra}"
+        ))
+    }
+
+    #[test]
+    fn the_portfolio_is_fetched_before_the_call_unless_the_manifest_says_on_request() {
+        assert_eq!(parse("").unwrap().portfolio, PortfolioMode::BeforeCall);
+        assert_eq!(
+            parse("portfolio = \"before-call\"").unwrap().portfolio,
+            PortfolioMode::BeforeCall
+        );
+        assert_eq!(
+            parse("portfolio = \"on-request\"").unwrap().portfolio,
+            PortfolioMode::OnRequest
+        );
+        let err = parse("portfolio = \"lazy\"").unwrap_err().to_string();
+        assert!(err.contains("`before-call`") && err.contains("`on-request`"), "{err}");
+    }
 }

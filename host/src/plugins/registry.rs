@@ -34,9 +34,16 @@ const BASE_INTERFACES: &[&str] = &[
     "algobanana:plugin/types",
 ];
 
-/// The interfaces `grant` adds to the base set.
-fn granted_interfaces(grant: &Grant) -> Vec<&'static str> {
+/// The route account's portfolio: part of the rule world only, and not a
+/// grant (a rule sees only its own route's account).
+const BROKER_VIEW: &str = "algobanana:plugin/broker-view";
+
+/// The interfaces `world` and `grant` add to the base set.
+fn granted_interfaces(world: World, grant: &Grant) -> Vec<&'static str> {
     let mut v = BASE_INTERFACES.to_vec();
+    if world == World::Rule {
+        v.push(BROKER_VIEW);
+    }
     if grant.kv {
         v.push("algobanana:plugin/kv");
     }
@@ -93,7 +100,7 @@ pub enum PluginError {
         message: String,
     },
     /// The component imports something the host does not provide.
-    #[error("plugin `{plugin}` was refused at load: it imports {}, which algobanana does not provide; plugins may import only algobanana:plugin/{{log,clock,kv,secrets,http}}@0.1 and baseline WASI (io, clocks, random, cli, filesystem, sockets — all empty)", .imports.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", "))]
+    #[error("plugin `{plugin}` was refused at load: it imports {}, which algobanana does not provide; plugins may import only algobanana:plugin/{{log,clock,kv,secrets,http}}@0.1 (rules also broker-view@0.1) and baseline WASI (io, clocks, random, cli, filesystem, sockets — all empty)", .imports.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", "))]
     Imports {
         /// The plugin.
         plugin: String,
@@ -216,6 +223,12 @@ impl LoadedPlugin {
     pub fn actor_id(&self) -> String {
         format!("{}@{}", self.name, self.version)
     }
+
+    /// When a rule gets the route account's portfolio: its manifest's
+    /// `portfolio`, else before every call.
+    pub fn portfolio_mode(&self) -> super::manifest::PortfolioMode {
+        self.manifest.as_ref().map(|m| m.portfolio).unwrap_or_default()
+    }
 }
 
 /// Every loaded plugin, the engine and what a call needs.
@@ -227,6 +240,9 @@ pub struct Registry {
     pub(crate) db: StateDb,
     pub(crate) fuel: bool,
     pub(crate) calls: Arc<tokio::sync::Semaphore>,
+    /// Slots for broker calls that rule calls wait for (`broker-view`);
+    /// the engine's pool has room for both.
+    pub(crate) nested_calls: Arc<tokio::sync::Semaphore>,
     pub(crate) secrets: Arc<dyn SecretStore>,
     pub(crate) resolver: Arc<dyn Resolver>,
     plugins: HashMap<PluginName, Arc<LoadedPlugin>>,
@@ -265,7 +281,7 @@ impl Registry {
         let cache = Cache::open(cache_dir, &engine)?;
         let mut plugins = HashMap::new();
         for (name, pc) in &config.plugins {
-            let linker = linker(&engine, &pc.grant).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+            let linker = linker(&engine, pc.world, &pc.grant).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
             let loaded = load_one(&engine, &linker, &cache, &db, name, pc)?;
             plugins.insert(name.clone(), Arc::new(loaded));
         }
@@ -275,6 +291,7 @@ impl Registry {
             db,
             fuel: settings.fuel,
             calls: Arc::new(tokio::sync::Semaphore::new(engine::MAX_CONCURRENT_CALLS)),
+            nested_calls: Arc::new(tokio::sync::Semaphore::new(engine::MAX_CONCURRENT_CALLS)),
             secrets: Arc::new(ConfigSecrets::new(config.secrets.clone())),
             resolver: resolver.unwrap_or_else(|| Arc::new(SystemResolver)),
             plugins,
@@ -351,12 +368,15 @@ fn engine_settings<'a>(plugins: impl Iterator<Item = &'a PluginConfig>) -> Engin
 /// One plugin's linker: deny-all baseline WASI, the base host interfaces,
 /// and only the capabilities its grant includes. An import of anything
 /// else has nothing to link against (and is refused earlier, by name).
-fn linker(engine: &Engine, grant: &Grant) -> wasmtime::Result<Linker<PluginState>> {
+fn linker(engine: &Engine, world: World, grant: &Grant) -> wasmtime::Result<Linker<PluginState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     bindings::log::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
     bindings::clock::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
     bindings::types::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+    if world == World::Rule {
+        bindings::broker_view::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
+    }
     if grant.kv {
         bindings::kv::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |s| s)?;
     }
@@ -413,6 +433,7 @@ const ALL_INTERFACES: &[&str] = &[
     "algobanana:plugin/kv",
     "algobanana:plugin/secrets",
     "algobanana:plugin/http",
+    BROKER_VIEW,
 ];
 
 /// Checks every import against what exists and what `grant` includes;
@@ -421,9 +442,10 @@ fn check_imports(
     engine: &Engine,
     component: &Component,
     plugin: &PluginName,
+    world: World,
     grant: &Grant,
 ) -> Result<bool, PluginError> {
-    let granted = granted_interfaces(grant);
+    let granted = granted_interfaces(world, grant);
     let mut unknown = Vec::new();
     let mut not_granted = Vec::new();
     let mut hints = Vec::new();
@@ -433,7 +455,11 @@ fn check_imports(
             continue;
         }
         match name.split_once('@') {
-            Some((base, version)) if ALL_INTERFACES.contains(&base) && compatible(version) => {
+            Some((base, version))
+                if ALL_INTERFACES.contains(&base)
+                    && compatible(version)
+                    && (base != BROKER_VIEW || world == World::Rule) =>
+            {
                 if granted.contains(&base) {
                     uses_kv |= base == "algobanana:plugin/kv";
                 } else {
@@ -486,6 +512,12 @@ fn load_one(
                 ),
             });
         }
+        if m.portfolio != super::manifest::PortfolioMode::BeforeCall && pc.world != World::Rule {
+            return Err(PluginError::Manifest {
+                plugin: name.to_string(),
+                message: "its manifest sets `portfolio`, which only rules have; remove it".into(),
+            });
+        }
         if !compatible(&m.wit) {
             return Err(PluginError::Manifest {
                 plugin: name.to_string(),
@@ -521,7 +553,7 @@ fn load_one(
         grant_carried_from = Some(approved.clone());
     }
     let component = cache.component(engine, db, name, &digest, &bytes)?;
-    let uses_kv = check_imports(engine, &component, name, &pc.grant)?;
+    let uses_kv = check_imports(engine, &component, name, pc.world, &pc.grant)?;
     let world_err = |e: wasmtime::Error| PluginError::World {
         plugin: name.to_string(),
         world: pc.world.as_str(),

@@ -8,6 +8,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::limiter::TotalLimiter;
 use crate::audit::{ActorKind, AuditEvent, AuditLog, Context, Outcome, action};
 use crate::capabilities::CapabilityError;
+use crate::capabilities::broker_view::BrokerView;
 use crate::capabilities::http::HttpState;
 use crate::capabilities::kv::KvState;
 use crate::capabilities::log::LogState;
@@ -57,6 +58,8 @@ pub struct PluginState {
     /// Denial events, appended when the call ends (a refusal acts on
     /// nothing, so it need not wait for a commit mid-call).
     pub denials: Vec<AuditEvent>,
+    /// `broker-view` state: the route account's portfolio for a rule.
+    pub broker_view: BrokerView,
 }
 
 impl PluginState {
@@ -80,6 +83,7 @@ impl PluginState {
             audit,
             capability_events: Vec::new(),
             denials: Vec::new(),
+            broker_view: BrokerView::default(),
         }
     }
 

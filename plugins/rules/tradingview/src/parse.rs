@@ -4,6 +4,9 @@
 //!
 //! Pure logic over the SDK's types, with no host imports, so the benchmark
 //! suite compiles this same file natively to compare against the component.
+//! The account's portfolio comes through [`Book`], asked only by the
+//! actions and sizings that need it: the component's book asks the host
+//! (`broker-view`), which then asks the broker.
 
 use algobanana_plugin_sdk::money::{self, Decimal};
 use algobanana_plugin_sdk::types::{
@@ -20,6 +23,22 @@ use serde_json::{Map, Value};
 const JSON_EXAMPLE: &str = r#"{"ticker":"AAPL","action":"buy","quantity":"10","price":"190.35"}"#;
 /// What a text alert looks like, quoted in error messages.
 const TEXT_EXAMPLE: &str = "`buy 10 AAPL` or `sell 0.5 BTCUSD at 64250 limit`";
+
+/// Where the route account's portfolio comes from.
+pub trait Book {
+    /// The portfolio, or why there is none (a sentence for the error).
+    ///
+    /// # Errors
+    /// Why there is no portfolio.
+    fn portfolio(&mut self) -> Result<&Portfolio, String>;
+}
+
+/// A portfolio given up front (`None`: there is none).
+impl Book for Option<&Portfolio> {
+    fn portfolio(&mut self) -> Result<&Portfolio, String> {
+        (*self).ok_or_else(|| "the broker did not provide it".to_owned())
+    }
+}
 
 /// The route's rule settings, from the route's `rule_config` JSON object.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -118,11 +137,7 @@ pub fn settings(config: &str) -> Result<Settings, RuleError> {
 ///
 /// # Errors
 /// `invalid-alert` or `unsupported`, each saying what was expected.
-pub fn parse_alert(
-    body: &[u8],
-    settings: &Settings,
-    portfolio: Option<&Portfolio>,
-) -> Result<Vec<OrderIntent>, RuleError> {
+pub fn parse_alert(body: &[u8], settings: &Settings, book: &mut dyn Book) -> Result<Vec<OrderIntent>, RuleError> {
     let text = core::str::from_utf8(body).map_err(|_| {
         RuleError::InvalidAlert(format!(
             "alert body is not UTF-8 text; expected JSON such as {JSON_EXAMPLE} or text such as {TEXT_EXAMPLE}"
@@ -135,9 +150,9 @@ pub fn parse_alert(
         )));
     }
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        parse_json(trimmed, settings, portfolio)
+        parse_json(trimmed, settings, book)
     } else {
-        parse_text(trimmed, settings, portfolio)
+        parse_text(trimmed, settings, book)
     }
 }
 
@@ -165,10 +180,10 @@ fn action(word: &str) -> Result<Action, RuleError> {
 }
 
 /// The signed position in `symbol` (0 when there is none).
-fn position(portfolio: Option<&Portfolio>, symbol: &str) -> Result<Decimal, RuleError> {
-    let p = portfolio.ok_or_else(|| {
-        RuleError::Unsupported("this action needs the account's positions, and the broker did not provide them".into())
-    })?;
+fn position(book: &mut dyn Book, symbol: &str) -> Result<Decimal, RuleError> {
+    let p = book
+        .portfolio()
+        .map_err(|why| RuleError::Unsupported(format!("this action needs the account's positions: {why}")))?;
     let mut total = Decimal::ZERO;
     for pos in p.positions.iter().filter(|p| p.symbol.eq_ignore_ascii_case(symbol)) {
         total += money::from_wit(pos.quantity).map_err(|e| RuleError::Internal(e.to_string()))?;
@@ -225,15 +240,15 @@ fn sized(
     sizing: Sizing,
     price: Option<Decimal>,
     stop: Option<Decimal>,
-    portfolio: Option<&Portfolio>,
+    book: &mut dyn Book,
 ) -> Result<Decimal, RuleError> {
     let price = price.ok_or_else(|| {
         RuleError::InvalidAlert("sizing by notional, equity or risk needs the alert's `price`".into())
     })?;
-    let equity = || -> Result<Decimal, RuleError> {
-        let p = portfolio.ok_or_else(|| {
-            RuleError::Unsupported("sizing by equity needs the account, and the broker did not provide it".into())
-        })?;
+    let mut equity = || -> Result<Decimal, RuleError> {
+        let p = book
+            .portfolio()
+            .map_err(|why| RuleError::Unsupported(format!("sizing by equity needs the account: {why}")))?;
         money::from_wit(p.account.equity).map_err(|e| RuleError::Internal(e.to_string()))
     };
     let hundred = Decimal::from(100);
@@ -265,7 +280,7 @@ fn sized(
     Ok(q)
 }
 
-fn parse_json(text: &str, settings: &Settings, portfolio: Option<&Portfolio>) -> Result<Vec<OrderIntent>, RuleError> {
+fn parse_json(text: &str, settings: &Settings, book: &mut dyn Book) -> Result<Vec<OrderIntent>, RuleError> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         RuleError::InvalidAlert(format!(
             "alert body is not valid JSON ({e}); expected an object such as {JSON_EXAMPLE}"
@@ -324,7 +339,7 @@ fn parse_json(text: &str, settings: &Settings, portfolio: Option<&Portfolio>) ->
         Some(q) => q,
         None if exit_only => Decimal::ONE,
         None => match alert_sizing.or(settings.sizing) {
-            Some(sizing) => sized(settings, sizing, reference, stop_for_sizing, portfolio)?,
+            Some(sizing) => sized(settings, sizing, reference, stop_for_sizing, book)?,
             None => settings.default_quantity.ok_or_else(|| {
                 invalid("alert JSON has no `quantity` (or `contracts`) and the route sets no `default_quantity`; add \"quantity\": \"10\" to the alert".into())
             })?,
@@ -387,7 +402,7 @@ fn parse_json(text: &str, settings: &Settings, portfolio: Option<&Portfolio>) ->
     finish(
         action,
         intent,
-        portfolio,
+        book,
         number_field(&map, &["quantity", "contracts", "qty"])?.is_some(),
     )
 }
@@ -396,14 +411,14 @@ fn parse_json(text: &str, settings: &Settings, portfolio: Option<&Portfolio>) ->
 fn finish(
     action: Action,
     intent: OrderIntent,
-    portfolio: Option<&Portfolio>,
+    book: &mut dyn Book,
     explicit_quantity: bool,
 ) -> Result<Vec<OrderIntent>, RuleError> {
     match action {
         Action::Trade(_) => Ok(vec![intent]),
-        Action::Exit => exit_intents(&intent, position(portfolio, &intent.symbol)?),
+        Action::Exit => exit_intents(&intent, position(book, &intent.symbol)?),
         Action::Reverse => {
-            let p = position(portfolio, &intent.symbol)?;
+            let p = position(book, &intent.symbol)?;
             if p.is_zero() {
                 return Err(RuleError::InvalidAlert(format!(
                     "there is no position in {} to reverse; send buy or sell to open one",
@@ -424,7 +439,7 @@ fn finish(
 }
 
 /// `buy 10 AAPL`, `sell 0.5 BTCUSD at 64250 limit`, `buy 5 MSFT @ 410 stop gtc`.
-fn parse_text(text: &str, settings: &Settings, portfolio: Option<&Portfolio>) -> Result<Vec<OrderIntent>, RuleError> {
+fn parse_text(text: &str, settings: &Settings, book: &mut dyn Book) -> Result<Vec<OrderIntent>, RuleError> {
     let words: Vec<&str> = text.split_whitespace().collect();
     let bad = |why: &str| RuleError::InvalidAlert(format!("{why}; expected text such as {TEXT_EXAMPLE}"));
     let [action_word, rest @ ..] = words.as_slice() else {
@@ -506,7 +521,7 @@ fn parse_text(text: &str, settings: &Settings, portfolio: Option<&Portfolio>) ->
         take_profit: None,
         stop_loss: None,
     };
-    finish(action, intent, portfolio, explicit_quantity)
+    finish(action, intent, book, explicit_quantity)
 }
 
 fn order_type(kind: Option<&str>, limit: Option<Decimal>, stop: Option<Decimal>) -> Result<OrderType, RuleError> {
