@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use algobanana::audit::query::{AuditRecord, Filter};
-use algobanana_tests::plugins::{PY_SNOOP, TRADINGVIEW_JS, TRADINGVIEW_PY};
+use algobanana_tests::plugins::{HTTP_PROBE, PY_SNOOP, TRADINGVIEW_JS, TRADINGVIEW_PY};
 use algobanana_tests::{HostBuilder, TestHost};
 use serde_json::{Value, json};
 
@@ -78,42 +78,121 @@ fn cases() -> Vec<(&'static str, &'static str, Value)> {
     ]
 }
 
+/// Alerts that close a position, in order: the rules ask the host for the
+/// account (`broker-view`) on these only. `null`: flat, no order.
+fn exits() -> Vec<(&'static str, &'static str, Value)> {
+    let intent = |side: &str, quantity: &str, order_type: Value, coid: Value, reduce_only: bool, price: &str| json!({"symbol":"TSLA","side":side,"quantity":quantity,"order_type":order_type,"time_in_force":"day","requested_client_order_id":coid,"reduce_only":reduce_only,"reference_price":price,"take_profit":null,"stop_loss":null});
+    let market = json!({"type":"market"});
+    vec![
+        (
+            "text/plain",
+            "buy 3 TSLA at 200",
+            intent("buy", "3", market.clone(), Value::Null, false, "200"),
+        ),
+        (
+            "text/plain",
+            "exit TSLA at 210",
+            intent("sell", "3", market.clone(), Value::Null, true, "210"),
+        ),
+        (
+            "application/json",
+            r#"{"ticker":"TSLA","action":"close","price":"211"}"#,
+            Value::Null,
+        ),
+        (
+            "text/plain",
+            "buy 2.5 TSLA at 205",
+            intent("buy", "2.5", market.clone(), Value::Null, false, "205"),
+        ),
+        (
+            "text/plain",
+            "sell 0.25 TSLA at 205",
+            intent("sell", "0.25", market.clone(), Value::Null, false, "205"),
+        ),
+        (
+            "application/json",
+            r#"{"ticker":"NASDAQ:TSLA","action":"exit","price":"206","signalId":"x-{sig}"}"#,
+            intent("sell", "2.25", market, json!("x-{sig}-x"), true, "206"),
+        ),
+    ]
+}
+
 /// A host with the Rust rule on `default` and `plugin` (built from `path`)
-/// on `route`, both trading with the built-in paper broker. One guest per
-/// host: each JS or Python component takes seconds to compile.
+/// on `route`, both trading with the built-in paper broker, each with its
+/// own paper account (so both see the same positions). One guest per host:
+/// each JS or Python component takes seconds to compile.
 async fn beside_rust(route: &str, plugin: &str, path: &str) -> anyhow::Result<TestHost> {
     HostBuilder::new()
         .plugin(plugin, path, "rule")
         .route(route, plugin, "paper")
+        .broker_settings(json!({ "account_id": route }))
+        // A broker that cannot report positions, behind both rules.
+        .plugin("probe", HTTP_PROBE, "broker")
+        .grant("http = [\"http://127.0.0.1:9\"]\nallow_loopback = true\nsecrets = [\"k\"]\n")
+        .toml("[secrets.k]\nvalue = \"v\"\n")
+        .route("default-down", "tradingview", "probe")
+        .broker_settings(json!({ "fail_positions": true }))
+        .route(&format!("{route}-down"), plugin, "probe")
+        .broker_settings(json!({ "fail_positions": true }))
         .start()
         .await
+}
+
+/// Sends `alert` to the Rust rule's route and to `route`; both must give
+/// `expected` (an intent, an error kind, or null for no order) and the
+/// same answer.
+async fn agree(
+    host: &TestHost,
+    route: &str,
+    plugin: &str,
+    content_type: &str,
+    alert: &str,
+    expected: &Value,
+) -> anyhow::Result<()> {
+    let mut answers = Vec::new();
+    for r in ["default", route] {
+        let body = alert.replace("{sig}", r);
+        let reply = host.alert(r, content_type, &body).await?;
+        let json = reply.json();
+        let got = match expected.as_str() {
+            Some(_) => json["error"]["kind"].clone(),
+            None => json["orders"][0]["intent"].clone(),
+        };
+        let want: Value = serde_json::from_str(&expected.to_string().replace("{sig}", r))?;
+        assert_eq!(got, want, "route {r}, alert {alert}: {json}");
+        assert_eq!(
+            json["orders"].as_array().map_or(0, Vec::len),
+            usize::from(expected.is_object())
+        );
+        answers.push((
+            reply.status,
+            json["status"].clone(),
+            json["orders"][0]["outcome"].clone(),
+        ));
+    }
+    assert_eq!(answers[0], answers[1], "{plugin} and the Rust rule agree on {alert}");
+    Ok(())
 }
 
 async fn same_answers_as_rust(route: &str, plugin: &str, path: &str) -> anyhow::Result<()> {
     let host = beside_rust(route, plugin, path).await?;
     for (content_type, alert, expected) in cases() {
-        let mut answers = Vec::new();
-        for r in ["default", route] {
-            let body = alert.replace("{sig}", r);
-            let reply = host.alert(r, content_type, &body).await?;
-            let json = reply.json();
-            let got = match expected.as_str() {
-                Some(_) => json["error"]["kind"].clone(),
-                None => json["orders"][0]["intent"].clone(),
-            };
-            let want: Value = serde_json::from_str(&expected.to_string().replace("{sig}", r))?;
-            assert_eq!(got, want, "route {r}, alert {alert}: {json}");
-            assert_eq!(
-                json["orders"].as_array().map_or(0, Vec::len),
-                usize::from(expected.is_object())
-            );
-            answers.push((
-                reply.status,
-                json["status"].clone(),
-                json["orders"][0]["outcome"].clone(),
-            ));
-        }
-        assert_eq!(answers[0], answers[1], "{plugin} and the Rust rule agree on {alert}");
+        agree(&host, route, plugin, content_type, alert, &expected).await?;
+    }
+    for (content_type, alert, expected) in exits() {
+        agree(&host, route, plugin, content_type, alert, &expected).await?;
+    }
+    // The host's `unavailable` reaches the rule as an error value it can
+    // explain, in every language.
+    for r in ["default-down".to_owned(), format!("{route}-down")] {
+        let reply = host.alert(&r, "text/plain", "exit TSLA at 210").await?.json();
+        assert_eq!(reply["error"]["kind"], "unsupported", "{r}: {reply}");
+        let message = reply["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("this action needs the account's positions")
+                && message.contains("could not report the account's positions and balances"),
+            "{r}: {reply}"
+        );
     }
     // What only the Rust rule does is refused by the port, never dropped.
     for alert in [
@@ -137,7 +216,23 @@ async fn same_answers_as_rust(route: &str, plugin: &str, path: &str) -> anyhow::
         .into_iter()
         .filter(|e| e.payload["plugin"] == plugin)
         .collect();
-    assert_eq!(calls.len(), cases().len() + 3);
+    assert_eq!(calls.len(), cases().len() + exits().len() + 3 + 1);
+    // Only the exits asked for the account: one fetch each, none for the
+    // other alerts.
+    let asked: Vec<&AuditRecord> = calls
+        .iter()
+        .filter(|c| c.payload["capabilities"].as_array().is_some_and(|a| !a.is_empty()))
+        .collect();
+    assert_eq!(
+        asked.len(),
+        4,
+        "three exits, and one the broker could not serve: {asked:?}"
+    );
+    for (i, c) in asked.iter().enumerate() {
+        assert_eq!(c.payload["input"]["portfolio"], "on-request");
+        assert_eq!(c.payload["capabilities"][0]["action"], "broker-view.get-portfolio");
+        assert_eq!(c.payload["capabilities"][0]["ok"], i < 3);
+    }
     assert!(calls[0].actor_id.starts_with(plugin), "{}", calls[0].actor_id);
     let loaded = host
         .app

@@ -5,7 +5,11 @@
 // `plugins/rules/tradingview` rule for buy and sell alerts, JSON or text:
 // symbol (exchange prefix removed), side, exact decimal quantity, market /
 // limit / stop / stop-limit orders, time in force, reference price, signal
-// id and `sentiment: flat` (reduce-only). Exits, reversals, sizing, bracket
+// id and `sentiment: flat` (reduce-only); and for exits (`exit`, `close`,
+// `flat`, `flatten`), which close the account's position in the symbol
+// with one reduce-only market order. Only exits ask the host for the
+// account (`broker-view`, with `portfolio = "on-request"` in plugin.toml),
+// so other alerts never wait for the broker. Reversals, sizing, bracket
 // legs and trailing stops are left to the Rust rule: alerts asking for them
 // are refused as `unsupported`.
 //
@@ -13,6 +17,7 @@
 // alert's text into a BigInt mantissa and a scale, and JSON is read by the
 // small parser below, which keeps numbers as their source text.
 
+import { getPortfolio } from 'algobanana:plugin/broker-view@0.1.0';
 import { write } from 'algobanana:plugin/log@0.1.0';
 
 const JSON_EXAMPLE = '{"ticker":"AAPL","action":"buy","quantity":"10","price":"190.35"}';
@@ -60,6 +65,9 @@ function symbolOf(text) {
   return symbol.toUpperCase();
 }
 
+/** The side of an exit alert until the position decides it. */
+const EXIT = 'exit';
+
 function side(word) {
   switch (String(word).toLowerCase()) {
     case 'buy':
@@ -72,10 +80,11 @@ function side(word) {
     case 'close':
     case 'flat':
     case 'flatten':
+      return EXIT;
     case 'reverse':
-      throw fail('unsupported', `action \`${word}\` needs the account's positions; use the Rust tradingview rule`);
+      throw fail('unsupported', `action \`${word}\` is not supported by tradingview-js; use the built-in tradingview rule`);
     default:
-      throw invalid(`action \`${word}\` is not supported; expected buy or sell`);
+      throw invalid(`action \`${word}\` is not supported; expected buy, sell or exit (close, flat)`);
   }
 }
 
@@ -237,15 +246,18 @@ function fromJson(text) {
   if (s !== undefined && !['long', 'short', 'bullish', 'bearish', 'flat'].includes(s)) {
     throw invalid(`\`sentiment\` is \`${s}\`; expected long, short, bullish, bearish or flat`);
   }
-  const quantity = numberField(map, ['quantity', 'contracts', 'qty']);
+  const act = side(action);
+  let quantity = numberField(map, ['quantity', 'contracts', 'qty']);
   if (quantity === undefined) {
-    throw invalid('alert JSON has no `quantity` (or `contracts`); add "quantity": "10" to the alert');
+    // An exit's size is the position's.
+    if (act !== EXIT) throw invalid('alert JSON has no `quantity` (or `contracts`); add "quantity": "10" to the alert');
+    quantity = { mantissa: 1n, scale: 0 };
   }
   const tif = stringField(map, ['timeInForce', 'time_in_force']);
   const reference = numberField(map, ['price', 'close']);
   return {
     symbol: symbolOf(ticker),
-    side: side(action),
+    side: act,
     quantity: positive(quantity, 'quantity'),
     orderType: orderType(
       stringField(map, ['orderType', 'order_type', 'type']),
@@ -264,11 +276,15 @@ function fromJson(text) {
 function fromText(text) {
   const bad = (why) => invalid(`${why}; expected text such as ${TEXT_EXAMPLE}`);
   const words = text.split(/\s+/);
+  const act = words.length > 0 ? side(words[0]) : undefined;
+  // `exit AAPL at 189`: an exit names no quantity (its size is the
+  // position's).
+  if (act === EXIT) words.splice(1, 0, '1');
   if (words.length < 3) throw bad('alert text names no quantity and symbol');
-  const [actionWord, qty, sym, ...rest] = words;
+  const [, qty, sym, ...rest] = words;
   const intent = {
     symbol: symbolOf(sym),
-    side: side(actionWord),
+    side: act,
     quantity: positive(decimal(qty, 'quantity'), 'quantity'),
     orderType: { tag: 'market' },
     timeInForce: 'day',
@@ -299,8 +315,62 @@ function fromText(text) {
   return intent;
 }
 
-/** The rule itself: an alert's body and the route's config to intents. */
-function rule(body, config) {
+/** Sum of exact decimals (BigInt mantissas), normalised. */
+function sum(decimals) {
+  const scale = Math.max(0, ...decimals.map((d) => d.scale));
+  let mantissa = 0n;
+  for (const d of decimals) mantissa += BigInt(d.mantissa) * 10n ** BigInt(scale - d.scale);
+  let s = scale;
+  while (s > 0 && mantissa % 10n === 0n) {
+    mantissa /= 10n;
+    s -= 1;
+  }
+  return { mantissa, scale: mantissa === 0n ? 0 : s };
+}
+
+/**
+ * The intents of an exit: one reduce-only market order that closes the
+ * position in the symbol, or none when flat. `account()` is asked only
+ * here: the host fetches the portfolio from the broker on request.
+ */
+function close(template, account) {
+  const portfolio = account();
+  const position = sum(
+    portfolio.positions.filter((p) => p.symbol.toUpperCase() === template.symbol).map((p) => p.quantity),
+  );
+  if (position.mantissa === 0n) return [];
+  const long = position.mantissa > 0n;
+  return [
+    {
+      ...template,
+      side: long ? 'sell' : 'buy',
+      quantity: { mantissa: long ? position.mantissa : -position.mantissa, scale: position.scale },
+      orderType: { tag: 'market' },
+      reduceOnly: true,
+      takeProfit: undefined,
+      stopLoss: undefined,
+      clientOrderId: template.clientOrderId === undefined ? undefined : `${template.clientOrderId}-x`,
+    },
+  ];
+}
+
+/** The route account from the host (`broker-view`), or why there is none. */
+function hostAccount() {
+  try {
+    return getPortfolio();
+  } catch (e) {
+    // componentize-js throws an import's `err` value, wrapped or not.
+    const err = e && e.payload !== undefined ? e.payload : e;
+    const why = err && err.val !== undefined ? err.val : String(err);
+    throw fail('unsupported', `this action needs the account's positions: ${why}`);
+  }
+}
+
+/**
+ * The rule itself: an alert's body and the route's config to intents;
+ * `account()` gives the route account's portfolio, for exits.
+ */
+function rule(body, config, account) {
   let text;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(body).trim();
@@ -311,7 +381,8 @@ function rule(body, config) {
   if (config.trim() !== '' && config.trim() !== '{}') {
     throw fail('invalid-config', 'tradingview-js takes no rule config; remove `rule_config` from the route');
   }
-  return [text.startsWith('{') ? fromJson(text) : fromText(text)];
+  const intent = text.startsWith('{') ? fromJson(text) : fromText(text);
+  return intent.side === EXIT ? close(intent, account) : [intent];
 }
 
 /**
@@ -320,7 +391,7 @@ function rule(body, config) {
  * @param {string} config the route's rule settings (JSON); this rule takes none
  */
 export function evaluate(alert, config, _portfolio) {
-  const intents = rule(alert.body, config);
+  const intents = rule(alert.body, config, hostAccount);
   for (const intent of intents) write('debug', `${intent.side} ${intent.symbol}`);
   return intents;
 }
@@ -343,7 +414,10 @@ for (const sample of [
   'buy 1 ES @ 5000 stop',
 ]) {
   try {
-    for (const intent of rule(encoder.encode(sample), '{}')) `${intent.side} ${intent.symbol}`;
+    const noAccount = () => {
+      throw fail('unsupported', 'no account at build time');
+    };
+    for (const intent of rule(encoder.encode(sample), '{}', noAccount)) `${intent.side} ${intent.symbol}`;
   } catch {
     // Never expected; a sample that fails still warms what it reached.
   }

@@ -5,8 +5,12 @@ A rule plugin built with componentize-py against the `rule` world in
 tradingview` rule for buy and sell alerts, JSON or text: symbol (exchange
 prefix removed), side, exact decimal quantity, market / limit / stop /
 stop-limit orders, time in force, reference price, signal id and
-`sentiment: flat` (reduce-only). Exits, reversals, sizing, bracket legs
-and trailing stops are left to the Rust rule: alerts asking for them are
+`sentiment: flat` (reduce-only); and for exits (`exit`, `close`, `flat`,
+`flatten`), which close the account's position in the symbol with one
+reduce-only market order. Only exits ask the host for the account
+(`broker-view`, with `portfolio = "on-request"` in plugin.toml), so other
+alerts never wait for the broker. Reversals, sizing, bracket legs and
+trailing stops are left to the Rust rule: alerts asking for them are
 refused as `unsupported`.
 
 Money never passes through a float: JSON numbers are read as
@@ -16,11 +20,11 @@ Money never passes through a float: JSON numbers are read as
 import json
 import re
 from decimal import Decimal, InvalidOperation
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import wit_world
 from componentize_py_types import Err
-from wit_world.imports import log
+from wit_world.imports import broker_view, log
 from wit_world.imports.types import (
     Alert,
     Decimal as WitDecimal,
@@ -102,15 +106,21 @@ def symbol_of(text: str) -> str:
     return symbol.upper()
 
 
-def side(word: str) -> Side:
+# The side of an exit alert until the position decides it.
+EXIT = "exit"
+
+
+def side(word: str):
     w = str(word).lower()
     if w in ("buy", "long"):
         return Side.BUY
     if w in ("sell", "short"):
         return Side.SELL
-    if w in ("exit", "close", "flat", "flatten", "reverse"):
-        raise Err(RuleError_Unsupported(f"action `{word}` needs the account's positions; use the Rust tradingview rule"))
-    raise invalid(f"action `{word}` is not supported; expected buy or sell")
+    if w in ("exit", "close", "flat", "flatten"):
+        return EXIT
+    if w == "reverse":
+        raise Err(RuleError_Unsupported(f"action `{word}` is not supported by tradingview-py; use the built-in tradingview rule"))
+    raise invalid(f"action `{word}` is not supported; expected buy, sell or exit (close, flat)")
 
 
 def time_in_force(text: str) -> TimeInForce:
@@ -189,14 +199,18 @@ def from_json(text: str) -> OrderIntent:
     s = sentiment.lower() if sentiment is not None else None
     if s is not None and s not in ("long", "short", "bullish", "bearish", "flat"):
         raise invalid(f"`sentiment` is `{s}`; expected long, short, bullish, bearish or flat")
+    act = side(action)
     quantity = number_field(m, ["quantity", "contracts", "qty"])
     if quantity is None:
-        raise invalid('alert JSON has no `quantity` (or `contracts`); add "quantity": "10" to the alert')
+        # An exit's size is the position's.
+        if act != EXIT:
+            raise invalid('alert JSON has no `quantity` (or `contracts`); add "quantity": "10" to the alert')
+        quantity = WitDecimal(1, 0)
     tif = string_field(m, ["timeInForce", "time_in_force"])
     reference = number_field(m, ["price", "close"])
     return OrderIntent(
         symbol=symbol_of(ticker),
-        side=side(action),
+        side=act,
         quantity=positive(quantity, "quantity"),
         order_type=order_type(
             string_field(m, ["orderType", "order_type", "type"]),
@@ -217,12 +231,17 @@ def from_text(text: str) -> OrderIntent:
         return invalid(f"{why}; expected text such as {TEXT_EXAMPLE}")
 
     words = text.split()
+    act = side(words[0]) if words else None
+    # `exit AAPL at 189`: an exit names no quantity (its size is the
+    # position's).
+    if act == EXIT:
+        words.insert(1, "1")
     if len(words) < 3:
         raise bad("alert text names no quantity and symbol")
-    action_word, qty, sym, *rest = words
+    _, qty, sym, *rest = words
     intent = OrderIntent(
         symbol=symbol_of(sym),
-        side=side(action_word),
+        side=act,
         quantity=positive(decimal(qty, "quantity"), "quantity"),
         order_type=OrderType_Market(),
         time_in_force=TimeInForce.DAY,
@@ -256,8 +275,40 @@ def from_text(text: str) -> OrderIntent:
     return intent
 
 
-def rule(body: bytes, config: str) -> List[OrderIntent]:
-    """The rule itself: an alert's body and the route's config to intents."""
+def close(template: OrderIntent, account: Callable[[], Portfolio]) -> List[OrderIntent]:
+    """The intents of an exit: one reduce-only market order that closes the
+    position in the symbol, or none when flat. `account()` is asked only
+    here: the host fetches the portfolio from the broker on request."""
+    portfolio = account()
+    position = sum(
+        (Decimal(p.quantity.mantissa).scaleb(-p.quantity.scale) for p in portfolio.positions if p.symbol.upper() == template.symbol),
+        Decimal(0),
+    )
+    if position == 0:
+        return []
+    template.side = Side.SELL if position > 0 else Side.BUY
+    template.quantity = decimal(format(abs(position), "f"), "quantity")
+    template.order_type = OrderType_Market()
+    template.reduce_only = True
+    template.take_profit = None
+    template.stop_loss = None
+    if template.client_order_id is not None:
+        template.client_order_id = f"{template.client_order_id}-x"
+    return [template]
+
+
+def host_account() -> Portfolio:
+    """The route account from the host (`broker-view`), or why there is none."""
+    try:
+        return broker_view.get_portfolio()
+    except Err as e:
+        why = getattr(e.value, "value", e.value)
+        raise Err(RuleError_Unsupported(f"this action needs the account's positions: {why}"))
+
+
+def rule(body: bytes, config: str, account: Callable[[], Portfolio]) -> List[OrderIntent]:
+    """The rule itself: an alert's body and the route's config to intents;
+    `account()` gives the route account's portfolio, for exits."""
     try:
         text = bytes(body).decode("utf-8").strip()
     except UnicodeDecodeError:
@@ -268,12 +319,13 @@ def rule(body: bytes, config: str) -> List[OrderIntent]:
         raise invalid(f"alert body is empty; expected JSON such as {JSON_EXAMPLE} or text such as {TEXT_EXAMPLE}")
     if config.strip() not in ("", "{}"):
         raise Err(RuleError_InvalidConfig("tradingview-py takes no rule config; remove `rule_config` from the route"))
-    return [from_json(text) if text.startswith("{") else from_text(text)]
+    intent = from_json(text) if text.startswith("{") else from_text(text)
+    return close(intent, account) if intent.side == EXIT else [intent]
 
 
 class WitWorld(wit_world.WitWorld):
     def evaluate(self, alert: Alert, config: str, portfolio: Optional[Portfolio]) -> List[OrderIntent]:
-        intents = rule(alert.body, config)
+        intents = rule(alert.body, config, host_account)
         for intent in intents:
             log.write(log.Level.DEBUG, f"{intent.side.name.lower()} {intent.symbol}")
         return intents
@@ -291,6 +343,9 @@ def _warm() -> None:
     The results are thrown away; nothing here is state a later alert could
     observe.
     """
+    def no_account() -> Portfolio:
+        raise Err(RuleError_Unsupported("no account at build time"))
+
     for sample in (
         JSON_EXAMPLE,
         '{"symbol":"NASDAQ:MSFT","action":"sell","contracts":2,"orderType":"stop_limit",'
@@ -301,7 +356,7 @@ def _warm() -> None:
         "buy 1 ES @ 5000 stop",
     ):
         try:
-            for intent in rule(sample.encode(), "{}"):
+            for intent in rule(sample.encode(), "{}", no_account):
                 f"{intent.side.name.lower()} {intent.symbol}"
         except Err:
             pass  # Never expected; a sample that fails still warms what it reached.
