@@ -15,7 +15,7 @@ use crate::config::RouteConfig;
 use crate::domain::ids::{AlertId, ClientOrderId, RouteName};
 use crate::domain::order::{OrderAck, OrderIntent, OrderStatus};
 use crate::plugins::bindings::types as wit;
-use crate::plugins::invoke::{BrokerCall, BrokerReply, Called, Returned};
+use crate::plugins::invoke::{BrokerCall, BrokerReply, Returned, Slot};
 use crate::plugins::manifest::PortfolioMode;
 use crate::plugins::{CallError, convert};
 use crate::trading::orders::{NewOrder, OrderState};
@@ -330,12 +330,12 @@ pub async fn run(
     // live broker two API round trips, that most alerts do not need.
     let settings = route.broker_settings.to_string();
     let view = match rule.portfolio_mode() {
-        PortfolioMode::BeforeCall => BrokerView::Known(portfolio_of(app, &broker, &settings, &ctx, Slot::Own).await?),
+        PortfolioMode::BeforeCall => BrokerView::Known(portfolio_of(app, &broker, &settings, &ctx, Slot::Top).await?),
         PortfolioMode::OnRequest => {
             let (app, broker, ctx) = (Arc::clone(app), Arc::clone(&broker), ctx.clone());
             BrokerView::OnRequest(Box::new(move || {
                 Box::pin(async move {
-                    portfolio_of(&app, &broker, &settings, &ctx, Slot::ForRule)
+                    portfolio_of(&app, &broker, &settings, &ctx, Slot::Nested)
                         .await
                         .map_err(|e| e.to_string())
                 })
@@ -517,29 +517,6 @@ fn order_outcome(status: OrderStatus) -> (OrderOutcome, OrderState) {
     }
 }
 
-/// Whose call slot a broker call takes (see
-/// [`crate::plugins::Registry::call_broker_for_rule`]).
-#[derive(Debug, Clone, Copy)]
-enum Slot {
-    /// Its own: the pipeline calls the broker.
-    Own,
-    /// A rule call waits for it (`broker-view`).
-    ForRule,
-}
-
-async fn broker_call(
-    app: &App,
-    broker: &crate::plugins::LoadedPlugin,
-    op: BrokerCall,
-    ctx: &Context,
-    slot: Slot,
-) -> Result<Called<BrokerReply, wit::BrokerError>, PipelineError> {
-    Ok(match slot {
-        Slot::Own => app.registry.call_broker(broker, op, &app.audit, ctx).await?,
-        Slot::ForRule => app.registry.call_broker_for_rule(broker, op, &app.audit, ctx).await?,
-    })
-}
-
 /// The account's positions as the broker reports them (`None`: it could
 /// not say).
 async fn positions(
@@ -549,16 +526,18 @@ async fn positions(
     ctx: &Context,
     slot: Slot,
 ) -> Result<Option<Vec<wit::Position>>, PipelineError> {
-    let called = broker_call(
-        app,
-        broker,
-        BrokerCall::Positions {
-            settings: settings.to_owned(),
-        },
-        ctx,
-        slot,
-    )
-    .await?;
+    let called = app
+        .registry
+        .call_broker_in(
+            slot,
+            broker,
+            BrokerCall::Positions {
+                settings: settings.to_owned(),
+            },
+            &app.audit,
+            ctx,
+        )
+        .await?;
     Ok(match called.returned {
         Returned::Ok(BrokerReply::Positions(ps)) => Some(ps),
         _ => None,
@@ -576,16 +555,18 @@ async fn portfolio_of(
     let Some(positions) = positions(app, broker, settings, ctx, slot).await? else {
         return Ok(None);
     };
-    let account = broker_call(
-        app,
-        broker,
-        BrokerCall::Account {
-            settings: settings.to_owned(),
-        },
-        ctx,
-        slot,
-    )
-    .await?;
+    let account = app
+        .registry
+        .call_broker_in(
+            slot,
+            broker,
+            BrokerCall::Account {
+                settings: settings.to_owned(),
+            },
+            &app.audit,
+            ctx,
+        )
+        .await?;
     let Returned::Ok(BrokerReply::Account(account)) = account.returned else {
         return Ok(None);
     };
@@ -600,7 +581,7 @@ async fn position_of(
     symbol: &str,
     ctx: &Context,
 ) -> Result<Option<rust_decimal::Decimal>, PipelineError> {
-    let Some(ps) = positions(app, broker, settings, ctx, Slot::Own).await? else {
+    let Some(ps) = positions(app, broker, settings, ctx, Slot::Top).await? else {
         return Ok(None);
     };
     let mut total = Some(rust_decimal::Decimal::ZERO);

@@ -35,13 +35,18 @@ pub fn wall_guard(budget: Duration) -> Duration {
     budget.saturating_mul(4) + Duration::from_secs(1) + HOST_GRACE
 }
 
-/// Which pool of call slots a call waits in (see
-/// [`Registry::call_broker_for_rule`]).
+/// Which pool of call slots a call waits in. Each pool has
+/// [`engine::MAX_CONCURRENT_CALLS`](super::engine::MAX_CONCURRENT_CALLS)
+/// slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
+pub enum Slot {
     /// Every call but the ones below.
     Top,
-    /// A broker call that a running rule call waits for.
+    /// A broker call that a running rule call waits for (`broker-view`).
+    /// The waiting rule holds a `Top` slot: if these came from the same
+    /// pool, rules that filled it would wait for each other's broker calls
+    /// until their deadlines. Broker calls never wait for other calls, so
+    /// their own pool cannot fill up the same way.
     Nested,
 }
 
@@ -420,25 +425,13 @@ impl Registry {
         self.call_broker_in(Slot::Top, plugin, op, audit, ctx).await
     }
 
-    /// [`Registry::call_broker`] on behalf of a rule call that is waiting
-    /// for it (`broker-view`): it takes its slot from a second pool of
-    /// [`engine::MAX_CONCURRENT_CALLS`], because the waiting rule holds one
-    /// of the first, and rules that filled it would otherwise wait for
-    /// each other's broker calls forever.
+    /// [`Registry::call_broker`] with its call slot taken from `slot`'s
+    /// pool: [`Slot::Nested`] for a call that a running rule call waits for
+    /// (`broker-view`).
     ///
     /// # Errors
     /// As [`Registry::call_broker`].
-    pub async fn call_broker_for_rule(
-        &self,
-        plugin: &LoadedPlugin,
-        op: BrokerCall,
-        audit: &AuditLog,
-        ctx: &Context,
-    ) -> Result<Called<BrokerReply, wit::BrokerError>, CallError> {
-        self.call_broker_in(Slot::Nested, plugin, op, audit, ctx).await
-    }
-
-    async fn call_broker_in(
+    pub async fn call_broker_in(
         &self,
         slot: Slot,
         plugin: &LoadedPlugin,
