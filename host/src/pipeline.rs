@@ -332,14 +332,21 @@ pub async fn run(
     let view = match rule.portfolio_mode() {
         PortfolioMode::BeforeCall => BrokerView::Known(portfolio_of(app, &broker, &settings, &ctx, Slot::Top).await?),
         PortfolioMode::OnRequest => {
+            // Both calls at once, each within the broker's own wall-clock
+            // guard; twice that covers a broker whose calls run one at a
+            // time (a kv-using one, such as the paper broker).
+            let max_wait = crate::plugins::invoke::wall_guard(broker.limits.deadline).saturating_mul(2);
             let (app, broker, ctx) = (Arc::clone(app), Arc::clone(&broker), ctx.clone());
-            BrokerView::OnRequest(Box::new(move || {
-                Box::pin(async move {
-                    portfolio_of(&app, &broker, &settings, &ctx, Slot::Nested)
-                        .await
-                        .map_err(|e| e.to_string())
-                })
-            }))
+            BrokerView::OnRequest {
+                fetch: Box::new(move || {
+                    Box::pin(async move {
+                        portfolio_of(&app, &broker, &settings, &ctx, Slot::Nested)
+                            .await
+                            .map_err(|e| e.to_string())
+                    })
+                }),
+                max_wait,
+            }
         }
     };
     let called = app
@@ -544,7 +551,9 @@ async fn positions(
     })
 }
 
-/// The route account's positions and balances (`None`: the broker could not say).
+/// The route account's positions and balances (`None`: the broker could
+/// not say). The two calls run at the same time: with a live broker that
+/// is one API round trip of waiting instead of two.
 async fn portfolio_of(
     app: &App,
     broker: &crate::plugins::LoadedPlugin,
@@ -552,22 +561,17 @@ async fn portfolio_of(
     ctx: &Context,
     slot: Slot,
 ) -> Result<Option<wit::Portfolio>, PipelineError> {
-    let Some(positions) = positions(app, broker, settings, ctx, slot).await? else {
-        return Ok(None);
-    };
-    let account = app
-        .registry
-        .call_broker_in(
-            slot,
-            broker,
-            BrokerCall::Account {
-                settings: settings.to_owned(),
-            },
-            &app.audit,
-            ctx,
-        )
-        .await?;
-    let Returned::Ok(BrokerReply::Account(account)) = account.returned else {
+    let account = app.registry.call_broker_in(
+        slot,
+        broker,
+        BrokerCall::Account {
+            settings: settings.to_owned(),
+        },
+        &app.audit,
+        ctx,
+    );
+    let (positions, account) = tokio::join!(positions(app, broker, settings, ctx, slot), account);
+    let (Some(positions), Returned::Ok(BrokerReply::Account(account))) = (positions?, account?.returned) else {
         return Ok(None);
     };
     Ok(Some(wit::Portfolio { positions, account }))

@@ -574,8 +574,8 @@ pub mod clock {
 /// ```
 pub mod broker_view {
     /// The route account's portfolio: `unavailable` (with the reason) when
-    /// the broker could not report it or did not within the rule's
-    /// deadline.
+    /// the broker could not report it within its own limits. The wait does
+    /// not count against the rule's deadline.
     pub use crate::rule::algobanana::plugin::broker_view::get_portfolio;
 }
 

@@ -133,9 +133,8 @@ pub fn is_credential_header(name: &str) -> bool {
 pub struct HttpState {
     grant: Arc<Grant>,
     resolver: Arc<dyn Resolver>,
-    /// When the call must be over; no request runs past it (nor a wait
-    /// for `broker-view`).
-    pub(crate) deadline: Instant,
+    /// When the call must be over; no request runs past it.
+    deadline: Instant,
     requests: u32,
     /// Bytes sent and received (summary for the call row).
     pub bytes_out: u64,

@@ -50,6 +50,23 @@ pub enum Slot {
     Nested,
 }
 
+/// Where a call takes its slot, and how much longer than its own
+/// [`wall_guard`] it may wait for other plugins' calls (`broker-view`,
+/// bounded by those calls' own limits).
+#[derive(Debug, Clone, Copy)]
+struct Guard {
+    slot: Slot,
+    host_wait: Duration,
+}
+
+impl Guard {
+    /// A top-level call that waits for no other plugin.
+    const TOP: Self = Self {
+        slot: Slot::Top,
+        host_wait: Duration::ZERO,
+    };
+}
+
 /// Why a call did not return normally.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrapCause {
@@ -364,13 +381,14 @@ impl Registry {
             "alert": convert::alert_json(alert),
             "config": serde_json::from_str::<Value>(config).unwrap_or(Value::String(config.to_owned())),
             "portfolio": match &view {
-                BrokerView::OnRequest(_) => Value::String("on-request".into()),
+                BrokerView::OnRequest { .. } => Value::String("on-request".into()),
                 _ => view.known().map_or(Value::Null, |p| json!({
                     "positions": p.positions.iter().map(convert::position_json).collect::<Vec<_>>(),
                     "account": convert::account_json(&p.account),
                 })),
             },
         });
+        let host_wait = view.max_wait();
         let call = rule_call(pre, alert, config, view, plugin.portfolio_mode());
         self.run(
             plugin,
@@ -379,7 +397,10 @@ impl Registry {
             call,
             audit,
             ctx,
-            Slot::Top,
+            Guard {
+                slot: Slot::Top,
+                host_wait,
+            },
             rule_measure(plugin.limits.max_intents),
             rule_render,
         )
@@ -407,7 +428,7 @@ impl Registry {
         };
         let call = rule_call(pre, alert, config, view, plugin.portfolio_mode());
         Ok(self
-            .execute(plugin, call, rule_measure(plugin.limits.max_intents), None, Slot::Top)
+            .execute(plugin, call, rule_measure(plugin.limits.max_intents), None, Guard::TOP)
             .await)
     }
 
@@ -495,7 +516,10 @@ impl Registry {
             call,
             audit,
             ctx,
-            slot,
+            Guard {
+                slot,
+                host_wait: Duration::ZERO,
+            },
             // A broker reply is a few fields, so it is simply rendered twice
             // (measured here, kept for the row below); only the rule's output,
             // on every alert, has a serialiser of its own (`RuleOutputJson`).
@@ -549,7 +573,7 @@ impl Registry {
             call,
             audit,
             ctx,
-            Slot::Top,
+            Guard::TOP,
             |r| Ok(json_len(&notify_json(r.as_ref()))),
             |returned| match returned {
                 Returned::Ok(()) => notify_json(Ok(&())),
@@ -570,9 +594,9 @@ impl Registry {
         call: impl FnOnce(Store<PluginState>) -> CallFuture<'a, Result<T, E>>,
         measure: impl FnOnce(&Result<T, E>) -> Result<usize, TrapCause>,
         audit: Option<CallAudit>,
-        slot: Slot,
+        guard: Guard,
     ) -> Execution<T, E> {
-        let _permit = match slot {
+        let _permit = match guard.slot {
             Slot::Top => self.calls.acquire().await.ok(),
             Slot::Nested => self.nested_calls.acquire().await.ok(),
         };
@@ -635,7 +659,7 @@ impl Registry {
         });
         store.set_epoch_deadline(1);
 
-        let finished = tokio::time::timeout(wall_guard(budget), call(store)).await;
+        let finished = tokio::time::timeout(wall_guard(budget) + guard.host_wait, call(store)).await;
         let mut stats = CallStats {
             duration: started.elapsed(),
             ..CallStats::default()
@@ -712,7 +736,7 @@ impl Registry {
         call: impl FnOnce(Store<PluginState>) -> CallFuture<'a, Result<T, E>>,
         audit: &AuditLog,
         ctx: &Context,
-        slot: Slot,
+        guard: Guard,
         measure: impl FnOnce(&Result<T, E>) -> Result<usize, TrapCause>,
         render: impl FnOnce(&Returned<T, E>) -> Value,
     ) -> Result<Called<T, E>, CallError> {
@@ -740,7 +764,7 @@ impl Registry {
                     digest: plugin.digest.clone(),
                     call_id: call_id.clone(),
                 }),
-                slot,
+                guard,
             )
             .await;
         let (returned, mut stats, output) = execution.render_with(render);
