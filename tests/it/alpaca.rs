@@ -238,6 +238,65 @@ pub async fn alpaca() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A live API's round trips and the portfolio: the rule asks for it only
+/// on the alerts that need it, the account and position reads run at the
+/// same time, and the wait does not count against the rule's 100 ms
+/// deadline (the reads take 600 ms each here).
+#[tokio::test]
+async fn slow_account_reads_are_made_once_at_once_and_only_for_exits() -> anyhow::Result<()> {
+    let fake = FakeAlpaca::start().await;
+    let host = host_with(&fake, KEY_ID, "", "[plugins.alpaca.limits]\ndeadline_ms = 3000\n").await;
+    // Alpaca answers a market order `accepted`; the fake fills it at once.
+    let sent = |reply: &Value| reply["orders"][0]["outcome"] == "accepted";
+    let buy = send(
+        &host,
+        r#"{"ticker":"AAPL","action":"buy","quantity":"10","price":"190"}"#,
+    )
+    .await;
+    assert!(sent(&buy), "{buy}");
+    fake.state.slow_reads_ms.store(600, Ordering::SeqCst);
+    let reads = |host: &TestHost, id: &str| -> anyhow::Result<Vec<algobanana::audit::query::AuditRecord>> {
+        Ok(host
+            .audit_of(id)?
+            .into_iter()
+            .filter(|e| e.action == "plugin.call")
+            .collect())
+    };
+
+    let buy = send(
+        &host,
+        r#"{"ticker":"MSFT","action":"buy","quantity":"1","price":"400"}"#,
+    )
+    .await;
+    assert!(sent(&buy), "{buy}");
+    let calls = reads(&host, buy["alert_id"].as_str().unwrap())?;
+    let exports: Vec<&str> = calls.iter().map(|c| c.payload["export"].as_str().unwrap()).collect();
+    assert_eq!(
+        exports,
+        ["evaluate", "positions", "place-order"],
+        "a buy reads only what the position rail needs"
+    );
+
+    let exit = send(&host, r#"{"ticker":"AAPL","action":"exit","price":"191"}"#).await;
+    assert_eq!(exit["orders"][0]["intent"]["quantity"], "10", "{exit}");
+    assert!(sent(&exit), "{exit}");
+    let calls = reads(&host, exit["alert_id"].as_str().unwrap())?;
+    let rule = calls.iter().find(|c| c.payload["export"] == "evaluate").unwrap();
+    assert_eq!(rule.payload["outcome"], "ok", "{}", rule.payload);
+    let asked = &rule.payload["capabilities"][0];
+    assert_eq!(asked["ok"], true, "{asked}");
+    let waited = asked["wait_us"].as_u64().unwrap();
+    assert!(
+        (600_000..1_150_000).contains(&waited),
+        "one round trip of waiting, not two in a row: {waited} µs"
+    );
+    assert!(
+        fake.state.max_reads_in_flight.load(Ordering::SeqCst) >= 2,
+        "the reads overlapped"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn wrong_keys_are_an_auth_error() -> anyhow::Result<()> {
     let fake = FakeAlpaca::start().await;

@@ -38,6 +38,14 @@ pub struct State {
     /// Wait this many ms before looking at the order at all (it is not in
     /// the positions until then).
     pub slow_intake_ms: AtomicU64,
+    /// Answer `GET /v2/account` and `GET /v2/positions` only after this
+    /// many ms (a live API's round trip).
+    pub slow_reads_ms: AtomicU64,
+    /// Account and position reads being handled right now, and the most
+    /// at once.
+    pub reads_in_flight: AtomicUsize,
+    /// The most account and position reads handled at once.
+    pub max_reads_in_flight: AtomicUsize,
     /// Order submissions being handled right now, and the most at once.
     pub posts_in_flight: AtomicUsize,
     /// The most order submissions handled at once.
@@ -176,6 +184,15 @@ async fn handle(st: &State, req: hyper::Request<hyper::body::Incoming>) -> (u16,
         || header("apca-api-secret-key").as_deref() != Some(SECRET_KEY)
     {
         return error(401, 40110000, "request is not authorized");
+    }
+    if method == "GET" && (path == "/v2/account" || path == "/v2/positions") {
+        let now = st.reads_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        st.max_reads_in_flight.fetch_max(now, Ordering::SeqCst);
+        let slow = st.slow_reads_ms.load(Ordering::SeqCst);
+        if slow > 0 {
+            tokio::time::sleep(Duration::from_millis(slow)).await;
+        }
+        st.reads_in_flight.fetch_sub(1, Ordering::SeqCst);
     }
     match (method.as_str(), path.as_str()) {
         ("GET", "/v2/account") => {
