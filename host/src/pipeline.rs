@@ -330,7 +330,9 @@ pub async fn run(
     // live broker two API round trips, that most alerts do not need.
     let settings = route.broker_settings.to_string();
     let view = match rule.portfolio_mode() {
-        PortfolioMode::BeforeCall => BrokerView::Known(portfolio_of(app, &broker, &settings, &ctx, Slot::Top).await?),
+        PortfolioMode::BeforeCall => {
+            BrokerView::reported(portfolio_of(app, &broker, &settings, &ctx, Slot::Top).await?)
+        }
         PortfolioMode::OnRequest => {
             // Both calls at once, each within the broker's own wall-clock
             // guard; twice that covers a broker whose calls run one at a

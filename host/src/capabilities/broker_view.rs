@@ -19,8 +19,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::audit::Outcome;
 use crate::capabilities::CapabilityError;
 use crate::plugins::bindings::{broker_view, types};
 use crate::plugins::state::PluginState;
@@ -31,12 +33,10 @@ pub type Fetch = Pin<Box<dyn Future<Output = Result<Option<types::Portfolio>, St
 
 /// What `broker-view.get-portfolio` answers during one call.
 pub enum BrokerView {
-    /// There is no route account behind this call (`plugin test` without
-    /// a portfolio, benchmarks): the reason.
-    Absent(String),
-    /// Fetched before the call, or by an earlier request in this call;
-    /// `None` when the broker could not report it.
-    Known(Option<types::Portfolio>),
+    /// The answer: fetched before the call or by an earlier request in
+    /// this call, or why there is none (the broker could not report it,
+    /// the fetch failed, or no route account stands behind this call).
+    Ready(Result<Arc<types::Portfolio>, String>),
     /// Fetched on the first request, waited for at most `max_wait`.
     OnRequest {
         /// Starts the fetch.
@@ -44,33 +44,41 @@ pub enum BrokerView {
         /// See [`BrokerView::max_wait`].
         max_wait: Duration,
     },
-    /// The first request's fetch failed or timed out: the same answer
-    /// for every later request in this call.
-    Failed(String),
 }
 
 impl std::fmt::Debug for BrokerView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Absent(why) => f.debug_tuple("Absent").field(why).finish(),
-            Self::Known(p) => f.debug_tuple("Known").field(&p.is_some()).finish(),
+            Self::Ready(answer) => f
+                .debug_tuple("Ready")
+                .field(&answer.as_ref().map(|_| "portfolio"))
+                .finish(),
             Self::OnRequest { max_wait, .. } => f.debug_struct("OnRequest").field("max_wait", max_wait).finish(),
-            Self::Failed(why) => f.debug_tuple("Failed").field(why).finish(),
         }
     }
 }
 
 impl Default for BrokerView {
     fn default() -> Self {
-        Self::Absent("only rule calls for an alert have a route account to report on".into())
+        Self::Ready(Err(
+            "only rule calls for an alert have a route account to report on".into()
+        ))
     }
 }
 
+/// The answer for a broker that could not report the portfolio.
+const NOT_REPORTED: &str = "the route's broker could not report the account's positions and balances (its `positions` and `account` calls in the audit log say why)";
+
 impl BrokerView {
+    /// What the broker reported (`None`: it could not say).
+    pub fn reported(portfolio: Option<types::Portfolio>) -> Self {
+        Self::Ready(portfolio.map(Arc::new).ok_or_else(|| NOT_REPORTED.to_owned()))
+    }
+
     /// The portfolio already known, for `evaluate`'s argument.
-    pub fn known(&self) -> Option<&types::Portfolio> {
+    pub fn known(&self) -> Option<&Arc<types::Portfolio>> {
         match self {
-            Self::Known(p) => p.as_ref(),
+            Self::Ready(Ok(p)) => Some(p),
             _ => None,
         }
     }
@@ -81,17 +89,15 @@ impl BrokerView {
     pub fn max_wait(&self) -> Duration {
         match self {
             Self::OnRequest { max_wait, .. } => *max_wait,
-            _ => Duration::ZERO,
+            Self::Ready(_) => Duration::ZERO,
         }
     }
 }
 
-/// The answer for a broker that could not report the portfolio.
-const NOT_REPORTED: &str = "the route's broker could not report the account's positions and balances (its `positions` and `account` calls in the audit log say why)";
-
 impl broker_view::Host for PluginState {
     async fn get_portfolio(&mut self) -> Result<types::Portfolio, CapabilityError> {
         let answer = match std::mem::take(&mut self.broker_view) {
+            BrokerView::Ready(answer) => answer,
             BrokerView::OnRequest { fetch, max_wait } => {
                 let started = Instant::now();
                 // A task of its own: if this call is stopped (a trap, the
@@ -99,31 +105,34 @@ impl broker_view::Host for PluginState {
                 // recorded.
                 let task = tokio::spawn(fetch());
                 let answer = match tokio::time::timeout(max_wait, task).await {
-                    Ok(Ok(Ok(p))) => BrokerView::Known(p),
-                    Ok(Ok(Err(why))) => BrokerView::Failed(format!("the host could not ask the route's broker: {why}")),
-                    Ok(Err(join)) => BrokerView::Failed(format!("the host could not ask the route's broker: {join}")),
-                    Err(_elapsed) => BrokerView::Failed(format!(
+                    Ok(Ok(Ok(p))) => p.map(Arc::new).ok_or_else(|| NOT_REPORTED.to_owned()),
+                    Ok(Ok(Err(why))) => Err(format!("the host could not ask the route's broker: {why}")),
+                    Ok(Err(join)) => Err(format!("the host could not ask the route's broker: {join}")),
+                    Err(_elapsed) => Err(format!(
                         "the route's broker did not report the account within {} ms, the most its own limits allow; check the broker plugin (its calls are in the audit log)",
                         max_wait.as_millis()
                     )),
                 };
+                let outcome = if answer.is_ok() {
+                    Outcome::Success
+                } else {
+                    Outcome::Error
+                };
                 self.capability_events.push(serde_json::json!({
                     "action": "broker-view.get-portfolio",
+                    "outcome": outcome.as_str(),
                     "fetched": true,
-                    "ok": matches!(answer, BrokerView::Known(Some(_))),
+                    "ok": answer.is_ok(),
                     "wait_us": u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 }));
                 answer
             }
-            other => other,
         };
         let result = match &answer {
-            BrokerView::Known(Some(p)) => Ok(p.clone()),
-            BrokerView::Known(None) => Err(CapabilityError::Unavailable(NOT_REPORTED.into())),
-            BrokerView::Absent(why) | BrokerView::Failed(why) => Err(CapabilityError::Unavailable(why.clone())),
-            BrokerView::OnRequest { .. } => Err(CapabilityError::Unavailable("the portfolio fetch was lost".into())),
+            Ok(p) => Ok(types::Portfolio::clone(p)),
+            Err(why) => Err(CapabilityError::Unavailable(why.clone())),
         };
-        self.broker_view = answer;
+        self.broker_view = BrokerView::Ready(answer);
         result
     }
 }

@@ -422,10 +422,11 @@ impl Registry {
         let Pre::Rule(pre) = &plugin.pre else {
             return Err(CallError::WrongWorld(plugin.name.to_string(), "rule"));
         };
-        let view = match portfolio {
-            Some(p) => BrokerView::Known(Some(p.clone())),
-            None => BrokerView::Absent("this run has no portfolio (`plugin test` takes one with --portfolio)".into()),
-        };
+        let view = BrokerView::Ready(
+            portfolio
+                .map(|p| std::sync::Arc::new(p.clone()))
+                .ok_or_else(|| "this run has no portfolio (`plugin test` takes one with --portfolio)".to_owned()),
+        );
         let call = rule_call(pre, alert, config, view, plugin.portfolio_mode());
         Ok(self
             .execute(plugin, call, rule_measure(plugin.limits.max_intents), None, Guard::TOP)
@@ -834,6 +835,7 @@ fn rule_call<'a>(
 ) -> impl FnOnce(Store<PluginState>) -> CallFuture<'a, RuleResult> + use<'a> {
     move |mut store: Store<PluginState>| -> CallFuture<'a, RuleResult> {
         Box::pin(async move {
+            // The argument shares the view's copy.
             let portfolio = match mode {
                 PortfolioMode::BeforeCall => view.known().cloned(),
                 PortfolioMode::OnRequest => None,
@@ -841,7 +843,8 @@ fn rule_call<'a>(
             store.data_mut().broker_view = view;
             let result = async {
                 let rule = pre.instantiate_prechecked(&mut store).await?;
-                rule.call_evaluate(&mut store, alert, config, portfolio.as_ref()).await
+                rule.call_evaluate(&mut store, alert, config, portfolio.as_deref())
+                    .await
             }
             .await;
             (store, result)
