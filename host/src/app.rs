@@ -33,6 +33,13 @@ pub enum StartError {
     /// The vault could not be opened, or lacks a secret the config names.
     #[error(transparent)]
     Vault(#[from] crate::vault::VaultError),
+    /// `state.db` could not be compared with the audit log, or restored
+    /// from it: the host does not start, since resuming alerts without the
+    /// orders they sent could send those twice.
+    #[error(
+        "cannot bring state.db level with the audit log: {0}; fix that and start again (no alert was resumed and no order sent)"
+    )]
+    Recovery(#[from] crate::recovery::RecoveryError),
     /// HTTPS is required and not configured, or its files are wrong.
     #[error("{0}")]
     Tls(String),
@@ -296,9 +303,11 @@ impl App {
             .local_addr()
             .map_err(|source| StartError::Bind { addr: listen, source })?;
         self.record_start(addr).await?;
-        // Before the first new alert: orders whose outcome the host never
-        // heard are looked up by client order id (never resent), then alerts
-        // accepted but unfinished run again.
+        crate::recovery::run(self).await?;
+        // Before the first new alert: rows that state.db lost and the audit
+        // log holds are restored (see `crate::recovery`, above), orders
+        // whose outcome the host never heard are looked up by client order
+        // id (never resent), then alerts accepted but unfinished run again.
         match crate::pipeline::reconcile_unresolved(self).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(orders = n, "reconciled orders left without a known outcome"),

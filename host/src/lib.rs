@@ -27,6 +27,7 @@ pub mod domain;
 pub mod http;
 pub mod pipeline;
 pub mod plugins;
+pub mod recovery;
 pub mod setup;
 pub mod store;
 pub mod trading;

@@ -797,7 +797,9 @@ async fn place(
                 AuditEvent::new(ActorKind::System, "pipeline", action::ORDER_REJECTED, Outcome::Deny)
                     .resource(format!("order:{coid}"))
                     .context(ctx)
-                    .payload(json!({ "index": index, "client_order_id": coid, "rail": decision.rail.map(Rail::key), "reason": result.reason })),
+                    // With what `crate::recovery` needs to restore the row.
+                    .payload(json!({ "index": index, "client_order_id": coid, "rail": decision.rail.map(Rail::key), "reason": result.reason,
+                                     "intent": intent, "broker": broker.name, "route": route, "account": a.account, "fingerprint": fingerprint })),
             )
             .await?;
         return Ok((result, receipt));
@@ -817,7 +819,11 @@ async fn place(
             AuditEvent::new(ActorKind::System, "pipeline", action::ORDER_INTENT, Outcome::Allow)
                 .resource(format!("order:{coid}"))
                 .context(ctx)
-                .payload(json!({ "index": index, "client_order_id": coid, "intent": intent, "broker": broker.name })),
+                // With what `crate::recovery` needs to restore the row.
+                .payload(
+                    json!({ "index": index, "client_order_id": coid, "intent": intent, "broker": broker.name,
+                                 "route": route, "account": a.account, "fingerprint": fingerprint }),
+                ),
         )
         .await?;
 

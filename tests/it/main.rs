@@ -27,6 +27,8 @@
 //!   key rotation and witness notes.
 //! - `trading`: exactly-once orders, risk rails, the kill switch,
 //!   reconciliation, crash recovery, 202 and stale signals.
+//! - `recovery`: a power loss that rolls `state.db` back: lost alert and
+//!   order rows restored from the audit log, nothing sent twice.
 //! - `notify`: notifier plugins against local servers speaking each
 //!   service's wire format.
 //! - `openapi`: schemathesis against `/v1/openapi.json`: no 5xx, no admin
@@ -52,6 +54,7 @@ mod languages;
 mod notify;
 mod openapi;
 mod plugins;
+mod recovery;
 mod tamper;
 mod trading;
 mod vault;

@@ -205,7 +205,7 @@ pub fn change(
         apply(&mut next, rail, new.clone());
         parsed.push((rail.clone(), new));
     }
-    db.with_tx(|tx| {
+    db.durable(|tx| {
         for (rail, v) in &parsed {
             tx.execute(
                 "INSERT INTO risk_override(rail, value, set_by, set_at_ns) VALUES (?1, ?2, ?3, ?4)

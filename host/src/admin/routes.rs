@@ -61,7 +61,7 @@ impl RouteControl {
     /// [`StoreError`].
     pub fn load(db: StateDb, config: &Config) -> Result<Self, StoreError> {
         let now = crate::audit::now_ns();
-        let rows: Vec<Row> = db.with_tx(|tx| {
+        let rows: Vec<Row> = db.durable(|tx| {
             let current: Vec<([u8; 32], &RouteName)> =
                 config.routes.iter().map(|(n, r)| (r.hook_token_sha256, n)).collect();
             // Config tokens no longer in the config are forgotten.
@@ -149,7 +149,7 @@ impl RouteControl {
         let now = crate::audit::now_ns();
         let until = now.saturating_add(overlap_ns);
         let mut tokens = self.tokens.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.db.with_tx(|tx| {
+        self.db.durable(|tx| {
             tx.execute(
                 "UPDATE hook_token SET expires_at_ns = min(coalesce(expires_at_ns, ?2), ?2) WHERE route = ?1",
                 params![route.as_str(), until],
@@ -214,7 +214,7 @@ impl RouteControl {
     /// [`StoreError`].
     pub fn set_paused(&self, route: &RouteName, paused: bool, by: &str) -> Result<bool, StoreError> {
         let mut set = self.paused.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.db.with(|c| {
+        self.db.durable(|c| {
             c.execute(
                 "INSERT INTO route_state(route, paused, changed_by, changed_at_ns) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(route) DO UPDATE SET paused = excluded.paused, changed_by = excluded.changed_by, changed_at_ns = excluded.changed_at_ns",

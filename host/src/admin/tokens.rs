@@ -90,7 +90,7 @@ impl Tokens {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
         );
         let now = crate::audit::now_ns();
-        self.db.with(|c| {
+        self.db.durable(|c| {
             c.execute(
                 "INSERT INTO api_token(id, hash, name, role, created_at_ns, expires_at_ns, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![id, hash(&token).to_vec(), name, role.as_str(), now, expires_at_ns, owner],
@@ -192,7 +192,7 @@ impl Tokens {
     /// # Errors
     /// [`StoreError`].
     pub fn revoke(&self, id: &str) -> Result<bool, StoreError> {
-        self.db.with(|c| {
+        self.db.durable(|c| {
             c.execute(
                 "UPDATE api_token SET revoked_at_ns = coalesce(revoked_at_ns, ?1) WHERE id = ?2",
                 params![crate::audit::now_ns(), id],

@@ -83,7 +83,7 @@ impl Users {
     /// # Errors
     /// [`StoreError`].
     pub fn create(&self, name: &str, role: Role) -> Result<bool, StoreError> {
-        self.db.with(|c| {
+        self.db.durable(|c| {
             c.execute(
                 "INSERT OR IGNORE INTO app_user(name, role, created_at_ns) VALUES (?1, ?2, ?3)",
                 params![name, role.as_str(), crate::audit::now_ns()],
@@ -99,7 +99,7 @@ impl Users {
     /// # Errors
     /// [`StoreError`].
     pub fn update(&self, name: &str, role: Option<Role>, disabled: Option<bool>) -> Result<Vec<String>, StoreError> {
-        self.db.with_tx(|tx| {
+        self.db.durable(|tx| {
             let now = crate::audit::now_ns();
             if let Some(d) = disabled {
                 tx.execute(

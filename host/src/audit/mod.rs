@@ -57,6 +57,9 @@ pub mod action {
     pub const ORDER_REJECTED: &str = "order.rejected";
     /// The broker was asked about an order by client order id.
     pub const ORDER_RECONCILED: &str = "order.reconciled";
+    /// At start, alert and order rows that `state.db` had lost (a power
+    /// loss undid its last commits) were restored from this log.
+    pub const STATE_RECOVERED: &str = "state.recovered";
     /// A request was refused: no, unknown, expired or revoked token, or a
     /// role that may not.
     pub const AUTH_DENIED: &str = "auth.denied";

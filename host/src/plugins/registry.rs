@@ -332,7 +332,7 @@ impl Registry {
     /// [`crate::store::StoreError`].
     pub fn set_disabled(&self, name: &PluginName, disabled: bool, by: &str) -> Result<bool, crate::store::StoreError> {
         let mut set = self.disabled.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.db.with(|c| {
+        self.db.durable(|c| {
             c.execute(
                 "INSERT INTO plugin_state(plugin, disabled, changed_by, changed_at_ns) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(plugin) DO UPDATE SET disabled = excluded.disabled, changed_by = excluded.changed_by, changed_at_ns = excluded.changed_at_ns",

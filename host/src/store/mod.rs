@@ -13,9 +13,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 pub const STATE_DB: &str = "state.db";
 
 // synchronous=NORMAL: in WAL mode a commit survives a process crash; after a
-// power loss the last transactions may roll back. The audit log (FULL) is
-// the durable record of every alert and order: it commits before the host
-// acts or answers, so state can be reconciled from it.
+// power loss (or an OS crash) the transactions since the last WAL sync may
+// roll back. That is accepted only for what the audit log (FULL) can
+// rebuild: alert rows and order rows, which `crate::recovery` restores
+// from it at start (alerts resume, orders are asked of the broker, never
+// resent). Operator decisions (kill switch, tokens, users, pauses, limits,
+// disabled plugins) are not in that set: they commit with
+// `StateDb::durable`, which syncs. Plugin kv writes keep NORMAL: a
+// plugin's own state may lose its last moments to a power loss (docs/plugins.md).
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
@@ -164,6 +169,13 @@ CREATE TRIGGER IF NOT EXISTS plugin_kv_usage_delete AFTER DELETE ON plugin_kv BE
   UPDATE plugin_kv_usage SET keys = keys - 1, bytes = bytes - length(old.key) - length(old.value) WHERE plugin = old.plugin;
 END;
 
+-- Facts about this file: `created_at_ns`, from when the audit log's
+-- alerts and orders are this database's to recover (crate::recovery).
+CREATE TABLE IF NOT EXISTS state_meta(
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) STRICT;
+
 CREATE TABLE IF NOT EXISTS compiled_component(
   digest TEXT NOT NULL,
   engine TEXT NOT NULL,
@@ -215,6 +227,8 @@ pub struct StateDb {
     /// corrupt): the host stops taking alerts until restarted, as it does
     /// when the audit log cannot be written.
     halted: Arc<Mutex<Option<String>>>,
+    /// Commits made with [`StateDb::durable`] (operators' decisions).
+    durable_commits: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Whether `e` means the storage itself failed (rather than a constraint or
@@ -283,12 +297,69 @@ impl StateDb {
         // Checkpoints run beside the commits while any clone is alive.
         let checkpointer = wal::Checkpointer::start(path.to_owned());
         checkpointer.watch(&conn);
-        Ok(Self {
+        let db = Self {
             _wal: Arc::new(checkpointer),
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_owned(),
             halted: Arc::new(Mutex::new(None)),
+            durable_commits: Arc::default(),
+        };
+        // Durable, with the schema before it in the WAL: a file whose
+        // creation a power loss undid is made again with a later time,
+        // and then recovers nothing older than itself.
+        db.durable(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO state_meta(key, value) VALUES ('created_at_ns', ?1)",
+                [crate::audit::now_ns().to_string()],
+            )
+            .map(drop)
+        })?;
+        Ok(db)
+    }
+
+    /// Runs `f` in one transaction that is on disk when this returns: its
+    /// commit syncs the WAL (`synchronous = FULL` for this commit only),
+    /// so a power loss cannot undo it, nor anything committed before it.
+    /// For operators' decisions, which the audit log cannot rebuild: the
+    /// kill switch, tokens, users, route pauses, limits, disabled plugins.
+    ///
+    /// # Errors
+    /// [`StoreError`]; nothing is applied then.
+    pub fn durable<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn();
+        let r = conn.pragma_update(None, "synchronous", "FULL").and_then(|()| {
+            let tx = conn.transaction()?;
+            let v = f(&tx)?;
+            tx.commit()?;
+            Ok(v)
+        });
+        // Back to NORMAL whatever happened: every other commit stays cheap.
+        let back = conn.pragma_update(None, "synchronous", "NORMAL");
+        drop(conn);
+        let v = r.and_then(|v| back.map(|()| v)).map_err(|e| self.err(e))?;
+        self.durable_commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(v)
+    }
+
+    /// How many [`StateDb::durable`] commits this process made.
+    pub fn durable_commits(&self) -> u64 {
+        self.durable_commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// When this file was created (UTC ns).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn created_at_ns(&self) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT value FROM state_meta WHERE key = 'created_at_ns'", [], |r| {
+                r.get::<_, String>(0)
+            })
         })
+        .map(|v| v.parse().unwrap_or(0))
     }
 
     /// Runs `f` on the connection; a storage failure halts new alerts.
@@ -344,7 +415,7 @@ impl StateDb {
         audited: bool,
         reason: &str,
     ) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.durable(|c| {
             c.execute(
                 "INSERT INTO control(key, value, actor, updated_at_ns, audited, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value, actor = excluded.actor,
@@ -608,6 +679,46 @@ mod tests {
             )
         })
         .unwrap()
+    }
+
+    fn synchronous(db: &StateDb) -> i64 {
+        db.with(|c| c.query_row("PRAGMA synchronous", [], |r| r.get(0)))
+            .unwrap()
+    }
+
+    #[test]
+    fn durable_commits_sync_and_every_other_commit_stays_normal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(&dir.path().join("state.db")).unwrap();
+        let created = db.created_at_ns().unwrap();
+        assert!(created > 0);
+        let (normal, full) = (1, 2);
+        assert_eq!(synchronous(&db), normal);
+        let inside = db
+            .durable(|tx| {
+                tx.execute("INSERT INTO state_meta(key, value) VALUES ('k', 'v')", [])?;
+                tx.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))
+            })
+            .unwrap();
+        assert_eq!(inside, full);
+        assert_eq!(synchronous(&db), normal, "back to NORMAL after the commit");
+        // A failed one applies nothing and also goes back.
+        let e = db
+            .durable(|tx| {
+                tx.execute("INSERT INTO state_meta(key, value) VALUES ('k2', 'v')", [])?;
+                tx.execute("INSERT INTO state_meta(key, value) VALUES ('k', 'again')", [])
+            })
+            .unwrap_err();
+        assert!(e.message.contains("UNIQUE"), "{e}");
+        assert_eq!(synchronous(&db), normal);
+        let keys: i64 = db
+            .with(|c| c.query_row("SELECT count(*) FROM state_meta WHERE key = 'k2'", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(keys, 0);
+        // The creation time is kept across opens.
+        drop(db);
+        let db = StateDb::open(&dir.path().join("state.db")).unwrap();
+        assert_eq!(db.created_at_ns().unwrap(), created);
     }
 
     #[test]
