@@ -374,6 +374,10 @@ impl App {
                 )
                 .await;
             app.audit.close();
+            // What background work wrote since the last alert finished.
+            if let Err(e) = app.state.commit() {
+                tracing::error!(error = %e, "state database: the last writes could not be committed");
+            }
         });
         Ok(RunningServer {
             addr,

@@ -28,7 +28,8 @@
 //! - `trading`: exactly-once orders, risk rails, the kill switch,
 //!   reconciliation, crash recovery, 202 and stale signals.
 //! - `recovery`: a power loss that rolls `state.db` back: lost alert and
-//!   order rows restored from the audit log, nothing sent twice.
+//!   order rows restored from the audit log, nothing sent twice; an
+//!   answer only after its alert's batched writes are committed.
 //! - `notify`: notifier plugins against local servers speaking each
 //!   service's wire format.
 //! - `openapi`: schemathesis against `/v1/openapi.json`: no 5xx, no admin

@@ -308,3 +308,32 @@ async fn an_alert_whose_finish_was_lost_is_finished_from_the_log_not_run_again()
     assert_eq!(place_calls(&host), 1);
     Ok(())
 }
+
+/// `state.db`'s writes are batched (`host/src/store/batch.rs`), and the
+/// batch holding an alert's writes commits before its answer: another
+/// connection (another process) sees them as soon as the sender has it.
+#[tokio::test]
+async fn an_answer_comes_after_what_its_alert_changed_is_committed() -> anyhow::Result<()> {
+    let host = TestHost::start().await?;
+    let other = rusqlite::Connection::open(host.path().join("state.db"))?;
+    for i in 0..5 {
+        let reply = host
+            .alert("default", "text/plain", &format!("buy 1 AMD at {}", 150 + i))
+            .await?
+            .json();
+        assert_eq!(reply["orders"][0]["outcome"], "filled", "{reply}");
+        let id = reply["alert_id"].as_str().unwrap();
+        let status: String = other.query_row("SELECT status FROM alert WHERE id = ?1", [id], |r| r.get(0))?;
+        assert_eq!(status, "processed");
+        let state: String = other.query_row("SELECT state FROM orders WHERE alert_id = ?1", [id], |r| r.get(0))?;
+        assert_eq!(state, "filled");
+        let coid = reply["orders"][0]["client_order_id"].as_str().unwrap();
+        let booked: i64 = other.query_row(
+            "SELECT count(*) FROM plugin_kv WHERE plugin = 'paper' AND instr(key, ?1) > 0",
+            [coid],
+            |r| r.get(0),
+        )?;
+        assert_eq!(booked, 1, "the paper broker's record of {coid}");
+    }
+    Ok(())
+}

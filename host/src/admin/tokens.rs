@@ -145,7 +145,7 @@ impl Tokens {
         if !matches!(disabled, Some(None)) {
             return Ok(Err(Refusal::Disabled));
         }
-        self.db.with(|c| {
+        self.db.with_tx(|c| {
             c.execute(
                 "UPDATE api_token SET last_used_at_ns = ?1 WHERE id = ?2",
                 params![now, info.id],

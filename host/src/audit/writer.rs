@@ -57,12 +57,12 @@ pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 pub enum AuditError {
     /// The audit log is halted after an earlier write failure.
     #[error(
-        "the audit log is halted after a write failure ({0}); no action that must be audited can proceed; fix the cause (for example free disk space) and restart algobanana"
+        "the audit log is halted after a write failure ({0}); no action that must be audited can proceed; fix the cause (a full disk: free space; a data dir that became read-only: make it writable; a failing disk: check it) and restart algobanana"
     )]
     Halted(String),
     /// This write failed.
     #[error(
-        "cannot write the audit log: {0}; the host is now halted; fix the cause (for example free disk space) and restart algobanana"
+        "cannot write the audit log: {0}; the host is now halted; fix the cause (a full disk: free space; a data dir that became read-only: make it writable; a failing disk: check it) and restart algobanana"
     )]
     Write(String),
     /// The request was refused; nothing was changed.

@@ -2,6 +2,7 @@
 //! received alerts and their results, plugin key-value namespaces, and the
 //! registry of precompiled components.
 
+pub mod batch;
 pub mod wal;
 
 use std::path::{Path, PathBuf};
@@ -221,6 +222,8 @@ pub struct StateDb {
     /// Declared first, so it is dropped (stopped and joined) before the
     /// connection closes.
     _wal: Arc<wal::Checkpointer>,
+    /// Then this, which commits the open batch (see [`batch`]).
+    batch: Arc<batch::Batcher>,
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
     /// Set on the first storage-level failure (I/O, full, read-only,
@@ -243,6 +246,23 @@ fn storage_failure(e: &rusqlite::Error) -> Option<&'static str> {
         }
         C::DatabaseCorrupt | C::NotADatabase => Some("the file is damaged: restore it from a backup"),
         _ => None,
+    }
+}
+
+/// The operator's message for `e`; a storage failure also halts new
+/// alerts (the first one is kept as the reason).
+fn halt(path: &Path, halted: &Mutex<Option<String>>, e: &rusqlite::Error) -> String {
+    match storage_failure(e) {
+        Some(hint) => {
+            let message = format!("{e} ({hint}, then restart algobanana)");
+            let mut halted = halted.lock().unwrap_or_else(|p| p.into_inner());
+            if halted.is_none() {
+                tracing::error!(path = %path.display(), error = %message, "state database failed; refusing new alerts");
+                *halted = Some(format!("state database {}: {message}", path.display()));
+            }
+            message
+        }
+        None => e.to_string(),
     }
 }
 
@@ -297,11 +317,20 @@ impl StateDb {
         // Checkpoints run beside the commits while any clone is alive.
         let checkpointer = wal::Checkpointer::start(path.to_owned());
         checkpointer.watch(&conn);
+        let conn = Arc::new(Mutex::new(conn));
+        let halted: Arc<Mutex<Option<String>>> = Arc::default();
+        let on_error = {
+            let (path, halted) = (path.to_owned(), halted.clone());
+            Arc::new(move |e: rusqlite::Error| {
+                halt(&path, &halted, &e);
+            })
+        };
         let db = Self {
             _wal: Arc::new(checkpointer),
-            conn: Arc::new(Mutex::new(conn)),
+            batch: Arc::new(batch::Batcher::start(conn.clone(), on_error)),
+            conn,
             path: path.to_owned(),
-            halted: Arc::new(Mutex::new(None)),
+            halted,
             durable_commits: Arc::default(),
         };
         // Durable, with the schema before it in the WAL: a file whose
@@ -329,13 +358,18 @@ impl StateDb {
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn();
-        let r = conn.pragma_update(None, "synchronous", "FULL").and_then(|()| {
-            let tx = conn.transaction()?;
-            let v = f(&tx)?;
-            tx.commit()?;
-            Ok(v)
-        });
+        let mut conn = self.lock();
+        // The open batch first: the sync then covers it too.
+        let r = self
+            .batch
+            .commit(&conn)
+            .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"))
+            .and_then(|()| {
+                let tx = conn.transaction()?;
+                let v = f(&tx)?;
+                tx.commit()?;
+                Ok(v)
+            });
         // Back to NORMAL whatever happened: every other commit stays cheap.
         let back = conn.pragma_update(None, "synchronous", "NORMAL");
         drop(conn);
@@ -362,7 +396,10 @@ impl StateDb {
         .map(|v| v.parse().unwrap_or(0))
     }
 
-    /// Runs `f` on the connection; a storage failure halts new alerts.
+    /// Runs `f`, which reads, on the connection (in the open batch, or a
+    /// read-only one it opens); a storage failure halts new alerts. Writes
+    /// go through [`StateDb::with_tx`] (or [`StateDb::durable`]): a
+    /// read-only batch cannot always become a writer.
     ///
     /// # Errors
     /// [`StoreError`].
@@ -371,22 +408,39 @@ impl StateDb {
         r.map_err(|e| self.err(e))
     }
 
-    /// Runs `f` in one transaction (committed when `f` returns `Ok`).
+    /// Runs `f` as one all-or-nothing write in the open batch (opening one
+    /// if needed; see [`batch`]): applied when `f` returns `Ok`, and
+    /// committed with the batch.
     ///
     /// # Errors
-    /// [`StoreError`]; nothing is applied then.
-    pub fn with_tx<T>(
-        &self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
-    ) -> Result<T, StoreError> {
-        let mut conn = self.conn();
-        let r = conn.transaction().and_then(|tx| {
-            let v = f(&tx)?;
-            tx.commit()?;
+    /// [`StoreError`]; nothing of `f` is applied then.
+    pub fn with_tx<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let mut conn = self.writer()?;
+        let r = conn.savepoint().and_then(|sp| {
+            let v = f(&sp)?;
+            sp.commit()?;
             Ok(v)
         });
         drop(conn);
         r.map_err(|e| self.err(e))
+    }
+
+    /// Commits the open batch now. An alert's answer waits for this, so
+    /// that what it changed is committed when its sender hears of it.
+    ///
+    /// # Errors
+    /// [`StoreError`]: the batch is rolled back (a storage failure, which
+    /// also halts new alerts).
+    pub fn commit(&self) -> Result<(), StoreError> {
+        let conn = self.lock();
+        let r = self.batch.commit(&conn);
+        drop(conn);
+        r.map_err(|e| self.err(e))
+    }
+
+    /// Batches committed so far (see [`batch`]).
+    pub fn batches(&self) -> u64 {
+        self.batch.commits()
     }
 
     /// A control value (the kill switch) and who set it.
@@ -443,29 +497,41 @@ impl StateDb {
     /// # Errors
     /// [`StoreError`].
     pub fn mark_control_audited(&self, key: &str) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.with_tx(|c| {
             c.execute("UPDATE control SET audited = 1 WHERE key = ?1", [key])
                 .map(drop)
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    /// The connection, outside the batch's bookkeeping (commits).
+    fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn err(&self, e: rusqlite::Error) -> StoreError {
-        let message = match storage_failure(&e) {
-            Some(hint) => {
-                let message = format!("{e} ({hint}, then restart algobanana)");
-                let mut halted = self.halted.lock().unwrap_or_else(|p| p.into_inner());
-                if halted.is_none() {
-                    tracing::error!(path = %self.path.display(), error = %message, "state database failed; refusing new alerts");
-                    *halted = Some(format!("state database {}: {message}", self.path.display()));
-                }
-                message
+    /// The connection, with a batch open for reads. A failed `BEGIN`
+    /// leaves it in autocommit, which reads just as well.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        let conn = self.lock();
+        if let Err(e) = self.batch.begin_read(&conn) {
+            tracing::debug!(error = %e, "state database: reading outside a batch");
+        }
+        conn
+    }
+
+    /// The connection, with a batch open for writes.
+    fn writer(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        let conn = self.lock();
+        match self.batch.begin_write(&conn) {
+            Ok(()) => Ok(conn),
+            Err(e) => {
+                drop(conn);
+                Err(self.err(e))
             }
-            None => e.to_string(),
-        };
+        }
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        let message = halt(&self.path, &self.halted, &e);
         StoreError {
             path: self.path.clone(),
             message,
@@ -477,7 +543,8 @@ impl StateDb {
         self.halted.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Records a received alert.
+    /// Records a received alert (in the open batch: the audit log's
+    /// `alert.received` is its durable record).
     ///
     /// # Errors
     /// [`StoreError`].
@@ -490,7 +557,7 @@ impl StateDb {
         content_type: &str,
         body: &[u8],
     ) -> Result<(), StoreError> {
-        self.conn()
+        self.writer()?
             .prepare_cached(
                 "INSERT INTO alert(id, route, received_at_ns, request_id, content_type, body, status)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'received')",
@@ -529,7 +596,7 @@ impl StateDb {
     /// [`StoreError`].
     pub fn finish_alert(&self, id: &str, processed: bool, result: &str) -> Result<(), StoreError> {
         let status = if processed { "processed" } else { "failed" };
-        self.conn()
+        self.writer()?
             .prepare_cached("UPDATE alert SET status = ?2, result = ?3 WHERE id = ?1")
             .and_then(|mut s| s.execute(params![id, status, result]))
             .map(drop)
@@ -599,7 +666,8 @@ impl StateDb {
             .map_err(|e| self.err(e))
     }
 
-    /// Applies a call's buffered writes in one transaction (`None` deletes).
+    /// Applies a call's buffered writes, all or nothing, in the open batch
+    /// (`None` deletes).
     ///
     /// # Errors
     /// [`StoreError`]; nothing is applied then.
@@ -608,8 +676,8 @@ impl StateDb {
         plugin: &str,
         writes: impl IntoIterator<Item = (&'a String, &'a Option<Vec<u8>>)>,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let mut conn = self.writer()?;
+        let tx = conn.savepoint().map_err(|e| self.err(e))?;
         for (key, value) in writes {
             let r = match value {
                 Some(v) => tx
@@ -644,7 +712,7 @@ impl StateDb {
     /// # Errors
     /// [`StoreError`].
     pub fn set_compiled_hash(&self, digest: &str, engine: &str, sha256: &str) -> Result<(), StoreError> {
-        self.conn()
+        self.writer()?
             .execute(
                 "INSERT INTO compiled_component(digest, engine, cwasm_sha256) VALUES (?1, ?2, ?3)
                  ON CONFLICT(digest, engine) DO UPDATE SET cwasm_sha256 = excluded.cwasm_sha256",
@@ -657,6 +725,8 @@ impl StateDb {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn put(db: &StateDb, plugin: &str, key: &str, value: Option<&[u8]>) {
@@ -721,6 +791,113 @@ mod tests {
         assert_eq!(db.created_at_ns().unwrap(), created);
     }
 
+    fn meta_keys_seen_by_another_connection(path: &Path) -> Vec<String> {
+        let c = Connection::open(path).unwrap();
+        let mut s = c
+            .prepare("SELECT key FROM state_meta WHERE key LIKE 'b%' ORDER BY key")
+            .unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn put_meta(db: &StateDb, key: &str) -> Result<(), StoreError> {
+        db.with_tx(|c| {
+            c.execute("INSERT INTO state_meta(key, value) VALUES (?1, 'v')", [key])
+                .map(drop)
+        })
+    }
+
+    #[test]
+    fn writes_share_a_batch_that_commits_on_request_on_a_timer_and_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let db = StateDb::open(&path).unwrap();
+        let batches = db.batches();
+        put_meta(&db, "b1").unwrap();
+        // A failed write undoes itself only.
+        assert!(put_meta(&db, "b1").unwrap_err().message.contains("UNIQUE"));
+        put_meta(&db, "b2").unwrap();
+        let own: i64 = db
+            .with(|c| c.query_row("SELECT count(*) FROM state_meta WHERE key LIKE 'b%'", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(own, 2, "the host reads its own batch");
+        db.commit().unwrap();
+        assert_eq!(db.batches(), batches + 1, "one commit for the three writes");
+        assert_eq!(meta_keys_seen_by_another_connection(&path), ["b1", "b2"]);
+
+        // Without a request, the timer commits it.
+        put_meta(&db, "b3").unwrap();
+        let t = std::time::Instant::now();
+        while meta_keys_seen_by_another_connection(&path).len() < 3 && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(meta_keys_seen_by_another_connection(&path), ["b1", "b2", "b3"]);
+        assert_eq!(db.batches(), batches + 2);
+
+        // A durable write commits what was open before it, synced with it.
+        put_meta(&db, "b4").unwrap();
+        db.durable(|tx| {
+            tx.execute("INSERT INTO state_meta(key, value) VALUES ('b5', 'v')", [])
+                .map(drop)
+        })
+        .unwrap();
+        assert_eq!(
+            meta_keys_seen_by_another_connection(&path),
+            ["b1", "b2", "b3", "b4", "b5"]
+        );
+
+        // The last handle's drop commits the open batch (it stops the
+        // timer first; closing a connection would roll it back).
+        put_meta(&db, "b6").unwrap();
+        let clone = db.clone();
+        drop(db);
+        drop(clone);
+        assert_eq!(meta_keys_seen_by_another_connection(&path).len(), 6);
+    }
+
+    /// The command line's kill switch writes `state.db` from another
+    /// process while the host runs: under a host writing without pause
+    /// (a commit every fourth write, as alerts finish), it must still get
+    /// in within its busy timeout.
+    #[test]
+    fn another_process_can_write_while_the_host_batches_without_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let db = StateDb::open(&path).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let host = {
+            let (db, stop) = (db.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    db.with_tx(|c| {
+                        c.execute("INSERT INTO state_meta(key, value) VALUES (?1, 'v')", [format!("h{n}")])
+                            .map(drop)
+                    })
+                    .unwrap();
+                    if n.is_multiple_of(4) {
+                        db.commit().unwrap();
+                    }
+                }
+                n
+            })
+        };
+        let mut slowest = Duration::ZERO;
+        for i in 0..20 {
+            let c = StateDb::open(&path).unwrap();
+            let t = std::time::Instant::now();
+            c.set_control(&format!("k{i}"), "on", "cli", false, "drill").unwrap();
+            slowest = slowest.max(t.elapsed());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let writes = host.join().unwrap();
+        eprintln!("{writes} host writes; the other process's slowest write waited {slowest:?}");
+        assert!(writes > 100, "the host kept writing: {writes}");
+    }
+
     #[test]
     fn kv_usage_follows_every_write_and_is_rebuilt_for_an_older_database() {
         let dir = tempfile::tempdir().unwrap();
@@ -738,7 +915,7 @@ mod tests {
         }
         assert_eq!(db.kv_usage("paper").unwrap(), KvUsage { keys: 1, bytes: 7 });
         // A database from before the usage table: it is filled at open.
-        db.with(|c| c.execute_batch("DROP TABLE plugin_kv_usage;")).unwrap();
+        db.with_tx(|c| c.execute_batch("DROP TABLE plugin_kv_usage;")).unwrap();
         drop(db);
         let db = StateDb::open(&path).unwrap();
         assert_eq!(db.kv_usage("paper").unwrap(), KvUsage { keys: 1, bytes: 7 });

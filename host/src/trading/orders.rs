@@ -322,7 +322,7 @@ impl Orders {
             None => (OrderState::Intent, true),
             Some(_) => (OrderState::Rejected, false),
         };
-        self.db.with(|c| {
+        self.db.with_tx(|c| {
             c.prepare_cached(
                 "INSERT INTO orders(client_order_id, fingerprint, alert_id, route, broker, intent, state, sent, reason, created_at_ns, updated_at_ns, account)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)",
@@ -379,7 +379,7 @@ impl Orders {
         filled: rust_decimal::Decimal,
         average: Option<rust_decimal::Decimal>,
     ) -> Result<(), StoreError> {
-        self.db.with(|c| set_fill(c, id, filled, average))
+        self.db.with_tx(|c| set_fill(c, id, filled, average))
     }
 
     /// Realized profit (negative: loss) of fills since `since_ns`, per the
