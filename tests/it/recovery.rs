@@ -36,6 +36,11 @@ fn roll_back(dir: &Path, snap: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sends a JSON alert to `route` and returns the answer.
+async fn send_json(host: &TestHost, route: &str, body: &str) -> anyhow::Result<Value> {
+    Ok(host.alert(route, "application/json", body).await?.json())
+}
+
 fn recovered(host: &TestHost) -> anyhow::Result<Vec<Value>> {
     Ok(host
         .audit(&Filter {
@@ -128,14 +133,12 @@ async fn an_interrupted_alert_whose_rows_a_power_loss_undid_resumes_and_sends_no
     assert_eq!(result["orders"][0]["client_order_id"], "sig-lost");
 
     // The same signal again: still one order.
-    let again = host
-        .alert(
-            "alpaca",
-            "application/json",
-            r#"{"ticker":"AAPL","action":"buy","quantity":"3","price":"190.35","signalId":"sig-lost"}"#,
-        )
-        .await?
-        .json();
+    let again = send_json(
+        &host,
+        "alpaca",
+        r#"{"ticker":"AAPL","action":"buy","quantity":"3","price":"190.35","signalId":"sig-lost"}"#,
+    )
+    .await?;
     assert_eq!(again["orders"][0]["outcome"], "duplicate", "{again}");
     assert_eq!(fake.posts(), 1);
 
@@ -153,14 +156,12 @@ async fn finished_alerts_are_restored_as_finished_and_an_edited_event_is_not_use
     let (dir, tokens) = host.stop().await;
     let before = snapshot(dir.path())?;
     let host = TestHost::start_in(dir, tokens, Default::default()).await?;
-    let first = host
-        .alert(
-            "default",
-            "application/json",
-            r#"{"ticker":"MSFT","action":"buy","quantity":"2","price":"410","signalId":"sig-a"}"#,
-        )
-        .await?
-        .json();
+    let first = send_json(
+        &host,
+        "default",
+        r#"{"ticker":"MSFT","action":"buy","quantity":"2","price":"410","signalId":"sig-a"}"#,
+    )
+    .await?;
     assert_eq!(first["orders"][0]["outcome"], "filled", "{first}");
     let second = host.alert("default", "text/plain", "buy 1 AMD at 150").await?.json();
     assert_eq!(second["orders"][0]["outcome"], "filled", "{second}");
@@ -213,14 +214,12 @@ async fn finished_alerts_are_restored_as_finished_and_an_edited_event_is_not_use
     );
     assert_eq!(place_calls(&host), 2, "the two alerts' own calls, nothing resent");
     // The restored order still blocks a repeat of its signal.
-    let again = host
-        .alert(
-            "default",
-            "application/json",
-            r#"{"ticker":"MSFT","action":"buy","quantity":"2","price":"410","signalId":"sig-a"}"#,
-        )
-        .await?
-        .json();
+    let again = send_json(
+        &host,
+        "default",
+        r#"{"ticker":"MSFT","action":"buy","quantity":"2","price":"410","signalId":"sig-a"}"#,
+    )
+    .await?;
     assert_eq!(again["orders"][0]["outcome"], "duplicate", "{again}");
     Ok(())
 }

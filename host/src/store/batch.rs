@@ -191,17 +191,8 @@ fn run(
     on_error: &(dyn Fn(rusqlite::Error) + Send + Sync),
 ) {
     let (state, cv) = signal;
-    loop {
-        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
-        s = cv
-            .wait_while(s, |s| !s.stop && !s.open)
-            .unwrap_or_else(PoisonError::into_inner);
-        (s, _) = cv
-            .wait_timeout_while(s, MAX_AGE, |s| !s.stop)
-            .unwrap_or_else(PoisonError::into_inner);
-        if s.stop {
-            return;
-        }
+    // Idle until a batch opens, then its most age.
+    while let Some(s) = super::wal::wait_due(state, cv, MAX_AGE, |s| s.open, |s| s.stop) {
         drop(s);
         let Some(conn) = conn.upgrade() else { return };
         let c = conn.lock().unwrap_or_else(PoisonError::into_inner);

@@ -129,23 +129,31 @@ impl Drop for Checkpointer {
     }
 }
 
+/// The rhythm of a background thread: idle until `due` (or `stopped`),
+/// then `delay` more, gathering what follows (a stop ends that wait too).
+/// The state's guard, or `None` once stopped.
+pub(super) fn wait_due<'a, S>(
+    state: &'a Mutex<S>,
+    cv: &Condvar,
+    delay: Duration,
+    due: impl Fn(&S) -> bool,
+    stopped: impl Fn(&S) -> bool,
+) -> Option<std::sync::MutexGuard<'a, S>> {
+    let s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let s = cv
+        .wait_while(s, |s| !stopped(s) && !due(s))
+        .unwrap_or_else(PoisonError::into_inner);
+    let (s, _) = cv
+        .wait_timeout_while(s, delay, |s| !stopped(s))
+        .unwrap_or_else(PoisonError::into_inner);
+    (!stopped(&s)).then_some(s)
+}
+
 fn run(path: &Path, signal: &(Mutex<Signal>, Condvar)) {
     let (state, cv) = signal;
     let mut conn: Option<Connection> = None;
-    loop {
-        let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
-        // Idle until a commit.
-        s = cv
-            .wait_while(s, |s| !s.stop && !s.dirty)
-            .unwrap_or_else(PoisonError::into_inner);
-        // Then the least interval, gathering the commits that follow (a
-        // stop ends the wait).
-        (s, _) = cv
-            .wait_timeout_while(s, MIN_INTERVAL, |s| !s.stop)
-            .unwrap_or_else(PoisonError::into_inner);
-        if s.stop {
-            return;
-        }
+    // Idle until a commit, then the least interval.
+    while let Some(mut s) = wait_due(state, cv, MIN_INTERVAL, |s| s.dirty, |s| s.stop) {
         // Commits from here on wake the next round.
         s.dirty = false;
         s.runs += 1;
