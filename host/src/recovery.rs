@@ -23,10 +23,16 @@
 //! paper broker's book rolls back with them, and reconciliation then finds
 //! the paper order never placed).
 //!
-//! Where to look: `state.db` loses a suffix of its commits, so every lost
-//! row was committed after every row that survived. Each row's time is
-//! taken just before its commit, so a lost row is newer than the newest
-//! survivor, less the time between a row's clock read and its commit
+//! What a crash takes, besides a power loss: `state.db`'s writes are
+//! batched (`crate::store::batch`), and a batch commits when an alert
+//! finishes or 5 ms after it opened, so a crash takes the writes of the
+//! alerts not yet answered, which this restores the same way.
+//!
+//! Where to look: `state.db` loses a suffix of its writes (the open batch,
+//! and after a power loss the commits since the WAL's last sync), so every
+//! lost row was written after every row that survived. Each row's time is
+//! taken just before it is written, so a lost row is newer than the newest
+//! survivor, less the time between a row's clock read and its write
 //! ([`MARGIN_NS`] covers that many times over, and a wall clock stepped
 //! back by less). With no rows at all, the file's own creation time (kept
 //! durably) is the floor: a `state.db` that was deleted and made again
