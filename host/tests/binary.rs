@@ -217,6 +217,34 @@ fn kill_9_while_streaming_loses_nothing_acknowledged() {
         assert!(received.contains(id), "acknowledged alert {id} has alert.received");
         assert!(processed.contains(id), "acknowledged alert {id} has alert.processed");
     }
+    // And state.db agrees: an answer came only after its alert's batch was
+    // committed, and what the kill took (alerts not yet answered) was
+    // restored from the audit log and run at the restart.
+    let conn = rusqlite::Connection::open(data.join("state.db")).unwrap();
+    for id in &acked {
+        let status: String = conn
+            .query_row("SELECT status FROM alert WHERE id = ?1", [id], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("acknowledged alert {id} has its row: {e}"));
+        assert_eq!(status, "processed", "alert {id}");
+    }
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM alert WHERE status = 'received'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0, "every alert the kill interrupted ran at the restart");
+    let unknown: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM orders WHERE state IN ('intent', 'unknown')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(unknown, 0, "every order the kill interrupted was asked of the broker");
+    for id in &received {
+        assert!(
+            processed.contains(id),
+            "alert {id}, received before the kill, ran to its end after the restart"
+        );
+    }
 }
 
 /// `audit verify` exit codes: 0 intact, 1 tampered, 2 could not verify;
