@@ -41,6 +41,13 @@ async fn send_json(host: &TestHost, route: &str, body: &str) -> anyhow::Result<V
     Ok(host.alert(route, "application/json", body).await?.json())
 }
 
+/// A buy on the default route (the paper broker), filled.
+async fn buy_one(host: &TestHost) -> anyhow::Result<Value> {
+    let reply = host.alert("default", "text/plain", "buy 1 AMD at 150").await?.json();
+    assert_eq!(reply["orders"][0]["outcome"], "filled", "{reply}");
+    Ok(reply)
+}
+
 fn recovered(host: &TestHost) -> anyhow::Result<Vec<Value>> {
     Ok(host
         .audit(&Filter {
@@ -163,8 +170,7 @@ async fn finished_alerts_are_restored_as_finished_and_an_edited_event_is_not_use
     )
     .await?;
     assert_eq!(first["orders"][0]["outcome"], "filled", "{first}");
-    let second = host.alert("default", "text/plain", "buy 1 AMD at 150").await?.json();
-    assert_eq!(second["orders"][0]["outcome"], "filled", "{second}");
+    let second = buy_one(&host).await?;
     let (first_id, second_id) = (
         first["alert_id"].as_str().unwrap().to_owned(),
         second["alert_id"].as_str().unwrap().to_owned(),
@@ -227,8 +233,7 @@ async fn finished_alerts_are_restored_as_finished_and_an_edited_event_is_not_use
 #[tokio::test]
 async fn a_state_db_made_anew_does_not_replay_the_audit_log() -> anyhow::Result<()> {
     let host = TestHost::start().await?;
-    let reply = host.alert("default", "text/plain", "buy 1 AMD at 150").await?.json();
-    assert_eq!(reply["orders"][0]["outcome"], "filled", "{reply}");
+    buy_one(&host).await?;
     let (dir, tokens) = host.stop().await;
     for f in ["state.db", "state.db-wal", "state.db-shm"] {
         let _ = std::fs::remove_file(dir.path().join(f));
@@ -266,8 +271,7 @@ async fn operators_decisions_are_synced_when_made() -> anyhow::Result<()> {
         "the token and both switches"
     );
     // An alert's own rows are not: the audit log rebuilds them.
-    let reply = host.alert("default", "text/plain", "buy 1 AMD at 150").await?.json();
-    assert_eq!(reply["orders"][0]["outcome"], "filled", "{reply}");
+    buy_one(&host).await?;
     assert_eq!(host.app.state.durable_commits(), before + 3);
     Ok(())
 }
@@ -275,8 +279,7 @@ async fn operators_decisions_are_synced_when_made() -> anyhow::Result<()> {
 #[tokio::test]
 async fn an_alert_whose_finish_was_lost_is_finished_from_the_log_not_run_again() -> anyhow::Result<()> {
     let host = TestHost::start().await?;
-    let reply = host.alert("default", "text/plain", "buy 1 AMD at 150").await?.json();
-    assert_eq!(reply["orders"][0]["outcome"], "filled", "{reply}");
+    let reply = buy_one(&host).await?;
     let id = reply["alert_id"].as_str().unwrap().to_owned();
     let (dir, tokens) = host.stop().await;
     // The alert's row and its order survived; the finish did not.

@@ -172,12 +172,7 @@ fn commit(conn: &Connection, signal: &(Mutex<Signal>, Condvar)) -> rusqlite::Res
 
 impl Drop for Batcher {
     fn drop(&mut self) {
-        let (state, cv) = &*self.signal;
-        state.lock().unwrap_or_else(PoisonError::into_inner).stop = true;
-        cv.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        super::wal::stop_thread(&self.signal, self.thread.take(), |s| s.stop = true);
         let conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         if let Err(e) = commit(&conn, &self.signal) {
             (self.on_error)(e);

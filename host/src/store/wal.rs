@@ -120,12 +120,21 @@ impl Checkpointer {
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        let (state, cv) = &*self.signal;
-        state.lock().unwrap_or_else(PoisonError::into_inner).stop = true;
-        cv.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        stop_thread(&self.signal, self.thread.take(), |s| s.stop = true);
+    }
+}
+
+/// Tells a background thread to stop (`stop` marks its state) and joins it.
+pub(super) fn stop_thread<S>(
+    signal: &(Mutex<S>, Condvar),
+    thread: Option<std::thread::JoinHandle<()>>,
+    stop: impl FnOnce(&mut S),
+) {
+    let (state, cv) = signal;
+    stop(&mut state.lock().unwrap_or_else(PoisonError::into_inner));
+    cv.notify_all();
+    if let Some(t) = thread {
+        let _ = t.join();
     }
 }
 
