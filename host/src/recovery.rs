@@ -228,7 +228,7 @@ pub async fn run(app: &App) -> Result<Recovered, RecoveryError> {
     let mut finished: HashMap<String, (bool, String)> = HashMap::new();
     let mut orders = Vec::new();
     for row in &rows {
-        // Risk-refused invalid intents (`order.intent`, deny) have no row.
+        // An invalid intent from the rule (`order.intent`, deny) got no row.
         if row.action == action::ORDER_INTENT && row.outcome != Outcome::Allow.as_str() {
             continue;
         }

@@ -24,9 +24,13 @@
 //! Every statement on the connection sees the open batch, so the host
 //! reads its own writes. Another process's commit (the command line's
 //! kill switch) is seen when the batch ends, at most [`MAX_AGE`] later;
-//! its writes wait for a write batch's commit through their busy timeout
-//! (measured in a unit test under a host writing without pause: about
-//! 2 ms at the most).
+//! its writes wait for a write batch's commit through their busy timeout.
+//! A unit test models a host at full load (alert after alert, 200 µs of
+//! each outside `state.db`): the other process's slowest write waited
+//! 4–20 ms. A host that wrote with no pause at all could starve it past
+//! its 5 s busy timeout, since SQLite's busy handler retries at intervals
+//! and does not queue; an alert's plugin calls and audit syncs are that
+//! pause.
 //!
 //! What a crash can take: the writes of alerts not yet answered and of the
 //! last [`MAX_AGE`]. Their alert and order rows come back from the audit
@@ -156,15 +160,14 @@ fn commit(conn: &Connection, signal: &(Mutex<Signal>, Condvar)) -> rusqlite::Res
     let r = if conn.is_autocommit() {
         Ok(())
     } else {
-        let r = conn.execute_batch("COMMIT");
-        if r.is_ok() && signal.0.lock().unwrap_or_else(PoisonError::into_inner).writes {
-            signal.0.lock().unwrap_or_else(PoisonError::into_inner).commits += 1;
-        }
-        r
+        conn.execute_batch("COMMIT")
     };
+    let mut s = signal.0.lock().unwrap_or_else(PoisonError::into_inner);
+    if r.is_ok() && s.writes {
+        s.commits += 1;
+    }
     // Committed, rolled back by the failure, or never open: the timer has
     // nothing to wait for until the next `begin_*`.
-    let mut s = signal.0.lock().unwrap_or_else(PoisonError::into_inner);
     s.open = !conn.is_autocommit();
     s.writes &= s.open;
     r
