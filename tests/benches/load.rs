@@ -459,6 +459,7 @@ fn main() {
         .unwrap();
     let client = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name("load-client")
         .enable_all()
         .build()
         .unwrap();
