@@ -202,14 +202,17 @@ fn run(
     // Idle until a batch opens, then its most age.
     loop {
         let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
-        s.idle = !s.open;
-        let s = cv
-            .wait_while(s, |s| !s.stop && !s.open)
-            .unwrap_or_else(PoisonError::into_inner);
+        while !s.stop && !s.open {
+            // Idle again at every sleep: a batch that opened and was
+            // committed before this thread ran leaves nothing to do, and
+            // the next opening must wake it again.
+            s.idle = true;
+            s = cv.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+        s.idle = false;
         let (mut s, _) = cv
             .wait_timeout_while(s, MAX_AGE, |s| !s.stop)
             .unwrap_or_else(PoisonError::into_inner);
-        s.idle = false;
         if s.stop {
             return;
         }
@@ -270,5 +273,50 @@ mod tests {
         }
         assert_eq!(seen(), 301, "the timer committed the last batch");
         drop(batcher);
+    }
+
+    #[test]
+    fn a_batch_committed_before_the_timer_ran_leaves_it_ready_for_the_next() {
+        // An opening wakes the idle thread; the batch is committed before
+        // the thread runs, so it finds nothing open and sleeps again. It
+        // must sleep as idle, or no later opening wakes it and a batch
+        // left open is never committed.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = Arc::new(Mutex::new(Connection::open(&path).unwrap()));
+        conn.lock()
+            .unwrap()
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t(x INTEGER);")
+            .unwrap();
+        let batcher = Batcher::start(conn.clone(), Arc::new(|e| panic!("timer commit failed: {e}")));
+        let other = Connection::open(&path).unwrap();
+        let seen = || {
+            other
+                .query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+                .unwrap()
+        };
+        for round in 0..40 {
+            std::thread::sleep(MAX_AGE * 2);
+            {
+                let c = conn.lock().unwrap();
+                batcher.begin_write(&c).unwrap();
+                batcher.commit(&c).unwrap();
+            }
+            std::thread::sleep(MAX_AGE * 2);
+            {
+                let c = conn.lock().unwrap();
+                batcher.begin_write(&c).unwrap();
+                c.execute("INSERT INTO t(x) VALUES (?1)", [round]).unwrap();
+            }
+            let t = std::time::Instant::now();
+            while seen() <= round && t.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(
+                seen(),
+                round + 1,
+                "round {round}: the timer committed the batch left open"
+            );
+        }
     }
 }
