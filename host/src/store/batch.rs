@@ -210,7 +210,7 @@ fn run(
             s = cv.wait(s).unwrap_or_else(PoisonError::into_inner);
         }
         s.idle = false;
-        let (mut s, _) = cv
+        let (s, _) = cv
             .wait_timeout_while(s, MAX_AGE, |s| !s.stop)
             .unwrap_or_else(PoisonError::into_inner);
         if s.stop {
