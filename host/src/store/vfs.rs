@@ -202,8 +202,13 @@ unsafe extern "C" fn x_open(
         let real = file.cast::<u8>().add(REAL_OFFSET).cast::<ffi::sqlite3_file>();
         let rc = open(real_vfs, name, real, flags, out_flags);
         if rc != ffi::SQLITE_OK {
-            // The real xOpen has set its pMethods as SQLite requires; ours
-            // says there is nothing to close.
+            // A real file that set its methods wants its xClose even after
+            // a failed open; SQLite will not call ours (null methods).
+            if !(*real).pMethods.is_null()
+                && let Some(close) = (*(*real).pMethods).xClose
+            {
+                close(real);
+            }
             (*gather).base.pMethods = std::ptr::null();
             return rc;
         }
