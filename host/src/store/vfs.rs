@@ -76,35 +76,41 @@ pub fn name() -> Result<&'static CStr, String> {
 /// Whether SQLite writes `conn`'s WAL commits without sector padding (the
 /// main database file has power-safe overwrite), as the shim requires.
 pub fn unpadded(conn: &rusqlite::Connection) -> bool {
+    // -1 asks for the setting without changing it.
     let mut value: c_int = -1;
-    // SAFETY: the handle is valid for the call; this file control reads
-    // (with -1) the power-safe-overwrite setting into `value`.
-    let rc = unsafe {
-        ffi::sqlite3_file_control(
-            conn.handle(),
-            c"main".as_ptr(),
-            ffi::SQLITE_FCNTL_POWERSAFE_OVERWRITE,
-            (&raw mut value).cast::<c_void>(),
-        )
-    };
-    rc == ffi::SQLITE_OK && value == 1
+    // SAFETY: this op reads and writes an int.
+    unsafe { main_file_control(conn, ffi::SQLITE_FCNTL_POWERSAFE_OVERWRITE, &mut value) && value == 1 }
 }
 
 /// Whether `conn` was opened through the shim.
 pub fn in_use(conn: &rusqlite::Connection) -> bool {
     let mut vfs: *mut ffi::sqlite3_vfs = std::ptr::null_mut();
-    // SAFETY: the handle is valid for the call; this file control, answered
-    // by SQLite itself, stores the connection's VFS pointer in `vfs`.
+    // SAFETY: this op writes a VFS pointer; a registered VFS and its name
+    // live as long as the process.
+    unsafe {
+        main_file_control(conn, ffi::SQLITE_FCNTL_VFS_POINTER, &mut vfs)
+            && !vfs.is_null()
+            && CStr::from_ptr((*vfs).zName) == NAME
+    }
+}
+
+/// A file control on `conn`'s main database whose argument is a `T`
+/// (per SQLite's documentation of `op`); true when it answered `SQLITE_OK`.
+///
+/// # Safety
+/// `T` must be the type that SQLite reads or writes for `op`.
+unsafe fn main_file_control<T>(conn: &rusqlite::Connection, op: c_int, arg: &mut T) -> bool {
+    // SAFETY: the handle is valid for the call; `arg` is a `T` as `op`
+    // expects (the caller's contract).
     let rc = unsafe {
         ffi::sqlite3_file_control(
             conn.handle(),
             c"main".as_ptr(),
-            ffi::SQLITE_FCNTL_VFS_POINTER,
-            (&raw mut vfs).cast::<c_void>(),
+            op,
+            std::ptr::from_mut(arg).cast::<c_void>(),
         )
     };
-    // SAFETY: a registered VFS and its name live as long as the process.
-    rc == ffi::SQLITE_OK && !vfs.is_null() && unsafe { CStr::from_ptr((*vfs).zName) } == NAME
+    rc == ffi::SQLITE_OK
 }
 
 /// Our part of an open file, followed in the same allocation by the real
@@ -375,11 +381,22 @@ mod tests {
         c
     }
 
-    #[test]
-    fn a_commit_is_one_write_and_every_commit_is_visible_to_other_connections() {
+    /// A new directory with a database opened through the shim.
+    fn fresh() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.db");
-        let w = open(&path);
+        let conn = open(&path);
+        (dir, path, conn)
+    }
+
+    fn assert_intact(conn: &Connection) {
+        let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(integrity, "ok");
+    }
+
+    #[test]
+    fn a_commit_is_one_write_and_every_commit_is_visible_to_other_connections() {
+        let (_dir, path, w) = fresh();
         w.execute_batch(
             "CREATE TABLE t(id INTEGER PRIMARY KEY, body TEXT NOT NULL);
              CREATE INDEX t_body ON t(body);",
@@ -416,15 +433,12 @@ mod tests {
             made <= 200 * 2,
             "{made} writes for 200 commits: at most the frames and the header of each"
         );
-        let integrity: String = other.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
-        assert_eq!(integrity, "ok");
+        assert_intact(&other);
     }
 
     #[test]
     fn a_rolled_back_transaction_leaves_nothing_and_a_large_one_commits_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.db");
-        let w = open(&path);
+        let (_dir, path, w) = fresh();
         // A small cache so that a large transaction spills frames before
         // its commit.
         w.execute_batch("PRAGMA cache_size = 10; CREATE TABLE t(id INTEGER PRIMARY KEY, body BLOB NOT NULL);")
@@ -449,15 +463,12 @@ mod tests {
         let other = Connection::open(&path).unwrap();
         let count: i64 = other.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(count, 4_000);
-        let integrity: String = other.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
-        assert_eq!(integrity, "ok");
+        assert_intact(&other);
     }
 
     #[test]
     fn other_files_keep_the_default_methods() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.db");
-        let w = open(&path);
+        let (dir, _path, w) = fresh();
         w.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
         let before = writes();
         // A rollback journal, not a WAL: nothing goes through the shim.
