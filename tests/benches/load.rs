@@ -29,8 +29,10 @@
 //! it: `steal` of `/proc/stat`; a stall with time stolen is the machine's;
 //! LOAD_WARMUP=S sets the warm-up, 0 for none). `LOAD_RATE` also prints
 //! where the alerts' time went, stage by stage, read from the audit log's
-//! event times (median, and the slowest 1 %); LOAD_KEEP=1 keeps the host's
-//! data directory for more of that and prints where it is.
+//! event times (median, and the slowest 1 %), and per alert and thread the
+//! CPU time and the time spent waiting for a core (`schedstat` of each
+//! thread; the load generator's is `load-client`); LOAD_KEEP=1 keeps the
+//! host's data directory for more of that and prints where it is.
 // Timing statistics, not money: floats are fine here.
 #![allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
 
@@ -327,6 +329,63 @@ fn steal_ms() -> Option<u64> {
     Some(ticks * 10)
 }
 
+/// Per thread name, summed over this process's threads of that name: CPU
+/// time, time spent runnable waiting for a core (both ns), and times
+/// scheduled in (`/proc/self/task/*/schedstat`). Empty off Linux.
+fn schedstat() -> std::collections::BTreeMap<String, [u64; 3]> {
+    let mut by_name = std::collections::BTreeMap::<String, [u64; 3]>::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("schedstat")),
+        ) else {
+            continue;
+        };
+        let mut fields = stat.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
+        let sums = by_name.entry(comm.trim().to_owned()).or_default();
+        for sum in sums.iter_mut() {
+            *sum += fields.next().unwrap_or(0);
+        }
+    }
+    by_name
+}
+
+/// Prints, per alert and thread name, the CPU time and the wait for a core
+/// between two [`schedstat`] samples.
+fn print_schedstat(
+    before: &std::collections::BTreeMap<String, [u64; 3]>,
+    after: &std::collections::BTreeMap<String, [u64; 3]>,
+    alerts: usize,
+) {
+    if after.is_empty() || alerts == 0 {
+        return;
+    }
+    println!("per alert, by thread (CPU time; time runnable but waiting for a core; times scheduled in):");
+    let n = alerts as u64;
+    for (name, [cpu, wait, slices]) in after {
+        let [cpu0, wait0, slices0] = before.get(name).copied().unwrap_or_default();
+        let (cpu, wait, slices) = (
+            cpu - cpu0.min(*cpu),
+            wait - wait0.min(*wait),
+            slices - slices0.min(*slices),
+        );
+        if cpu / n < 1_000 {
+            continue;
+        }
+        println!(
+            "  {name:<18} CPU {:>6} us  waiting {:>6} us  {:>3}.{:02} slices",
+            cpu / n / 1_000,
+            wait / n / 1_000,
+            slices / n,
+            slices * 100 / n % 100
+        );
+    }
+}
+
 /// Samples [`steal_ms`] every 100 ms from `t0`, so slow windows of a
 /// fixed-rate run can be told apart: a stall with the CPUs stolen is the
 /// machine's, one without is the host's to find.
@@ -504,7 +563,9 @@ fn main() {
         let commits = host.app.audit.commits();
         let measured_from = algobanana::audit::now_ns();
         let steal = StealSampler::start(Instant::now() + Duration::from_millis(50));
+        let threads = schedstat();
         let (run, statuses) = client.block_on(fixed_rate(host.addr, hook.clone(), rate, seconds, 64));
+        let threads_after = schedstat();
         let steal = steal.stop();
         let commits = commits_per_alert(&host, commits, run.requests);
         println!(
@@ -537,6 +598,7 @@ fn main() {
         }
         let total: u64 = steal.values().sum();
         println!("CPU time stolen by the hypervisor during the run: {total} ms in all");
+        print_schedstat(&threads, &threads_after, run.requests);
         let (dir, _) = servers.block_on(host.stop());
         stages(&dir.path().join("audit.db"), measured_from);
         if std::env::var_os("LOAD_KEEP").is_some() {
