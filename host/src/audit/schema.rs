@@ -5,8 +5,6 @@
 
 /// Statements run on every audit connection. `synchronous=FULL`: a
 /// committed event survives power loss on a device that honours flushes.
-/// The writer's connection also needs it for `store::vfs`, which hands a
-/// commit's WAL frames to the file at its sync: never lower it there.
 pub const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;

@@ -160,18 +160,7 @@ pub(crate) fn open_connection(path: &Path, max_page_count: Option<u64>) -> Resul
         path: path.to_owned(),
         message: e.to_string(),
     };
-    // Every commit on this connection syncs the WAL (`synchronous = FULL`),
-    // which is what the gathering VFS needs: each commit's frames reach the
-    // file in one write (store::vfs).
-    let vfs = crate::store::vfs::name().map_err(|message| AuditError::Open {
-        path: path.to_owned(),
-        message,
-    })?;
-    let mut conn = Connection::open_with_flags_and_vfs(path, rusqlite::OpenFlags::default(), vfs).map_err(err)?;
-    if !crate::store::vfs::unpadded(&conn) {
-        tracing::warn!("SQLite pads WAL commits here; the audit log writes them frame by frame");
-        conn = Connection::open(path).map_err(err)?;
-    }
+    let conn = Connection::open(path).map_err(err)?;
     conn.execute_batch(schema::PRAGMAS).map_err(err)?;
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
         .map_err(err)?;
@@ -904,18 +893,6 @@ mod tests {
     fn event(n: usize) -> AuditEvent {
         AuditEvent::new(ActorKind::System, "test", action::CONFIG_CHANGED, Outcome::Success)
             .payload(serde_json::json!({ "n": n }))
-    }
-
-    #[test]
-    fn the_writer_connection_gathers_its_wal_frames() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = open_connection(&dir.path().join("audit.db"), None).unwrap();
-        assert!(
-            crate::store::vfs::in_use(&conn),
-            "the audit writer writes each commit's frames at once"
-        );
-        let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
-        assert_eq!(sync, 2, "FULL: every commit syncs, as the shim requires");
     }
 
     #[tokio::test]

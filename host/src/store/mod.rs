@@ -3,7 +3,6 @@
 //! registry of precompiled components.
 
 pub mod batch;
-pub mod vfs;
 pub mod wal;
 
 use std::path::{Path, PathBuf};
