@@ -27,7 +27,8 @@
 //! after the warm-up and prints where the requests over the p99 were, for
 //! finding stalls, each window with the CPU time the hypervisor stole in
 //! it: `steal` of `/proc/stat`; a stall with time stolen is the machine's;
-//! LOAD_WARMUP=S sets the warm-up, 0 for none). `LOAD_RATE` also prints
+//! LOAD_WARMUP=S sets the warm-up, 0 for none; LOAD_WORKERS=N gives the
+//! servers' runtime N workers instead of 2). `LOAD_RATE` also prints
 //! where the alerts' time went, stage by stage, read from the audit log's
 //! event times (median, and the slowest 1 %), and per alert and thread the
 //! CPU time and the time spent waiting for a core (`schedstat` of each
@@ -510,9 +511,10 @@ fn main() {
     let seconds = env_or("LOAD_SECONDS", 5);
     let connections = env_or("LOAD_CONNECTIONS", 16);
     // The servers get their own runtime (2 workers, as `algobanana serve`
-    // would on this machine); the load generator runs on another.
+    // would on this machine; `LOAD_WORKERS` to try others); the load
+    // generator runs on another.
     let servers = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(usize::try_from(env_or("LOAD_WORKERS", 2)).unwrap_or(2))
         .enable_all()
         .build()
         .unwrap();
