@@ -513,8 +513,15 @@ fn main() {
     // The servers get their own runtime (2 workers, as `algobanana serve`
     // would on this machine; `LOAD_WORKERS` to try others); the load
     // generator runs on another.
+    let workers = usize::try_from(env_or("LOAD_WORKERS", 2)).unwrap_or(2);
+    if workers == 0 {
+        eprintln!(
+            "LOAD_WORKERS=0: the servers' runtime needs at least one worker; set LOAD_WORKERS=1 or more, or leave it unset for 2"
+        );
+        std::process::exit(2);
+    }
     let servers = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(usize::try_from(env_or("LOAD_WORKERS", 2)).unwrap_or(2))
+        .worker_threads(workers)
         .enable_all()
         .build()
         .unwrap();
