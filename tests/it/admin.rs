@@ -341,3 +341,127 @@ async fn the_kill_switch_and_the_audit_log_over_the_admin_api() -> anyhow::Resul
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn orders_and_alerts_are_listed_newest_first_filtered_and_paged() -> anyhow::Result<()> {
+    let host = TestHost::start().await?;
+    let (viewer, _) = token_for(&host, Role::Viewer)?;
+    let viewer = format!("Bearer {viewer}");
+    let get = |path: String| {
+        let host = &host;
+        let auth = viewer.clone();
+        async move {
+            host.request("GET", &path, &[("authorization", auth.as_str())], Vec::new())
+                .await
+        }
+    };
+    for n in 1..=5 {
+        let reply = host
+            .alert("default", "text/plain", &format!("buy {n} AAPL at 100"))
+            .await?
+            .json();
+        assert_eq!(reply["orders"][0]["outcome"], "filled", "{reply}");
+    }
+    // A limit order far from the market rests at the paper broker: working.
+    let limit = r#"{"ticker":"MSFT","action":"buy","quantity":"7","orderType":"limit","limitPrice":"90","price":"95"}"#;
+    let resting = host.alert("default", "application/json", limit).await?.json();
+    assert_eq!(resting["orders"][0]["outcome"], "accepted", "{resting}");
+    let refused = host
+        .alert("default", "text/plain", "buy 5000 AAPL at 100")
+        .await?
+        .json();
+    assert_eq!(refused["orders"][0]["outcome"], "rejected", "{refused}");
+
+    let all = get("/v1/orders".into()).await?;
+    assert_eq!(all.status, 200, "{}", String::from_utf8_lossy(&all.body));
+    let all = all.json();
+    let quantities: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["intent"]["quantity"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        quantities,
+        ["5000", "7", "5", "4", "3", "2", "1"],
+        "newest first: {all}"
+    );
+    assert_eq!(all[2]["state"], "filled");
+    assert_eq!(all[2]["filled_quantity"], "5");
+    assert_eq!(all[2]["average_fill_price"], "100");
+    assert!(all[2]["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let page = get("/v1/orders?limit=2".into()).await?.json();
+    assert_eq!(page.as_array().unwrap().len(), 2);
+    let next = get(format!("/v1/orders?limit=2&before={}", page[1]["id"]))
+        .await?
+        .json();
+    assert_eq!(next[0]["intent"]["quantity"], "5", "{next}");
+    assert_eq!(next[1]["intent"]["quantity"], "4");
+    let working = get("/v1/orders?state=working".into()).await?.json();
+    assert_eq!(working.as_array().unwrap().len(), 1, "{working}");
+    assert_eq!(working[0]["intent"]["symbol"], "MSFT");
+    let rejected = get("/v1/orders?state=rejected&route=default&account=main".into())
+        .await?
+        .json();
+    assert_eq!(
+        rejected[0]["reason"].as_str().map(|r| r.contains("max_order_quantity")),
+        Some(true)
+    );
+    assert_eq!(get("/v1/orders?route=elsewhere".into()).await?.json(), json!([]));
+
+    let alerts = get("/v1/alerts?limit=3".into()).await?.json();
+    let bodies: Vec<&str> = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["buy 5000 AAPL at 100", limit, "buy 5 AAPL at 100"]);
+    let older = get(format!(
+        "/v1/alerts?limit=1&before={}",
+        alerts[2]["id"].as_str().unwrap()
+    ))
+    .await?
+    .json();
+    assert_eq!(older[0]["body"], "buy 4 AAPL at 100");
+    let processed = get("/v1/alerts?status=processed&route=default".into()).await?.json();
+    assert_eq!(processed.as_array().unwrap().len(), 7);
+
+    // Bad parameters: a 400 that says what was expected, after the token
+    // was checked (no token: 401, whatever the query).
+    for (path, says) in [
+        ("/v1/orders?state=done", "expected working, intent"),
+        ("/v1/orders?limit=many", "limit"),
+        ("/v1/orders?symbol=AAPL", "unknown field `symbol`"),
+        ("/v1/alerts?status=lost", "expected received, processed or failed"),
+        ("/v1/alerts?before=yesterday", "before"),
+    ] {
+        let bad = get(path.into()).await?;
+        assert_eq!(bad.status, 400, "{path}");
+        let message = bad.json()["error"]["message"].as_str().unwrap().to_owned();
+        assert!(message.contains(says), "{path}: {message}");
+        let anon = host.request("GET", path, &[], Vec::new()).await?;
+        assert_eq!(anon.status, 401, "{path}");
+    }
+    // A viewer may not search the audit log: 403 before the query is read.
+    let path = "/v1/audit/events?bogus=1";
+    assert_eq!(get(path.into()).await?.status, 403);
+    let (auditor, _) = token_for(&host, Role::Auditor)?;
+    let bad = host
+        .request(
+            "GET",
+            path,
+            &[("authorization", &format!("Bearer {auditor}"))],
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `bogus`")
+    );
+    Ok(())
+}

@@ -234,7 +234,7 @@ async fn without_symbols_an_unclear_order_stays_unknown_not_never_placed() -> an
     let o = &reply["orders"][0];
     assert_eq!(o["outcome"], "error", "{reply}");
     assert!(o["reason"].as_str().unwrap().contains("state stays unknown"), "{o}");
-    let orders = host.app.orders.all(10)?;
+    let orders = host.orders()?;
     assert_eq!(orders[0].state, algobanana::trading::orders::OrderState::Unknown);
     Ok(())
 }

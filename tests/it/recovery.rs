@@ -210,7 +210,7 @@ async fn finished_alerts_are_restored_as_finished_and_an_edited_event_is_not_use
         "filled"
     );
     assert_eq!(host.app.state.alert_status(&second_id)?, None);
-    let orders = host.app.orders.all(10)?;
+    let orders = host.orders()?;
     let coids: Vec<&str> = orders.iter().map(|o| o.client_order_id.as_str()).collect();
     assert!(coids.contains(&"sig-a"), "{coids:?}");
     assert!(orders.iter().all(|o| o.state == OrderState::Rejected), "{orders:?}");
@@ -240,7 +240,7 @@ async fn a_state_db_made_anew_does_not_replay_the_audit_log() -> anyhow::Result<
     }
     let host = TestHost::start_in(dir, tokens, Default::default()).await?;
     assert_eq!(recovered(&host)?, Vec::<Value>::new());
-    assert!(host.app.orders.all(10)?.is_empty());
+    assert!(host.orders()?.is_empty());
     assert_eq!(place_calls(&host), 1);
     Ok(())
 }

@@ -32,7 +32,7 @@ async fn order(host: &TestHost, body: &str) -> anyhow::Result<Value> {
 }
 
 fn sent_orders(host: &TestHost) -> usize {
-    host.app.orders.all(10_000).unwrap().iter().filter(|o| o.sent).count()
+    host.orders().unwrap().iter().filter(|o| o.sent).count()
 }
 
 /// The audited calls of one broker export, oldest first.
@@ -325,7 +325,7 @@ async fn an_ambiguous_broker_failure_is_reconciled_by_client_order_id_never_rese
     );
     assert_eq!(place_calls(&host), 2, "one placement each, no retry");
     assert_eq!(calls(&host, "get-order").len(), 2);
-    let states: Vec<OrderState> = host.app.orders.all(10)?.iter().map(|o| o.state).collect();
+    let states: Vec<OrderState> = host.orders()?.iter().map(|o| o.state).collect();
     assert_eq!(states, [OrderState::Filled, OrderState::Rejected]);
     Ok(())
 }
@@ -375,7 +375,7 @@ async fn a_broker_whose_kv_writes_cannot_be_saved_places_nothing_and_the_audit_s
     // Once the disk takes writes again, the next alert goes through.
     conn.execute_batch("DROP TRIGGER kv_refuse_insert; DROP TRIGGER kv_refuse_update;")?;
     assert_eq!(order(&host, "buy 2 AAPL at 100.5").await?["outcome"], "filled");
-    let states: Vec<OrderState> = host.app.orders.all(10)?.iter().map(|o| o.state).collect();
+    let states: Vec<OrderState> = host.orders()?.iter().map(|o| o.state).collect();
     assert_eq!(states, [OrderState::Rejected, OrderState::Filled]);
     Ok(())
 }
@@ -401,7 +401,7 @@ async fn after_a_crash_orders_are_reconciled_and_unfinished_alerts_resume_once()
         )?;
     }
     let host = TestHost::start_in(dir, tokens, Default::default()).await?;
-    let orders = host.app.orders.all(10)?;
+    let orders = host.orders()?;
     assert_eq!(orders[0].client_order_id, "ab-crashed");
     assert_eq!(orders[0].state, OrderState::Rejected, "paper never had it");
     assert!(orders[0].reason.as_deref().unwrap().contains("never placed"));
@@ -575,7 +575,7 @@ async fn periodic_reconciliation_refreshes_working_orders_and_reports_drift() ->
     // The broker no longer lists it as working: the sweep asks and learns
     // it filled. It also lists an order this host never sent.
     let filled = eventually(Duration::from_secs(10), || {
-        let o = host.app.orders.all(10).ok()?;
+        let o = host.orders().ok()?;
         (o[0].state == OrderState::Filled).then_some(o)
     })
     .await?;

@@ -410,6 +410,19 @@ impl TestHost {
         })
     }
 
+    /// Every order in `state.db` (the open batch included), oldest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn orders(&self) -> anyhow::Result<Vec<algobanana::trading::orders::OrderRow>> {
+        let mut all = self
+            .app
+            .orders
+            .list(&algobanana::trading::orders::OrderQuery::default())?;
+        all.reverse();
+        Ok(all)
+    }
+
     /// The data dir.
     pub fn path(&self) -> &Path {
         self.dir.path()

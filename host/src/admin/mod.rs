@@ -123,17 +123,28 @@ pub const ROUTES: &[AdminRoute] = &[
         "get",
         "/v1/orders",
         Endpoint::OrdersRead,
-        "Orders and their states.",
+        "Orders, newest first: state (or `working`: handed to a broker and not final), route, account; `before` an id to page back. An alert's orders: its `result` in /v1/alerts.",
         None,
-        &[("limit", "integer")],
+        &[
+            ("limit", "integer"),
+            ("state", "string"),
+            ("route", "string"),
+            ("account", "string"),
+            ("before", "integer"),
+        ],
     ),
     r(
         "get",
         "/v1/alerts",
         Endpoint::AlertsRead,
-        "Received alerts, newest first (secrets stripped before storage).",
+        "Received alerts, newest first (secrets stripped before storage): route, status (received, processed, failed); `before` an id to page back.",
         None,
-        &[("limit", "integer"), ("route", "string")],
+        &[
+            ("limit", "integer"),
+            ("route", "string"),
+            ("status", "string"),
+            ("before", "string"),
+        ],
     ),
     r(
         "get",
@@ -466,7 +477,7 @@ pub async fn authorize(
     Ok((token, ctx))
 }
 
-async fn access(
+pub(crate) async fn access(
     app: &App,
     token: &TokenInfo,
     ctx: &Context,
@@ -749,26 +760,69 @@ pub async fn kill_switch_set(
     Ok(Json(json!({ "state": to.as_str(), "previous": from.as_str() })).into_response())
 }
 
-/// `?limit=`.
-#[derive(Debug, Deserialize)]
-pub struct Limit {
+/// Query parameters of `GET /v1/orders`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrdersQuery {
     limit: Option<usize>,
+    state: Option<String>,
+    route: Option<String>,
+    account: Option<String>,
+    before: Option<i64>,
 }
 
-/// `GET /v1/orders`.
+/// Parses a request's query string into `T` (after the caller is
+/// authorized, so a request without a valid token is a 401, audited,
+/// whatever its query): a 400 that names the parameter on failure.
+pub(crate) fn query<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
+    Query::<T>::try_from_uri(uri).map(|Query(q)| q).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!(
+                "{}; see the operation's parameters in /v1/openapi.json",
+                e.body_text()
+                    .replace("Failed to deserialize query string", "query string")
+            ),
+        )
+    })
+}
+
+/// `GET /v1/orders`: newest first, filtered by state (`working`: not
+/// final at a broker), route or account; `before` (the last row's `id`)
+/// pages back. Read beside the alerts' connection, so a long scan does not
+/// hold them up.
 pub async fn orders(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    Query(q): Query<Limit>,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
     let (token, ctx) = authorize(&app, &headers, peer, Endpoint::OrdersRead).await?;
+    let q: OrdersQuery = query(&uri)?;
+    let state = q
+        .state
+        .as_deref()
+        .map(crate::trading::orders::StateFilter::parse)
+        .transpose()
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_request", format!("`state`: {e}")))?;
     access(&app, &token, &ctx, Endpoint::OrdersRead, Value::Null).await?;
     let rows = app
         .orders
-        .all(q.limit.unwrap_or(500).min(10_000))
+        .list_aside(&crate::trading::orders::OrderQuery {
+            state,
+            route: q.route,
+            account: q.account,
+            before_id: q.before,
+            limit: Some(q.limit.unwrap_or(500).clamp(1, 10_000)),
+        })
         .map_err(state_unavailable)?;
-    Ok(Json(rows).into_response())
+    Ok(Json(
+        rows.iter()
+            .map(crate::trading::orders::OrderRow::to_json)
+            .collect::<Vec<_>>(),
+    )
+    .into_response())
 }
 
 /// Audit filters as query parameters.
@@ -819,9 +873,10 @@ pub async fn audit_search(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    Query(q): Query<AuditQuery>,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
     let (token, ctx) = authorize(&app, &headers, peer, Endpoint::AuditSearch).await?;
+    let q: AuditQuery = query(&uri)?;
     let f = filter(&q)?;
     access(
         &app,
@@ -840,9 +895,10 @@ pub async fn audit_export(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    Query(q): Query<AuditQuery>,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
     let (token, ctx) = authorize(&app, &headers, peer, Endpoint::AuditExport).await?;
+    let q: AuditQuery = query(&uri)?;
     let format = match q.format.as_deref().unwrap_or("jsonl") {
         "jsonl" => crate::audit::export::Format::Jsonl,
         "csv" => crate::audit::export::Format::Csv,

@@ -5,15 +5,16 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use rusqlite::params;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::rbac::{Endpoint, Role};
-use super::{Peer, authorize, error, forbid, guard, invalid, json_body, record_change, state_unavailable, users};
+use super::{
+    Peer, access, authorize, error, forbid, guard, invalid, json_body, record_change, state_unavailable, users,
+};
 use crate::app::App;
 use crate::audit::action;
 use crate::domain::ids::RouteName;
@@ -35,31 +36,67 @@ fn route_name(app: &App, name: &str) -> Result<RouteName, ApiError> {
         })
 }
 
-/// `?limit=&route=`.
+/// `?limit=&route=&status=&before=`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsQuery {
     limit: Option<usize>,
     route: Option<String>,
+    status: Option<String>,
+    before: Option<String>,
 }
 
-/// `GET /v1/alerts`.
+/// `GET /v1/alerts`: newest first (alert ids are UUIDv7s, so the primary
+/// key is arrival order and a page reads only its rows), filtered by route
+/// or status; `before` (the last row's `id`) pages back.
 pub async fn alerts(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): Peer,
     headers: HeaderMap,
-    Query(q): Query<AlertsQuery>,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
-    guard(&app, &headers, peer, Endpoint::AlertsRead, Value::Null).await?;
+    let (token, ctx) = authorize(&app, &headers, peer, Endpoint::AlertsRead).await?;
+    let q: AlertsQuery = super::query(&uri)?;
+    let bad = |m: String| error(StatusCode::BAD_REQUEST, "invalid_request", m);
+    if let Some(s) = q.status.as_deref()
+        && !matches!(s, "received" | "processed" | "failed")
+    {
+        return Err(bad(format!(
+            "`status`: `{s}` is not an alert status; expected received, processed or failed"
+        )));
+    }
+    if let Some(b) = q.before.as_deref() {
+        crate::domain::ids::AlertId::parse(b).map_err(|e| bad(format!("`before`: {e}")))?;
+    }
+    access(&app, &token, &ctx, Endpoint::AlertsRead, Value::Null).await?;
     let limit = i64::try_from(q.limit.unwrap_or(100).clamp(1, 10_000)).unwrap_or(100);
+    let mut conds = Vec::new();
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    for (cond, v) in [
+        ("route = ?", &q.route),
+        ("status = ?", &q.status),
+        ("id < ?", &q.before),
+    ] {
+        if let Some(v) = v {
+            args.push(rusqlite::types::Value::Text(v.clone()));
+            conds.push(cond.replace('?', &format!("?{}", args.len())));
+        }
+    }
+    args.push(rusqlite::types::Value::Integer(limit));
+    let sql = format!(
+        "SELECT id, route, received_at_ns, request_id, content_type, body, status, result FROM alert{} ORDER BY id DESC LIMIT ?{}",
+        if conds.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conds.join(" AND "))
+        },
+        args.len()
+    );
     let rows: Vec<Value> = app
         .state
-        .with(|c| {
-            let mut s = c.prepare(
-                "SELECT id, route, received_at_ns, request_id, content_type, body, status, result FROM alert
-                 WHERE ?1 IS NULL OR route = ?1 ORDER BY received_at_ns DESC LIMIT ?2",
-            )?;
-            s.query_map(params![q.route, limit], |r| {
+        .read_aside(|c| {
+            let mut s = c.prepare_cached(&sql)?;
+            s.query_map(rusqlite::params_from_iter(args), |r| {
                 let body: Vec<u8> = r.get(5)?;
                 Ok(json!({
                     "id": r.get::<_, String>(0)?, "route": r.get::<_, String>(1)?,

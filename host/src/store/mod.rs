@@ -68,6 +68,10 @@ CREATE INDEX IF NOT EXISTS orders_created ON orders(created_at_ns);
 -- Orders whose fate the broker has not told yet: the position rail adds
 -- them, reconciliation asks about them.
 CREATE INDEX IF NOT EXISTS orders_in_flight ON orders(broker, account) WHERE sent = 1 AND state IN ('intent', 'submitted', 'unknown');
+-- Orders that may still change at the broker: what the reconciliation
+-- sweep refreshes and `GET /v1/orders?state=working` lists, in id order,
+-- at a cost that follows the open orders rather than the history.
+CREATE INDEX IF NOT EXISTS orders_working ON orders(id) WHERE sent = 1 AND state IN ('intent', 'submitted', 'accepted', 'partially_filled', 'unknown');
 
 CREATE TABLE IF NOT EXISTS order_transition(
   order_id INTEGER NOT NULL REFERENCES orders(id),
@@ -235,6 +239,9 @@ pub struct StateDb {
     halted: Arc<Mutex<Option<String>>>,
     /// Commits made with [`StateDb::durable`] (operators' decisions).
     durable_commits: Arc<std::sync::atomic::AtomicU64>,
+    /// A read-only connection of its own for [`StateDb::read_aside`],
+    /// opened at its first use.
+    reader: Arc<Mutex<Option<Connection>>>,
 }
 
 /// Whether `e` means the storage itself failed (rather than a constraint or
@@ -335,6 +342,7 @@ impl StateDb {
             path: path.to_owned(),
             halted,
             durable_commits: Arc::default(),
+            reader: Arc::default(),
         };
         // Durable, with the schema before it in the WAL: a file whose
         // creation a power loss undid is made again with a later time,
@@ -410,6 +418,32 @@ impl StateDb {
     /// [`StoreError`].
     pub fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let r = f(&self.conn());
+        r.map_err(|e| self.err(e))
+    }
+
+    /// Runs `f`, which reads, on a read-only connection of its own beside
+    /// the writing one: for the admin API's listings, whose scans of a
+    /// long history must not hold the connection that alerts wait for.
+    /// It sees what is committed, so it can be one open batch (at most
+    /// 5 ms) behind.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn read_aside<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let mut reader = self.reader.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let r = match &mut *reader {
+            Some(c) => f(c),
+            None => Connection::open_with_flags(
+                &self.path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .and_then(|c| {
+                c.busy_timeout(std::time::Duration::from_secs(5))?;
+                c.pragma_update(None, "trusted_schema", "OFF")?;
+                Ok(reader.insert(c))
+            })
+            .and_then(|c| f(c)),
+        };
         r.map_err(|e| self.err(e))
     }
 

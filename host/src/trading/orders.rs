@@ -82,7 +82,7 @@ pub fn allowed(from: OrderState, to: OrderState) -> bool {
 }
 
 /// One stored order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderRow {
     /// Row id.
     pub id: i64,
@@ -106,6 +106,82 @@ pub struct OrderRow {
     pub broker_order_id: Option<String>,
     /// Why (rejections, unknown).
     pub reason: Option<String>,
+    /// What the broker last said was filled (a decimal), if it said.
+    pub filled_quantity: Option<String>,
+    /// The average price of those fills (a decimal), if the broker said.
+    pub average_fill_price: Option<String>,
+    /// When the row was written (ns since the Unix epoch).
+    pub created_at_ns: i64,
+    /// When its state last changed (ns since the Unix epoch).
+    pub updated_at_ns: i64,
+}
+
+impl OrderRow {
+    /// The row as the admin API shows it: the intent as an object, times
+    /// in RFC 3339.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "client_order_id": self.client_order_id,
+            "alert_id": self.alert_id,
+            "route": self.route,
+            "account": self.account,
+            "broker": self.broker,
+            "state": self.state,
+            "sent": self.sent,
+            "intent": serde_json::from_str::<serde_json::Value>(&self.intent)
+                .unwrap_or_else(|_| serde_json::Value::String(self.intent.clone())),
+            "broker_order_id": self.broker_order_id,
+            "reason": self.reason,
+            "filled_quantity": self.filled_quantity,
+            "average_fill_price": self.average_fill_price,
+            "created_at": crate::audit::format_ts(self.created_at_ns),
+            "updated_at": crate::audit::format_ts(self.updated_at_ns),
+        })
+    }
+}
+
+/// Which orders [`Orders::list`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFilter {
+    /// Orders in this state.
+    Is(OrderState),
+    /// Orders handed to a broker that may still change (every state that
+    /// is not final): what reconciliation refreshes.
+    Working,
+}
+
+impl StateFilter {
+    /// Parses `working` or a state's stored name.
+    ///
+    /// # Errors
+    /// What was expected, for a message.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s == "working" {
+            return Ok(Self::Working);
+        }
+        OrderState::parse(s).map(Self::Is).ok_or_else(|| {
+            format!(
+                "`{s}` is not an order state; expected working, intent, submitted, accepted, partially_filled, filled, canceled, rejected or unknown"
+            )
+        })
+    }
+}
+
+/// A page of [`Orders::list`]: newest first, every field optional.
+#[derive(Debug, Clone, Default)]
+pub struct OrderQuery {
+    /// Only orders in this state (or working).
+    pub state: Option<StateFilter>,
+    /// Only this route's orders.
+    pub route: Option<String>,
+    /// Only this account's orders (a route's account name).
+    pub account: Option<String>,
+    /// Only orders older than this row id (the `id` of the last row of the
+    /// previous page).
+    pub before_id: Option<i64>,
+    /// At most this many rows (`None`: all that match).
+    pub limit: Option<usize>,
 }
 
 /// A new order row.
@@ -223,7 +299,16 @@ const SENT_SINCE: &str = "SELECT count(*) FROM (SELECT 1 FROM orders WHERE sent 
 const IN_FLIGHT: &str = "SELECT intent FROM orders WHERE broker = ?1 AND account = ?2 AND sent = 1 AND state IN ('intent', 'submitted', 'unknown')";
 
 const COLUMNS: &str =
-    "id, client_order_id, alert_id, route, broker, state, sent, intent, broker_order_id, reason, account";
+    "id, client_order_id, alert_id, route, broker, state, sent, intent, broker_order_id, reason, account,
+     filled_quantity, average_fill_price, created_at_ns, updated_at_ns";
+
+/// The states of a working order (not final, handed to a broker). Written
+/// out as the `orders_working` index's predicate, so that a query with
+/// exactly this condition reads the index, not the table.
+const WORKING: &str = "sent = 1 AND state IN ('intent', 'submitted', 'accepted', 'partially_filled', 'unknown')";
+
+/// Whether an order with client order id ?1 was handed to a broker.
+const SENT_COID: &str = "SELECT EXISTS (SELECT 1 FROM orders WHERE client_order_id = ?1 AND sent = 1)";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderRow> {
     Ok(OrderRow {
@@ -238,6 +323,10 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderRow> {
         broker_order_id: r.get(8)?,
         reason: r.get(9)?,
         account: r.get(10)?,
+        filled_quantity: r.get(11)?,
+        average_fill_price: r.get(12)?,
+        created_at_ns: r.get(13)?,
+        updated_at_ns: r.get(14)?,
     })
 }
 
@@ -529,16 +618,97 @@ impl Orders {
         })
     }
 
-    /// Every order, oldest first (at most `limit`).
+    /// Orders matching `q`, newest first.
     ///
     /// # Errors
     /// [`StoreError`].
-    pub fn all(&self, limit: usize) -> Result<Vec<OrderRow>, StoreError> {
+    pub fn list(&self, q: &OrderQuery) -> Result<Vec<OrderRow>, StoreError> {
+        let (sql, args) = list_sql(q);
         self.db.with(|c| {
-            let mut s = c.prepare(&format!("SELECT {COLUMNS} FROM orders ORDER BY id LIMIT ?1"))?;
-            s.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], row)?.collect()
+            let mut s = c.prepare_cached(&sql)?;
+            s.query_map(rusqlite::params_from_iter(args), row)?.collect()
         })
     }
+
+    /// [`Orders::list`] on the state database's read-only connection
+    /// ([`StateDb::read_aside`]): for the admin API, whose filters may
+    /// scan a long history; alerts do not wait for it. Committed orders
+    /// only (at most one 5 ms batch behind).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn list_aside(&self, q: &OrderQuery) -> Result<Vec<OrderRow>, StoreError> {
+        let (sql, args) = list_sql(q);
+        self.db.read_aside(|c| {
+            let mut s = c.prepare_cached(&sql)?;
+            s.query_map(rusqlite::params_from_iter(args), row)?.collect()
+        })
+    }
+
+    /// Every working order (handed to a broker and not final), oldest
+    /// first: what reconciliation refreshes. Read through the
+    /// `orders_working` index, so its cost follows the orders still open,
+    /// not the account's history.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn working(&self) -> Result<Vec<OrderRow>, StoreError> {
+        let mut rows = self.list(&OrderQuery {
+            state: Some(StateFilter::Working),
+            ..OrderQuery::default()
+        })?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// Returns true if and only if an order with this client order id was
+    /// handed to a broker.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn was_sent(&self, client_order_id: &str) -> Result<bool, StoreError> {
+        self.db
+            .with(|c| c.prepare_cached(SENT_COID)?.query_row([client_order_id], |r| r.get(0)))
+    }
+}
+
+/// The statement and arguments of [`Orders::list`]: only the conditions
+/// asked for, so each one can use its index (an `?n IS NULL OR …` form
+/// would make SQLite scan).
+fn list_sql(q: &OrderQuery) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut conds = Vec::new();
+    let mut args = Vec::new();
+    if q.state == Some(StateFilter::Working) {
+        conds.push(WORKING.to_owned());
+    }
+    let mut arg = |cond: &str, v: Value| {
+        args.push(v);
+        conds.push(cond.replace('?', &format!("?{}", args.len())));
+    };
+    if let Some(StateFilter::Is(st)) = q.state {
+        arg("state = ?", Value::Text(st.as_str().to_owned()));
+    }
+    if let Some(r) = &q.route {
+        arg("route = ?", Value::Text(r.clone()));
+    }
+    if let Some(a) = &q.account {
+        arg("account = ?", Value::Text(a.clone()));
+    }
+    if let Some(b) = q.before_id {
+        arg("id < ?", Value::Integer(b));
+    }
+    let mut sql = format!("SELECT {COLUMNS} FROM orders");
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    sql.push_str(" ORDER BY id DESC");
+    if let Some(n) = q.limit {
+        args.push(Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
+        sql.push_str(&format!(" LIMIT ?{}", args.len()));
+    }
+    (sql, args)
 }
 
 #[cfg(test)]
@@ -619,6 +789,121 @@ mod tests {
             intent: &intent,
         };
         orders.insert(&order, refused).unwrap()
+    }
+
+    /// Listing is newest first and pages back with `before`; the working
+    /// orders (what reconciliation refreshes) come from their own index,
+    /// whatever the history holds: the sweep used to read the 100,000
+    /// oldest orders, so past that many it refreshed none of the new ones
+    /// and called their open orders at the broker drift.
+    #[test]
+    fn lists_newest_first_and_finds_working_orders_past_any_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(&dir.path().join("state.db")).unwrap();
+        let orders = Orders::new(db.clone());
+        let mut ids = Vec::new();
+        for n in 0..250 {
+            let account = if n % 2 == 0 { "main" } else { "hedge" };
+            let id = add_order(&orders, &format!("c-{n}"), account, "AAPL", "buy", "1", None);
+            orders.transition(id, Filled, Some("b"), None).unwrap();
+            ids.push(id);
+        }
+        let accepted = add_order(&orders, "c-accepted", "main", "AAPL", "buy", "1", None);
+        orders.transition(accepted, Accepted, Some("b-a"), None).unwrap();
+        let partial = add_order(&orders, "c-partial", "hedge", "AAPL", "buy", "2", None);
+        orders.transition(partial, PartiallyFilled, Some("b-p"), None).unwrap();
+        let refused = add_order(&orders, "c-refused", "main", "AAPL", "buy", "1", Some("a rail"));
+        let intent = add_order(&orders, "c-intent", "main", "MSFT", "sell", "3", None);
+        let unknown = add_order(&orders, "c-unknown", "main", "MSFT", "sell", "3", None);
+        orders.transition(unknown, Unknown, None, Some("timeout")).unwrap();
+        db.commit().unwrap();
+
+        let working: Vec<i64> = orders.working().unwrap().iter().map(|o| o.id).collect();
+        assert_eq!(working, [accepted, partial, intent, unknown]);
+        assert!(orders.was_sent("c-accepted").unwrap());
+        assert!(orders.was_sent("c-7").unwrap());
+        assert!(!orders.was_sent("c-refused").unwrap(), "refused by a rail: never sent");
+        assert!(!orders.was_sent("stray-1").unwrap());
+
+        let page = |q: OrderQuery| -> Vec<i64> { orders.list_aside(&q).unwrap().iter().map(|o| o.id).collect() };
+        let first = page(OrderQuery {
+            limit: Some(3),
+            ..OrderQuery::default()
+        });
+        assert_eq!(first, [unknown, intent, refused], "newest first");
+        let next = page(OrderQuery {
+            limit: Some(2),
+            before_id: Some(refused),
+            ..OrderQuery::default()
+        });
+        assert_eq!(next, [partial, accepted]);
+        let every = page(OrderQuery::default());
+        assert_eq!(every.len(), 255);
+        assert!(every.windows(2).all(|w| w[0] > w[1]));
+        let filled_hedge = page(OrderQuery {
+            state: Some(StateFilter::Is(Filled)),
+            account: Some("hedge".into()),
+            limit: Some(2),
+            ..OrderQuery::default()
+        });
+        assert_eq!(filled_hedge, [ids[249], ids[247]]);
+        let working_main = page(OrderQuery {
+            state: Some(StateFilter::Working),
+            account: Some("main".into()),
+            route: Some("r".into()),
+            ..OrderQuery::default()
+        });
+        assert_eq!(working_main, [unknown, intent, accepted]);
+        assert!(
+            page(OrderQuery {
+                route: Some("other".into()),
+                ..OrderQuery::default()
+            })
+            .is_empty()
+        );
+        // The row as the API shows it: the intent as an object, times, fills.
+        orders
+            .settle(
+                partial,
+                PartiallyFilled,
+                None,
+                None,
+                "1.5".parse().unwrap(),
+                Some("190.25".parse().unwrap()),
+            )
+            .unwrap();
+        let shown = orders.list(&OrderQuery {
+            state: Some(StateFilter::Is(PartiallyFilled)),
+            ..OrderQuery::default()
+        });
+        let shown = shown.unwrap()[0].to_json();
+        assert_eq!(shown["intent"]["quantity"], "2");
+        assert_eq!(shown["filled_quantity"], "1.5");
+        assert_eq!(shown["average_fill_price"], "190.25");
+        assert!(shown["created_at"].as_str().unwrap().ends_with('Z'), "{shown}");
+
+        // Both reads are index walks, not scans of the whole table.
+        for (sql, index) in [
+            (
+                list_sql(&OrderQuery {
+                    state: Some(StateFilter::Working),
+                    ..OrderQuery::default()
+                })
+                .0,
+                "orders_working",
+            ),
+            (SENT_COID.to_owned(), "orders_sent_coid"),
+        ] {
+            let plan: Vec<String> = db
+                .with(|c| {
+                    let mut s = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let nulls = vec![rusqlite::types::Value::Null; s.parameter_count()];
+                    s.query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))?
+                        .collect()
+                })
+                .unwrap();
+            assert!(plan.iter().any(|step| step.contains(index)), "{sql}\n{plan:#?}");
+        }
     }
 
     #[test]

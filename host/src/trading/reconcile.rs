@@ -39,10 +39,9 @@ pub async fn sweep(app: &App) -> Result<Sweep, PipelineError> {
     let mut out = Sweep::default();
     let mut seen = BTreeSet::new();
     let ctx = Context::default();
-    // One read of the orders table for the whole sweep.
-    let orders = app.orders.all(100_000)?;
-    let all_coids: BTreeSet<String> = orders.iter().map(|o| o.client_order_id.clone()).collect();
-    let working: Vec<_> = orders.into_iter().filter(|o| o.sent && !o.state.is_final()).collect();
+    // The working orders only (an index of them), whatever the history's
+    // size; the broker's open orders are looked up one by one below.
+    let working = app.orders.working()?;
     let mut accounts = Vec::new();
     for (n, r) in &app.config.routes {
         for a in &r.accounts {
@@ -100,7 +99,7 @@ pub async fn sweep(app: &App) -> Result<Sweep, PipelineError> {
             }
         }
         for a in &open {
-            if !all_coids.contains(&a.client_order_id) {
+            if !app.orders.was_sent(&a.client_order_id)? {
                 out.unknown_at_broker.push(a.client_order_id.clone());
                 drop(
                     app.audit
