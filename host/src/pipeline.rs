@@ -535,15 +535,16 @@ fn order_outcome(status: OrderStatus) -> (OrderOutcome, OrderState) {
     }
 }
 
-/// The account's positions as the broker reports them (`None`: it could
-/// not say).
+/// The account's positions as the broker reports them, or why it could not
+/// say (for the operator: a broker error with its kind and message, or the
+/// trap).
 async fn positions(
     app: &App,
     broker: &crate::plugins::LoadedPlugin,
     settings: &str,
     ctx: &Context,
     slot: Slot,
-) -> Result<Option<Vec<wit::Position>>, PipelineError> {
+) -> Result<Result<Vec<wit::Position>, String>, PipelineError> {
     let called = app
         .registry
         .call_broker_in(
@@ -556,9 +557,15 @@ async fn positions(
             ctx,
         )
         .await?;
+    let name = broker.name.as_str();
     Ok(match called.returned {
-        Returned::Ok(BrokerReply::Positions(ps)) => Some(ps),
-        _ => None,
+        Returned::Ok(BrokerReply::Positions(ps)) => Ok(ps),
+        Returned::Ok(other) => Err(format!("broker `{name}` answered positions with {other:?}")),
+        Returned::GuestError(e) => {
+            let (kind, message) = convert::broker_error(&e);
+            Err(format!("broker `{name}` answered positions with {kind}: {message}"))
+        }
+        Returned::Trap(cause) => Err(cause.describe(name)),
     })
 }
 
@@ -582,34 +589,45 @@ async fn portfolio_of(
         ctx,
     );
     let (positions, account) = tokio::join!(positions(app, broker, settings, ctx, slot), account);
-    let (Some(positions), Returned::Ok(BrokerReply::Account(account))) = (positions?, account?.returned) else {
+    let (Ok(positions), Returned::Ok(BrokerReply::Account(account))) = (positions?, account?.returned) else {
         return Ok(None);
     };
     Ok(Some(wit::Portfolio { positions, account }))
 }
 
-/// The broker's signed position in `symbol` (`None`: the broker could not say).
+/// The broker's signed position in `symbol`, or why it is not known.
 async fn position_of(
     app: &App,
     broker: &crate::plugins::LoadedPlugin,
     settings: &str,
     symbol: &str,
     ctx: &Context,
-) -> Result<Option<rust_decimal::Decimal>, PipelineError> {
-    let Some(ps) = positions(app, broker, settings, ctx, Slot::Top).await? else {
-        return Ok(None);
+) -> Result<Result<rust_decimal::Decimal, String>, PipelineError> {
+    let ps = match positions(app, broker, settings, ctx, Slot::Top).await? {
+        Ok(ps) => ps,
+        Err(why) => return Ok(Err(why)),
     };
-    let mut total = Some(rust_decimal::Decimal::ZERO);
+    let mut total = rust_decimal::Decimal::ZERO;
     for p in ps.iter().filter(|p| p.symbol.eq_ignore_ascii_case(symbol)) {
-        total = match (
-            total,
-            crate::domain::money::decimal_from_parts(p.quantity.mantissa, p.quantity.scale, "quantity"),
-        ) {
-            (Some(t), Ok(q)) => t.checked_add(q),
-            _ => None,
+        let q =
+            crate::domain::money::decimal_from_parts(p.quantity.mantissa, p.quantity.scale, "quantity").map_err(|e| {
+                format!(
+                    "broker `{}` reported a position in {symbol} that is not a number: {e}",
+                    broker.name
+                )
+            });
+        total = match q.map(|q| total.checked_add(q)) {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                return Ok(Err(format!(
+                    "broker `{}` reported positions in {symbol} whose sum overflows",
+                    broker.name
+                )));
+            }
+            Err(why) => return Ok(Err(why)),
         };
     }
-    Ok(total)
+    Ok(Ok(total))
 }
 
 /// Validates one intent, checks the rails, records it and places it with
@@ -687,11 +705,14 @@ async fn place(
             .in_flight(broker.name.as_str(), a.account, intent.symbol.as_str())?;
         let held = position_of(app, broker, a.settings, intent.symbol.as_str(), ctx).await?;
         match (held, pending) {
-            (Some(h), Some(p)) => h.checked_add(p),
-            _ => None,
+            (Ok(h), Some(p)) => h
+                .checked_add(p)
+                .ok_or_else(|| format!("the position in {} overflows", intent.symbol.as_str())),
+            (Err(why), _) => Err(why),
+            (Ok(_), None) => Err("an order of this account still in flight cannot be read".to_owned()),
         }
     } else {
-        None
+        Err(String::new())
     };
 
     let rails = app.order_lock.lock().await;
@@ -731,10 +752,15 @@ async fn place(
     // it unknown, which fails closed.
     let kill = app.kill_switch()?;
     let limits = app.risk_limits();
-    let position = if kill == KillSwitch::On || !needs_position(kill, &limits) {
-        None
+    // Why the position is unknown, when it is: the broker's own error
+    // goes into a refusal's reason, so the operator sees what to fix.
+    let (position, unknown_because) = if kill == KillSwitch::On || !needs_position(kill, &limits) {
+        (None, None)
     } else {
-        position
+        match position {
+            Ok(p) => (Some(p), None),
+            Err(why) => (None, Some(why).filter(|w| !w.is_empty())),
+        }
     };
     let now = crate::audit::now_ns();
     let minute_ago = now.saturating_sub(60_000_000_000);
@@ -759,7 +785,16 @@ async fn place(
         },
         now_ns: now,
     };
-    let decision = risk::check(&limits, &intent, &snapshot);
+    let mut decision = risk::check(&limits, &intent, &snapshot);
+    // The rails that needed the position it could not have.
+    if let (Some(why), Some(reason)) = (unknown_because, decision.reason.as_mut())
+        && matches!(
+            decision.rail,
+            Some(Rail::MaxPosition | Rail::DailyLoss) | Some(Rail::KillSwitch) if kill != KillSwitch::On
+        )
+    {
+        reason.push_str(&format!(" (the position is unknown: {why})"));
+    }
     // Queued, not awaited on its own: the `order.intent` (or rejection) event
     // after it is awaited, and the writer commits in queue order, so the
     // decision is durable before anything acts on it.

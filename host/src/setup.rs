@@ -111,7 +111,8 @@ hook_token_sha256 = "{token_sha256}"
 rule = "tradingview"
 broker = "paper"
 
-# Settings handed to the rule, e.g. default_quantity = "1".
+# Settings handed to the rule, e.g. default_quantity = "1" (amounts as
+# strings: a float such as 0.5 is refused, it cannot hold money exactly).
 [routes.rule_config]
 
 # Settings of the paper account.

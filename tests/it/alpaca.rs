@@ -305,6 +305,13 @@ async fn wrong_keys_are_an_auth_error() -> anyhow::Result<()> {
     // The rails cannot learn the position without the broker: fail closed,
     // and the broker's refusal is on record.
     assert_eq!(reply["orders"][0]["outcome"], "rejected", "{reply}");
+    assert!(
+        reply["orders"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Alpaca refused the API keys"),
+        "the reason says why the position is unknown: {reply}"
+    );
     assert_eq!(fake.posts(), 0);
     let calls = host.audit(&algobanana::audit::query::Filter {
         action: Some("plugin.call".into()),

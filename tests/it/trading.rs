@@ -182,8 +182,11 @@ async fn an_unknown_position_fails_closed() -> anyhow::Result<()> {
         .await?;
     let o = host.alert("probe", "text/plain", "buy 1 AAPL at 100").await?.json();
     assert_eq!(o["orders"][0]["outcome"], "rejected", "{o}");
+    let reason = o["orders"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("fail closed"), "{o}");
+    // The broker's own answer is in the reason: what to fix.
     assert!(
-        o["orders"][0]["reason"].as_str().unwrap().contains("fail closed"),
+        reason.contains("(the position is unknown: broker `probe` answered positions with unavailable:"),
         "{o}"
     );
     assert_eq!(place_calls(&host), 0);

@@ -849,12 +849,31 @@ fn slot(
 }
 
 fn table_json(table: Option<&toml::Table>, key: &str, p: &mut Vec<String>) -> serde_json::Value {
-    match table {
-        None => serde_json::Value::Object(serde_json::Map::new()),
-        Some(t) => serde_json::to_value(t).unwrap_or_else(|e| {
-            p.push(format!("{key}: cannot be expressed as JSON: {e}"));
-            serde_json::Value::Object(serde_json::Map::new())
-        }),
+    let Some(t) = table else {
+        return serde_json::Value::Object(serde_json::Map::new());
+    };
+    // TOML floats are binary: `1e5` or `0.1` would reach a plugin as an
+    // f64, which cannot hold every decimal amount exactly, and plugins read
+    // money as decimal strings (or integers). Refused here, with the fix,
+    // rather than as a broker error on the first order.
+    for (k, v) in t {
+        floats(v, &format!("{key}.{k}"), p);
+    }
+    serde_json::to_value(t).unwrap_or_else(|e| {
+        p.push(format!("{key}: cannot be expressed as JSON: {e}"));
+        serde_json::Value::Object(serde_json::Map::new())
+    })
+}
+
+/// A problem for every float in `v` (at `key`).
+fn floats(v: &toml::Value, key: &str, p: &mut Vec<String>) {
+    match v {
+        toml::Value::Float(f) => p.push(format!(
+            "{key}: {f} is a floating-point number, which cannot hold every decimal amount exactly; write it as a string, e.g. \"{f}\""
+        )),
+        toml::Value::Table(t) => t.iter().for_each(|(k, v)| floats(v, &format!("{key}.{k}"), p)),
+        toml::Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| floats(v, &format!("{key}[{i}]"), p)),
+        _ => {}
     }
 }
 
@@ -892,6 +911,32 @@ rule_config = { default_quantity = "1" }
         assert_eq!(paper.limits.deadline, Duration::from_millis(250));
         let route = c.routes.get(&RouteName::new("default").unwrap()).unwrap();
         assert_eq!(route.rule_config["default_quantity"], "1");
+    }
+
+    /// A float in a plugin's settings would reach it as an f64 (money is
+    /// decimal strings or integers): refused at load, naming the key and
+    /// the fix, instead of failing every order later.
+    #[test]
+    fn floats_in_plugin_settings_are_refused_with_the_fix() {
+        let text = GOOD.replace(
+            "rule_config = { default_quantity = \"1\" }",
+            "rule_config = { default_quantity = \"1\", notional = 250.5 }\nbroker_settings = { initial_cash = 1e5, fees = [0.1, \"0.2\"], nested = { x = 3 } }",
+        );
+        let err = parse_str(&text).unwrap_err().to_string();
+        assert!(err.contains("3 problem(s)"), "{err}");
+        assert!(
+            err.contains("routes[0].rule_config.notional: 250.5 is a floating-point number"),
+            "{err}"
+        );
+        assert!(err.contains("write it as a string, e.g. \"250.5\""), "{err}");
+        assert!(err.contains("routes[0].broker_settings.initial_cash: 100000"), "{err}");
+        assert!(err.contains("routes[0].broker_settings.fees[0]: 0.1"), "{err}");
+        // Integers and strings pass.
+        let fine = GOOD.replace(
+            "rule_config = { default_quantity = \"1\" }",
+            "broker_settings = { initial_cash = 100000, currency = \"USD\" }",
+        );
+        assert!(parse_str(&fine).is_ok());
     }
 
     #[test]
