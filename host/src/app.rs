@@ -141,6 +141,10 @@ pub struct App {
     risk: std::sync::RwLock<crate::trading::risk::RiskLimits>,
     /// The unlocked vault, when there is one.
     pub vault: Option<std::sync::Arc<crate::vault::Vault>>,
+    /// What other users of the machine can read of the data dir, found at
+    /// open ([`crate::setup::exposure`]): printed by `serve`, recorded in
+    /// `system.start`.
+    pub exposure: Vec<String>,
 }
 
 impl App {
@@ -188,7 +192,9 @@ impl App {
         let routes = crate::admin::routes::RouteControl::load(state.clone(), &config)?;
         let risk = std::sync::RwLock::new(crate::admin::limits::effective(&state, &config.risk)?);
         let users = crate::admin::users::Users::new(state.clone());
+        let exposure = crate::setup::exposure(data_dir, &config);
         Ok(Arc::new(Self {
+            exposure,
             config,
             data_dir: data_dir.to_owned(),
             audit,
@@ -270,6 +276,7 @@ impl App {
                     "install_id": self.audit.install_id(),
                     "plugins": plugins,
                     "routes": self.config.routes.keys().collect::<Vec<_>>(),
+                    "exposure": self.exposure,
                 })),
             )
             .await

@@ -386,6 +386,9 @@ async fn serve(
         },
     )
     .await?;
+    for w in &app.exposure {
+        eprintln!("warning: {w}");
+    }
     let addr = listen.unwrap_or(app.config.server.listen);
     let server = app.serve(addr).await?;
     writeln!(

@@ -23,6 +23,15 @@ fn main() -> ExitCode {
     let mut stdout = std::io::stdout();
     match runtime.block_on(algobanana::cli::run(cli, &mut stdout)) {
         Ok(code) => ExitCode::from(code),
+        // The reader of our output went away (`| head`): nothing more to
+        // say and no one to say it to, as in ripgrep.
+        Err(e)
+            if e.chain()
+                .filter_map(|c| c.downcast_ref::<std::io::Error>())
+                .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)

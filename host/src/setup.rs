@@ -124,6 +124,65 @@ initial_cash = "100000"
     )
 }
 
+/// Creates `dir` (and missing parents) readable by its owner only: the data
+/// dir holds the audit log, the orders, the config and the vault. A
+/// directory that already exists keeps its mode (it may be shared on
+/// purpose); [`exposure`] warns about it at every start.
+///
+/// # Errors
+/// The I/O error.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+/// What in `dir` other users of this machine can read, one warning each
+/// with the command that fixes it: the data dir itself (the audit log,
+/// alerts, orders and config are inside), and a config holding secret
+/// values. Printed at `serve` and recorded in `system.start`.
+pub fn exposure(dir: &Path, config: &config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).ok().map(|m| m.permissions().mode() & 0o777);
+        if let Some(m) = mode(dir)
+            && m & 0o077 != 0
+        {
+            out.push(format!(
+                "the data dir {} is open to other users of this machine (mode {m:04o}): they can read the audit log, alerts, orders and config; run `chmod 700 {}`",
+                dir.display(),
+                dir.display()
+            ));
+        }
+        let path = dir.join(CONFIG_FILE);
+        let inline = config
+            .secrets
+            .iter()
+            .filter(|(_, (source, _))| matches!(source, config::SecretSource::Value(_)))
+            .count();
+        if inline > 0
+            && let Some(m) = mode(&path)
+            && m & 0o077 != 0
+        {
+            out.push(format!(
+                "{} holds {inline} secret value(s) and is readable by other users (mode {m:04o}); run `chmod 600 {}`, or move them into the vault (`algobanana secret set NAME`)",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, config);
+    out
+}
+
 /// Creates a new setup in `dir`.
 ///
 /// # Errors
@@ -138,7 +197,7 @@ pub async fn init(dir: &Path, listen: SocketAddr) -> Result<InitOutput, InitErro
         path: path.to_owned(),
         message: e.to_string(),
     };
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, &e))?;
+    create_private_dir(dir).map_err(|e| io(dir, &e))?;
     let token = new_hook_token();
     let hash = hex::encode(Sha256::digest(token.as_bytes()));
     let text = config_text(&hash, listen);
@@ -147,11 +206,15 @@ pub async fn init(dir: &Path, listen: SocketAddr) -> Result<InitOutput, InitErro
     config::parse(&text, &config_path).map_err(|e| io(&config_path, &e))?;
 
     let tmp = dir.join(format!(".{CONFIG_FILE}.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(|e| io(&tmp, &e))?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    // The config can hold secret values (`[secrets.X] value = …`).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(|e| io(&tmp, &e))?;
     f.write_all(text.as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(|e| io(&tmp, &e))?;
@@ -244,5 +307,51 @@ mod tests {
         config::load(&dir.path().join(CONFIG_FILE)).unwrap();
         let err = init(dir.path(), "127.0.0.1:8700".parse().unwrap()).await.unwrap_err();
         assert!(err.to_string().contains("will not overwrite"), "{err}");
+    }
+
+    /// A new data dir, its keys and cache are the owner's only, and the
+    /// config (which can hold secret values) too; a data dir or a config
+    /// with secret values that other users can read is named at start, with
+    /// the command that fixes it.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_data_dir_is_private_and_exposure_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("data");
+        init(&dir, "127.0.0.1:8700".parse().unwrap()).await.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(CONFIG_FILE)), 0o600);
+        assert_eq!(mode(&dir.join("keys")), 0o700);
+        let config_path = dir.join(CONFIG_FILE);
+        let config = config::load(&config_path).unwrap();
+        assert_eq!(exposure(&dir, &config), Vec::<String>::new());
+
+        let chmod = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        chmod(&dir, 0o755);
+        let found = exposure(&dir, &config);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("(mode 0755)"), "{found:?}");
+        assert!(
+            found[0].contains(&format!("run `chmod 700 {}`", dir.display())),
+            "{found:?}"
+        );
+
+        // A readable config matters only when it holds secret values.
+        chmod(&config_path, 0o644);
+        assert_eq!(exposure(&dir, &config).len(), 1);
+        let mut text = std::fs::read_to_string(&config_path).unwrap();
+        text.push_str("\n[secrets.hook_pass]\nvalue = \"hunter2\"\n");
+        std::fs::write(&config_path, text).unwrap();
+        let config = config::load(&config_path).unwrap();
+        let found = exposure(&dir, &config);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[1].contains("holds 1 secret value(s)"), "{found:?}");
+        assert!(found[1].contains("chmod 600"), "{found:?}");
+        assert!(!found[1].contains("hunter2"));
+        chmod(&dir, 0o700);
+        chmod(&config_path, 0o600);
+        assert_eq!(exposure(&dir, &config), Vec::<String>::new());
     }
 }

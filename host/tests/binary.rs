@@ -77,6 +77,28 @@ fn a_broken_config_exits_non_zero_naming_the_key() {
     assert!(err.contains("server.listen: `nope` is not an address"), "{err}");
 }
 
+/// Output to a reader that went away (`algobanana … | head`) ends the
+/// command quietly, as in ripgrep, not with "error: Broken pipe".
+#[test]
+fn a_closed_output_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (code, out) = cli(&["init", "--data-dir", data.to_str().unwrap()], &[], None);
+    assert_eq!(code, 0, "{out}");
+    // The read end is closed before the command starts, so its first write
+    // fails, however small the output.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_algobanana"))
+        .args(["audit", "search", "--data-dir", data.to_str().unwrap()])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
 struct Server {
     child: std::process::Child,
     addr: String,

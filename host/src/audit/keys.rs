@@ -93,7 +93,7 @@ impl AuditKey {
     /// I/O errors.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            crate::setup::create_private_dir(dir)?;
         }
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);

@@ -601,7 +601,7 @@ impl Cache {
             path: path.to_owned(),
             message: e.to_string(),
         };
-        std::fs::create_dir_all(path).map_err(err)?;
+        crate::setup::create_private_dir(path).map_err(err)?;
         let dir = cap_std::fs::Dir::open_ambient_dir(path, cap_std::ambient_authority()).map_err(err)?;
         Ok(Self {
             dir,

@@ -816,7 +816,7 @@ fn io_err(path: &Path, what: &str) -> impl Fn(std::io::Error) -> VaultError {
 /// fsync the directory.
 fn write_document(path: &Path, doc: &Document) -> Result<(), VaultError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io_err(dir, "cannot create the directory"))?;
+    crate::setup::create_private_dir(dir).map_err(io_err(dir, "cannot create the directory"))?;
     let tmp = path.with_extension("abv.tmp");
     let bytes = serde_json::to_vec_pretty(doc).expect("the document serialises");
     {
@@ -851,7 +851,7 @@ fn write_document(path: &Path, doc: &Document) -> Result<(), VaultError> {
 fn lock_file(path: &Path) -> Result<std::fs::File, VaultError> {
     let lock = path.with_extension("lock");
     if let Some(dir) = lock.parent() {
-        std::fs::create_dir_all(dir).map_err(io_err(dir, "cannot create the directory"))?;
+        crate::setup::create_private_dir(dir).map_err(io_err(dir, "cannot create the directory"))?;
     }
     let f = std::fs::OpenOptions::new()
         .write(true)

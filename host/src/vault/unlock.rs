@@ -141,7 +141,7 @@ pub fn create_key_file(path: &Path) -> Result<(), VaultError> {
         message: format!("cannot create the key file: {e}"),
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+        crate::setup::create_private_dir(dir).map_err(err)?;
     }
     let mut key = Zeroizing::new([0u8; 32]);
     rand::rng().fill_bytes(key.as_mut());
