@@ -141,6 +141,9 @@ pub struct App {
     risk: std::sync::RwLock<crate::trading::risk::RiskLimits>,
     /// The unlocked vault, when there is one.
     pub vault: Option<std::sync::Arc<crate::vault::Vault>>,
+    /// Refusals of unproven requests, throttled before the audit log
+    /// ([`crate::audit::throttle`]).
+    pub refusals: crate::audit::throttle::Refusals,
     /// What other users of the machine can read of the data dir, found at
     /// open ([`crate::setup::exposure`]): printed by `serve`, recorded in
     /// `system.start`.
@@ -194,6 +197,7 @@ impl App {
         let users = crate::admin::users::Users::new(state.clone());
         let exposure = crate::setup::exposure(data_dir, &config);
         Ok(Arc::new(Self {
+            refusals: crate::audit::throttle::Refusals::default(),
             exposure,
             config,
             data_dir: data_dir.to_owned(),
@@ -211,6 +215,31 @@ impl App {
             risk,
             vault,
         }))
+    }
+
+    /// Records a refusal of a request that proved nothing (see
+    /// [`crate::audit::throttle`]): as its own event, or counted into a
+    /// summary; a window's summaries are recorded when it ends.
+    ///
+    /// # Errors
+    /// [`AuditError`].
+    pub async fn record_refusal(&self, event: AuditEvent, status: u16, reason: &str) -> Result<(), AuditError> {
+        for e in self.refusals.admit(event, status, reason).events() {
+            self.audit.record(e).await?;
+        }
+        Ok(())
+    }
+
+    /// Records the summaries of the refusals counted so far (the window
+    /// ends now). Called every window by the server and at shutdown.
+    ///
+    /// # Errors
+    /// [`AuditError`].
+    pub async fn flush_refusals(&self) -> Result<(), AuditError> {
+        for e in self.refusals.flush() {
+            self.audit.record(e).await?;
+        }
+        Ok(())
     }
 
     /// The kill switch (persisted in `state.db`).
@@ -343,6 +372,23 @@ impl App {
                 }
             })
         });
+        // Summaries of throttled refusals, written soon after their window
+        // ends even when no further refusal comes to roll it over.
+        let refusal_flusher = {
+            let app = self.clone();
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(std::time::Duration::from_secs(10));
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    for e in app.refusals.due() {
+                        if let Err(e) = app.audit.record(e).await {
+                            tracing::error!(error = %e, "cannot audit a summary of refusals");
+                        }
+                    }
+                }
+            })
+        };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = crate::http::router(self.clone());
         let app = self.clone();
@@ -372,6 +418,10 @@ impl App {
             }
             if let Some(r) = reconciler {
                 r.abort();
+            }
+            refusal_flusher.abort();
+            if let Err(e) = app.flush_refusals().await {
+                tracing::error!(error = %e, "cannot audit the last summary of refusals");
             }
             let _ = app
                 .audit

@@ -187,3 +187,66 @@ async fn each_hook_is_rate_limited() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A flood of requests that prove nothing (unknown hook tokens, bad API
+/// tokens) cannot fill the audit log or its writer: the first refusals
+/// from a source are events of their own, the rest are counted into one
+/// summary per kind, and every refusal is still accounted for.
+#[tokio::test]
+async fn a_flood_of_unproven_requests_is_counted_not_written_one_by_one() -> anyhow::Result<()> {
+    use algobanana::audit::throttle::PER_SOURCE;
+    let host = TestHost::start().await?;
+    let flood = u64::from(PER_SOURCE) + 30;
+    for i in 0..flood {
+        let r = host
+            .request("POST", &format!("/v1/hooks/abh_guess_{i}"), &[], b"buy 1 AAPL".to_vec())
+            .await?;
+        assert_eq!(r.status, 404);
+    }
+    for i in 0..flood {
+        let r = host
+            .request(
+                "GET",
+                "/v1/orders",
+                &[("authorization", &format!("Bearer abk_{i:026}_guess"))],
+                Vec::new(),
+            )
+            .await?;
+        assert_eq!(r.status, 401);
+    }
+    let count = |action: &str| -> anyhow::Result<(usize, u64)> {
+        let events = host.audit(&Filter {
+            action: Some(action.into()),
+            ..Filter::default()
+        })?;
+        let total = events.iter().map(|e| e.payload["count"].as_u64().unwrap_or(1)).sum();
+        Ok((events.len(), total))
+    };
+    // Before the window ends: only the allowance is on record.
+    assert_eq!(count("alert.rejected")?, (PER_SOURCE as usize, u64::from(PER_SOURCE)));
+    // One source, so the admin API's refusals share the allowance: none
+    // of them had an event of its own.
+    assert_eq!(count("auth.denied")?, (0, 0));
+    // The window's end (or the shutdown) writes the summaries.
+    host.app.flush_refusals().await?;
+    assert_eq!(count("alert.rejected")?, (PER_SOURCE as usize + 1, flood));
+    let (events, denied) = count("auth.denied")?;
+    assert_eq!((events, denied), (1, flood));
+    let summary = host
+        .audit(&Filter {
+            action: Some("auth.denied".into()),
+            ..Filter::default()
+        })?
+        .remove(0);
+    assert_eq!(summary.payload["summary"], true);
+    assert_eq!(summary.actor_id, "several", "each guess had its own id part");
+    assert_eq!(summary.payload["status"], 401);
+    assert_eq!(summary.payload["reason"], "unknown token");
+    assert_eq!(summary.payload["top_sources"][0]["source"], "127.0.0.1");
+    let text = serde_json::to_string(&summary)?;
+    assert!(!text.contains("guess"), "no presented token is stored: {text}");
+    // A real alert from the same source still goes through at once.
+    let ok = host.alert("default", "text/plain", "buy 1 AAPL at 100").await?;
+    assert_eq!(ok.status, 200);
+    Ok(())
+}

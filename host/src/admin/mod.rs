@@ -412,13 +412,8 @@ pub async fn authorize(
             .payload(json!({ "endpoint": endpoint, "reason": reason }))
     };
     if app.config.server.mode == crate::config::Mode::Local && !peer.ip().is_loopback() {
-        let _ = app
-            .audit
-            .record(deny(
-                "anonymous".into(),
-                "local mode: admin API from a non-loopback address",
-            ))
-            .await;
+        let reason = "local mode: admin API from a non-loopback address";
+        let _ = app.record_refusal(deny("anonymous".into(), reason), 403, reason).await;
         return Err(error(
             StatusCode::FORBIDDEN,
             "local_mode",
@@ -431,7 +426,9 @@ pub async fn authorize(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(presented) = presented else {
-        let _ = app.audit.record(deny("anonymous".into(), "no bearer token")).await;
+        let _ = app
+            .record_refusal(deny("anonymous".into(), "no bearer token"), 401, "no bearer token")
+            .await;
         return Err(error(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
@@ -459,7 +456,9 @@ pub async fn authorize(
                 .strip_prefix(tokens::PREFIX)
                 .and_then(|r| r.split_once('_'))
                 .map_or_else(|| "unknown".to_owned(), |(id, _)| id.chars().take(32).collect());
-            let _ = app.audit.record(deny(id, reason)).await;
+            // Throttled per source (`audit::throttle`): a token that does
+            // not authenticate proves nothing, and anyone can send one.
+            let _ = app.record_refusal(deny(id, reason), 401, reason).await;
             return Err(error(StatusCode::UNAUTHORIZED, "unauthenticated", message));
         }
     };

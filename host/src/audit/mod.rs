@@ -14,6 +14,7 @@ pub mod keys;
 pub mod prune;
 pub mod query;
 pub mod schema;
+pub mod throttle;
 pub mod verify;
 pub mod writer;
 
@@ -100,7 +101,7 @@ pub mod action {
 }
 
 /// Who acted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActorKind {
     /// A person.

@@ -74,7 +74,7 @@ async fn reject(app: &App, ctx: &Context, route: Option<&str>, reason: &str, sta
     .resource(route.map_or_else(|| "route:unknown".to_owned(), |r| format!("route:{r}")))
     .context(ctx)
     .payload(json!({ "reason": reason, "status": status }));
-    if let Err(e) = app.audit.record(event).await {
+    if let Err(e) = app.record_refusal(event, status, reason).await {
         tracing::error!(error = %e, "cannot audit a rejected webhook");
     }
 }
