@@ -270,6 +270,21 @@ async fn the_kill_switch_and_the_audit_log_over_the_admin_api() -> anyhow::Resul
     assert!(kill.request_id.is_some());
 
     // An auditor exports and verifies; the export verifies offline too.
+    // Enough events that the streamed export spans many 64 KiB chunks.
+    for i in 0..400 {
+        host.app
+            .audit
+            .append(
+                algobanana::audit::AuditEvent::new(
+                    algobanana::audit::ActorKind::System,
+                    "test",
+                    "test.filler",
+                    algobanana::audit::Outcome::Success,
+                )
+                .payload(json!({ "i": i, "pad": "x".repeat(1000) })),
+            )
+            .await?;
+    }
     let (auditor, _) = token_for(&host, Role::Auditor)?;
     let auditor = format!("Bearer {auditor}");
     let verify = host
@@ -290,6 +305,7 @@ async fn the_kill_switch_and_the_audit_log_over_the_admin_api() -> anyhow::Resul
         )
         .await?;
     assert_eq!(export.status, 200);
+    assert!(export.body.len() > 6 * 64 * 1024, "{} bytes", export.body.len());
     let file = host.path().join("api-export.jsonl");
     std::fs::write(&file, &export.body)?;
     let report =

@@ -885,7 +885,12 @@ pub async fn audit_search(
         json!({ "filter": format!("{f:?}") }),
     )
     .await?;
-    let rows = crate::audit::query::search(app.audit.path(), &f).map_err(|e| invalid(e.to_string()))?;
+    // Off the tokio workers: a search can read a large log.
+    let path = app.audit.path().to_owned();
+    let rows = tokio::task::spawn_blocking(move || crate::audit::query::search(&path, &f))
+        .await
+        .map_err(|e| audit_unavailable(format!("the search stopped: {e}")))?
+        .map_err(|e| invalid(e.to_string()))?;
     Ok(Json(rows).into_response())
 }
 
@@ -910,16 +915,66 @@ pub async fn audit_export(
         f.limit = None;
     }
     access(&app, &token, &ctx, Endpoint::AuditExport, json!({ "format": q.format })).await?;
+    // Opened here, so that a log that cannot be read is a clear 503 before
+    // any of the answer is sent.
     let conn = crate::audit::query::open_read_only(app.audit.path()).map_err(audit_unavailable)?;
-    let mut out = Vec::new();
-    crate::audit::export::export(&conn, &f, format, &mut out)
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", format!("{e:#}")))?;
     let ct = if format == crate::audit::export::Format::Csv {
         "text/csv"
     } else {
         "application/x-ndjson"
     };
-    Ok(([(header::CONTENT_TYPE, ct)], out).into_response())
+    // Streamed from a blocking thread in 64 KiB chunks: a whole log's
+    // export held in memory, written by a tokio worker, grew with the log
+    // and stalled alerts on that worker for as long as it took. A failure
+    // midway ends the response without its final chunk, which clients
+    // report as a truncated transfer (and `audit verify --export` as a
+    // short log).
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let done = crate::audit::export::export(&conn, &f, format, &mut out)
+            .and_then(|_| std::io::Write::flush(&mut out).map_err(Into::into));
+        if let Err(e) = done {
+            tracing::error!(error = %format!("{e:#}"), "audit export over the API failed midway");
+            let _ = out.tx.blocking_send(Err(std::io::Error::other(format!("{e:#}"))));
+        }
+    });
+    let body = axum::body::Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }));
+    Ok(([(header::CONTENT_TYPE, ct)], body).into_response())
+}
+
+const CHUNK: usize = 64 * 1024;
+
+/// A writer that sends what it is given, in chunks, to a response body.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        // The client went away: stop exporting.
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client closed the connection"))
+    }
 }
 
 /// `GET /v1/audit/verify`.
@@ -930,8 +985,14 @@ pub async fn audit_verify(
 ) -> Result<Response, ApiError> {
     let (token, ctx) = authorize(&app, &headers, peer, Endpoint::AuditVerify).await?;
     access(&app, &token, &ctx, Endpoint::AuditVerify, Value::Null).await?;
-    let report = crate::audit::verify::verify_db(app.audit.path(), &[], &crate::audit::verify::Options::default())
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", e))?;
+    // Off the tokio workers: verifying reads and hashes the whole log.
+    let path = app.audit.path().to_owned();
+    let report = tokio::task::spawn_blocking(move || {
+        crate::audit::verify::verify_db(&path, &[], &crate::audit::verify::Options::default())
+    })
+    .await
+    .map_err(|e| audit_unavailable(format!("verification stopped: {e}")))?
+    .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable", e))?;
     let mut v = serde_json::to_value(&report).unwrap_or_default();
     v["result"] = json!(if report.intact() { "intact" } else { "tampered" });
     Ok(Json(v).into_response())
