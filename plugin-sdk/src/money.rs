@@ -83,7 +83,9 @@ pub fn from_wit(value: WitDecimal) -> Result<Decimal, MoneyError> {
 /// refused.
 ///
 /// # Errors
-/// [`MoneyError::NotANumber`] for anything else.
+/// [`MoneyError::NotANumber`] for anything else;
+/// [`MoneyError::MantissaOverflow`] for a plain number with more digits
+/// than [`Decimal`] holds.
 ///
 /// ```
 /// use algobanana_plugin_sdk::money::parse;
@@ -100,7 +102,9 @@ pub fn parse(text: &str) -> Result<Decimal, MoneyError> {
     if !plain {
         return Err(MoneyError::NotANumber(text.to_owned()));
     }
-    Decimal::from_str(t).map_err(|_| MoneyError::NotANumber(text.to_owned()))
+    // A plain number that `Decimal` cannot hold has too many digits: say
+    // so, rather than that it is not a number.
+    Decimal::from_str(t).map_err(|_| MoneyError::MantissaOverflow(t.to_owned()))
 }
 
 /// Parses decimal text straight into the WIT record.
@@ -147,5 +151,13 @@ mod tests {
         for bad in ["", "-", ".", "1e3", "NaN", "inf", "1,000", "1.2.3", "abc", "0x10"] {
             assert!(parse(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn a_number_too_long_says_so() {
+        let long = "99999999999999999999999999999999999";
+        let e = parse(long).unwrap_err();
+        assert_eq!(e, MoneyError::MantissaOverflow(long.to_owned()));
+        assert!(e.to_string().contains("too many digits"), "{e}");
     }
 }

@@ -262,6 +262,10 @@ async fn malformed_json_gets_the_rules_clear_error_and_an_audit_row() -> anyhow:
             "is not a decimal number",
         ),
         (
+            r#"{"ticker":"AAPL","action":"buy","quantity":"99999999999999999999999999999999999"}"#,
+            "has too many digits to pass exactly",
+        ),
+        (
             r#"{"ticker":"AAPL","action":"buy","quantity":"-1"}"#,
             "greater than zero",
         ),
