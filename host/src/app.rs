@@ -242,6 +242,44 @@ impl App {
         Ok(())
     }
 
+    /// Applies `[audit] retention_days` as of `now_ns`: archives and
+    /// removes the events older than the policy, up to the last signed
+    /// checkpoint before the cut (`audit::prune`), into
+    /// `archive_dir/audit-<time>.jsonl`. `Ok(None)` when the policy is off
+    /// or there is nothing old enough to cut at. The server runs it a
+    /// minute after start and then once a day.
+    ///
+    /// # Errors
+    /// [`AuditError`]: the archive could not be written (nothing was
+    /// removed), or the log failed.
+    pub async fn apply_retention(&self, now_ns: i64) -> Result<Option<crate::audit::prune::PruneReport>, AuditError> {
+        let Some(days) = self.config.audit.retention_days else {
+            return Ok(None);
+        };
+        let before_ns = now_ns.saturating_sub(i64::from(days).saturating_mul(86_400_000_000_000));
+        let dir = self.data_dir.join(&self.config.audit.archive_dir);
+        crate::setup::create_private_dir(&dir).map_err(|e| {
+            AuditError::Refused(format!(
+                "cannot create the audit archive directory {}: {e}; nothing was pruned (fix the directory or audit.archive_dir)",
+                dir.display()
+            ))
+        })?;
+        let stamp = jiff::Timestamp::from_nanosecond(i128::from(now_ns))
+            .map_or_else(|_| now_ns.to_string(), |t| t.strftime("%Y%m%dT%H%M%S%.fZ").to_string());
+        let request = crate::audit::prune::PruneRequest {
+            before_ns,
+            archive: dir.join(format!("audit-{stamp}.jsonl")),
+            policy: format!("retention_days = {days}"),
+            actor_kind: ActorKind::System,
+            actor: "retention".into(),
+        };
+        match self.audit.prune(request).await {
+            Ok(r) => Ok(Some(r)),
+            Err(AuditError::Refused(m)) if m == crate::audit::prune::NOTHING_TO_PRUNE => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The kill switch (persisted in `state.db`).
     ///
     /// # Errors
@@ -389,6 +427,41 @@ impl App {
                 }
             })
         };
+        // `[audit] retention_days`: a minute after start, then daily.
+        let retention = self.config.audit.retention_days.map(|_| {
+            let app = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                let mut ticker = tokio::time::interval(std::time::Duration::from_secs(86_400));
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    match app.apply_retention(crate::audit::now_ns()).await {
+                        Ok(Some(r)) => tracing::info!(
+                            from = r.pruned_from, through = r.pruned_through, archive = %r.archive.display(),
+                            "audit retention: archived and removed old events"
+                        ),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "audit retention failed; nothing was removed");
+                            let _ = app
+                                .audit
+                                .record(
+                                    AuditEvent::new(
+                                        ActorKind::System,
+                                        "retention",
+                                        action::AUDIT_PRUNED,
+                                        Outcome::Error,
+                                    )
+                                    .resource("audit")
+                                    .payload(json!({ "error": e.to_string() })),
+                                )
+                                .await;
+                        }
+                    }
+                }
+            })
+        });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = crate::http::router(self.clone());
         let app = self.clone();
@@ -420,6 +493,9 @@ impl App {
                 r.abort();
             }
             refusal_flusher.abort();
+            if let Some(r) = retention {
+                r.abort();
+            }
             if let Err(e) = app.flush_refusals().await {
                 tracing::error!(error = %e, "cannot audit the last summary of refusals");
             }

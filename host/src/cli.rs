@@ -477,6 +477,7 @@ async fn audit(command: AuditCommand, out: &mut (dyn Write + Send)) -> anyhow::R
                     before_ns,
                     archive,
                     policy,
+                    actor_kind: crate::audit::ActorKind::User,
                     actor,
                 })
                 .await;

@@ -120,6 +120,11 @@ broker = "paper"
 account_id = "paper"
 currency = "USD"
 initial_cash = "100000"
+
+# The audit log keeps every event. To archive and remove old ones while
+# the host runs (daily, at a signed checkpoint, into DATA_DIR/archive):
+# [audit]
+# retention_days = 2555
 "#
     )
 }

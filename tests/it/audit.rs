@@ -250,3 +250,55 @@ async fn a_read_only_data_dir_halts_the_host_and_loses_nothing_acknowledged() ->
     }
     Ok(())
 }
+
+/// `[audit] retention_days`: the running host archives and removes what
+/// is older than the policy, at a signed checkpoint, into `archive_dir`;
+/// the log still verifies, the archive verifies offline, and the prune is
+/// an event of the host's own.
+#[tokio::test]
+async fn the_retention_policy_archives_and_prunes_while_the_host_runs() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .toml("[audit]\nretention_days = 30\narchive_dir = \"old-audit\"\n")
+        .start()
+        .await?;
+    for n in 1..=3 {
+        let reply = host
+            .alert("default", "text/plain", &format!("buy {n} AAPL at 100"))
+            .await?;
+        assert_eq!(reply.status, 200);
+    }
+    let now = algobanana::audit::now_ns();
+    // Nothing is 30 days old yet.
+    assert_eq!(host.app.apply_retention(now).await?, None);
+    host.app.audit.checkpoint_now().await?;
+    let later = host.alert("default", "text/plain", "buy 4 AAPL at 100").await?.json();
+    let later_id = later["alert_id"].as_str().unwrap().to_owned();
+    // 31 days on: everything up to the checkpoint goes, the last alert stays.
+    let day = 86_400_000_000_000i64;
+    let report = host.app.apply_retention(now + 31 * day).await?.expect("a prune");
+    assert_eq!(report.pruned_from, 0);
+    assert!(report.archive.starts_with(host.path().join("old-audit")), "{report:?}");
+    let archive = algobanana::audit::verify::verify_export(&report.archive, &[], &Default::default())
+        .map_err(anyhow::Error::msg)?;
+    assert!(archive.intact(), "{:#?}", archive.findings);
+    let log =
+        algobanana::audit::verify::verify_db(&host.path().join(algobanana::audit::AUDIT_DB), &[], &Default::default())
+            .map_err(anyhow::Error::msg)?;
+    assert!(log.intact(), "{:#?}", log.findings);
+    let left = host.audit(&Filter::default())?;
+    assert!(left.iter().all(|e| e.seq > report.pruned_through as u64));
+    assert!(!host.audit_of(&later_id)?.is_empty(), "newer than the cut: kept");
+    let pruned = left.iter().find(|e| e.action == "audit.pruned").unwrap();
+    assert_eq!(
+        (pruned.actor_kind.as_str(), pruned.actor_id.as_str()),
+        ("system", "retention")
+    );
+    assert_eq!(pruned.payload["policy"], "retention_days = 30");
+    // Nothing more to cut until the next checkpoint.
+    assert_eq!(host.app.apply_retention(now + 31 * day).await?, None);
+
+    // Off by default.
+    let plain = TestHost::start().await?;
+    assert_eq!(plain.app.apply_retention(now + 10_000 * day).await?, None);
+    Ok(())
+}

@@ -653,6 +653,7 @@ async fn prune_archives_anchors_and_still_verifies() -> anyhow::Result<()> {
             before_ns: cut_ts,
             archive: archive.clone(),
             policy: "keep 7 years".into(),
+            actor_kind: algobanana::audit::ActorKind::User,
             actor: "ops".into(),
         })
         .await?;
@@ -685,6 +686,7 @@ async fn prune_archives_anchors_and_still_verifies() -> anyhow::Result<()> {
             before_ns: 1,
             archive: dir.path().join("never.jsonl"),
             policy: "x".into(),
+            actor_kind: algobanana::audit::ActorKind::User,
             actor: "ops".into(),
         })
         .await

@@ -27,8 +27,33 @@ pub struct PruneRequest {
     pub archive: PathBuf,
     /// The retention policy, recorded in the anchor.
     pub policy: String,
-    /// Who asked (audit actor id).
+    /// Who asked: the audit actor (a person at the command line, or the
+    /// host's retention policy).
+    pub actor_kind: ActorKind,
+    /// Its id.
     pub actor: String,
+}
+
+/// The refusal when no signed checkpoint lies before the date: nothing to
+/// cut at, nothing changed (the retention task treats it as nothing to do).
+pub const NOTHING_TO_PRUNE: &str = "there is no signed checkpoint before that date to cut at; nothing was pruned (checkpoints are signed every 1,000 events or 60 s)";
+
+/// Writes through to a file and hashes what it writes.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.hash.update(&data[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// What was pruned.
@@ -70,16 +95,14 @@ pub(crate) fn run(w: &mut Writer, req: &PruneRequest) -> Result<PruneReport, Aud
         .optional()
         .map_err(sql)?;
     let Some((checkpoint_id, through, head)) = cut else {
-        return Err(refuse(
-            "there is no signed checkpoint before that date to cut at; nothing was pruned (checkpoints are signed every 1,000 events or 60 s)".into(),
-        ));
+        return Err(refuse(NOTHING_TO_PRUNE.into()));
     };
     let head = Hash::try_from(head.as_slice()).map_err(|_| refuse("checkpoint head is not 32 bytes".into()))?;
     let from = prune_through + 1;
 
     // 1. Archive [from..through] with its checkpoints, verifiable offline.
     let io = |e: std::io::Error| refuse(format!("cannot write the archive {}: {e}", req.archive.display()));
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&req.archive)
@@ -89,11 +112,28 @@ pub(crate) fn run(w: &mut Writer, req: &PruneRequest) -> Result<PruneReport, Aud
         through_seq: u64::try_from(through).ok(),
         ..Filter::default()
     };
-    let mut buf = Vec::new();
-    super::export::export(&w.conn, &filter, super::export::Format::Jsonl, &mut buf)
-        .map_err(|e| refuse(format!("{e:#}")))?;
-    file.write_all(&buf).and_then(|()| file.sync_all()).map_err(io)?;
-    let archive_sha256 = hex::encode(Sha256::digest(&buf));
+    // Streamed to the file and hashed on the way, not held in memory (a
+    // first prune under a retention policy can cover years of events).
+    let mut out = Hashing {
+        inner: std::io::BufWriter::with_capacity(1 << 20, file),
+        hash: Sha256::new(),
+    };
+    let written = super::export::export(&w.conn, &filter, super::export::Format::Jsonl, &mut out)
+        .map_err(|e| refuse(format!("{e:#}")))
+        .and_then(|_| out.flush().map_err(io));
+    if let Err(e) = written {
+        // A partial archive is not an archive.
+        drop(out);
+        let _ = std::fs::remove_file(&req.archive);
+        return Err(e);
+    }
+    let Hashing { inner, hash } = out;
+    inner
+        .into_inner()
+        .map_err(|e| io(e.into_error()))?
+        .sync_all()
+        .map_err(io)?;
+    let archive_sha256 = hex::encode(hash.finalize());
 
     // 2. Anchor, cut and delete in one transaction.
     let mut anchor = AnchorRec {
@@ -131,7 +171,7 @@ pub(crate) fn run(w: &mut Writer, req: &PruneRequest) -> Result<PruneReport, Aud
 
     // 3. The prune is itself an event on the live chain.
     let event = AuditEvent::new(
-        ActorKind::User,
+        req.actor_kind,
         req.actor.clone(),
         action::AUDIT_PRUNED,
         Outcome::Success,

@@ -49,6 +49,18 @@ pub struct Config {
     pub risk: crate::trading::risk::RiskLimits,
     /// Intake and order semantics.
     pub trading: TradingConfig,
+    /// The audit log's retention.
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: the retention policy the running host applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Events older than this many days are archived and removed once a
+    /// day (`None`: kept forever).
+    pub retention_days: Option<u32>,
+    /// Where the archives go: absolute, or relative to the data dir.
+    pub archive_dir: PathBuf,
 }
 
 /// One `[[notifications]]` entry.

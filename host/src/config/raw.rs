@@ -36,6 +36,20 @@ pub struct RawConfig {
     /// Intake and order semantics.
     #[serde(default)]
     pub trading: RawTrading,
+    /// The audit log's retention.
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// Archive and remove events older than this many days, once a day,
+    /// while the host runs (default 0: keep everything).
+    pub retention_days: Option<u64>,
+    /// Where the archives go (default `archive` in the data dir).
+    pub archive_dir: Option<String>,
 }
 
 /// `[risk]`: each limit as an integer or a decimal string; `0` disables it.

@@ -489,6 +489,29 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         },
     };
 
+    let audit = crate::config::AuditConfig {
+        retention_days: match raw.audit.retention_days {
+            None | Some(0) => None,
+            Some(n) if n <= 36_500 => u32::try_from(n).ok(),
+            Some(n) => {
+                p.push(format!(
+                    "audit.retention_days: {n} is out of range; expected 1 to 36500 days, or 0 to keep every event"
+                ));
+                None
+            }
+        },
+        archive_dir: match raw.audit.archive_dir.as_deref() {
+            None => PathBuf::from("archive"),
+            Some("") => {
+                p.push(
+                    "audit.archive_dir: is empty; expected a directory (absolute, or relative to the data dir)".into(),
+                );
+                PathBuf::from("archive")
+            }
+            Some(d) => PathBuf::from(d),
+        },
+    };
+
     if !p.is_empty() {
         return Err(ConfigError::Invalid {
             path: path.to_owned(),
@@ -496,6 +519,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         });
     }
     Ok(Config {
+        audit,
         notifications,
         risk,
         trading,
@@ -937,6 +961,40 @@ rule_config = { default_quantity = "1" }
             "broker_settings = { initial_cash = 100000, currency = \"USD\" }",
         );
         assert!(parse_str(&fine).is_ok());
+    }
+
+    #[test]
+    fn the_audit_retention_is_checked() {
+        let c = parse_str(GOOD).unwrap();
+        assert_eq!(c.audit.retention_days, None, "off by default");
+        assert_eq!(c.audit.archive_dir, PathBuf::from("archive"));
+        let c = parse_str(&format!(
+            "{GOOD}\n[audit]\nretention_days = 2555\narchive_dir = \"/srv/archive\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.audit.retention_days, Some(2555));
+        assert_eq!(c.audit.archive_dir, PathBuf::from("/srv/archive"));
+        assert_eq!(
+            parse_str(&format!("{GOOD}\n[audit]\nretention_days = 0\n"))
+                .unwrap()
+                .audit
+                .retention_days,
+            None
+        );
+        let err = parse_str(&format!(
+            "{GOOD}\n[audit]\nretention_days = 99999\narchive_dir = \"\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("audit.retention_days: 99999 is out of range; expected 1 to 36500"),
+            "{err}"
+        );
+        assert!(err.contains("audit.archive_dir: is empty"), "{err}");
+        let err = parse_str(&format!("{GOOD}\n[audit]\nretention = 3\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `retention`"), "{err}");
     }
 
     #[test]
