@@ -320,3 +320,70 @@ async fn every_kill_switch_change_is_notified_whoever_makes_it() -> anyhow::Resu
     );
     Ok(())
 }
+
+/// A service that cannot take a notification (a 503, a 429) gets it again
+/// a moment later (the WIT contract's `unavailable`: the host may try
+/// again), each attempt audited; one that refuses it (a 400) does not.
+#[tokio::test]
+async fn an_unavailable_service_gets_the_notification_again_and_a_refusal_is_final() -> anyhow::Result<()> {
+    // The first request fails with 503, every later one succeeds.
+    let upstream = Upstream::start_flaky(1, 503, 200, None).await;
+    let host = host_with(
+        "notify-webhook",
+        &upstream,
+        "\"hook_signing\"",
+        &format!(
+            "{{ url = \"{}/hooks/algobanana\", signing_secret = \"hook_signing\" }}",
+            upstream.origin()
+        ),
+        "[secrets.hook_signing]\nvalue = \"whsec-1\"\n",
+    )
+    .await;
+    let fill = host.alert("default", "text/plain", "buy 2 AAPL at 190.35").await?;
+    assert_eq!(fill.json()["orders"][0]["outcome"], "filled");
+    let got = eventually(Duration::from_secs(10), || {
+        let r = upstream.requests();
+        (r.len() >= 2).then_some(r)
+    })
+    .await?;
+    assert_eq!(got[0].body, got[1].body, "the same notification, sent again");
+    let outcomes = eventually(Duration::from_secs(10), || {
+        let calls = host
+            .audit(&Filter {
+                action: Some("plugin.call".into()),
+                ..Filter::default()
+            })
+            .ok()?;
+        let notify: Vec<String> = calls
+            .iter()
+            .filter(|c| c.payload["export"] == "notify")
+            .map(|c| c.payload["outcome"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (notify.len() >= 2).then_some(notify)
+    })
+    .await?;
+    assert_eq!(outcomes, ["guest_error", "ok"]);
+
+    // A refusal is final: one attempt only.
+    let refusing = Upstream::start_answering(400, Some("bad request")).await;
+    let host = host_with(
+        "notify-webhook",
+        &refusing,
+        "\"hook_signing\"",
+        &format!(
+            "{{ url = \"{}/hooks/algobanana\", signing_secret = \"hook_signing\" }}",
+            refusing.origin()
+        ),
+        "[secrets.hook_signing]\nvalue = \"whsec-1\"\n",
+    )
+    .await;
+    let fill = host.alert("default", "text/plain", "buy 2 AAPL at 190.35").await?;
+    assert_eq!(fill.json()["orders"][0]["outcome"], "filled");
+    eventually(Duration::from_secs(10), || {
+        (!refusing.requests().is_empty()).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(algobanana::trading::notify::RETRY_DELAYS[0] + Duration::from_millis(700)).await;
+    assert_eq!(refusing.requests().len(), 1, "a refused notification is not sent again");
+    Ok(())
+}

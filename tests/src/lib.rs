@@ -616,6 +616,16 @@ impl Upstream {
     /// # Panics
     /// When it cannot bind.
     pub async fn start_answering(status: u16, answer: Option<&'static str>) -> Self {
+        Self::start_flaky(0, 0, status, answer).await
+    }
+
+    /// Starts one that answers its first `failures` requests with
+    /// `failing` (an empty body), and the rest as
+    /// [`Upstream::start_answering`] does.
+    ///
+    /// # Panics
+    /// When it cannot bind.
+    pub async fn start_flaky(failures: usize, failing: u16, status: u16, answer: Option<&'static str>) -> Self {
         let received: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
         let rec = received.clone();
         let addr = serve_local(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -640,12 +650,19 @@ impl Upstream {
                     .enumerate()
                     .map(|(i, v)| (format!("x-echo-{i}"), v.clone()))
                     .collect();
-                rec.lock().unwrap().push(Received {
-                    method,
-                    uri,
-                    headers,
-                    body,
-                });
+                let seen = {
+                    let mut rec = rec.lock().unwrap();
+                    rec.push(Received {
+                        method,
+                        uri,
+                        headers,
+                        body,
+                    });
+                    rec.len()
+                };
+                if seen <= failures {
+                    return (failing, Vec::new(), Bytes::new());
+                }
                 let text = answer.map_or_else(|| serde_json::json!({ "headers": echo }).to_string(), str::to_owned);
                 (status, reply_headers, Bytes::from(text))
             }

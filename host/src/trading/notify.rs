@@ -132,6 +132,27 @@ pub fn kill_switch(
     );
 }
 
+/// Waits before each retry of a notification the service could not take
+/// (`unavailable`: unreachable, 5xx, 429; or the notifier's deadline):
+/// the WIT contract says the host may try again later, and a fill a trader
+/// never hears of because the chat service hiccuped once is a lost fill.
+/// Five attempts over about two and a half minutes, each an audited
+/// `plugin.call`; retries live in memory, so a restart drops them (the
+/// audit log still has every attempt).
+pub const RETRY_DELAYS: [std::time::Duration; 4] = [
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(5),
+    std::time::Duration::from_secs(30),
+    std::time::Duration::from_secs(120),
+];
+
+/// Notifications waiting to be tried again, at most: a service that is down
+/// during a busy hour cannot pile up retries without bound (past this, a
+/// failed notification is not retried, and says so in the log).
+const MAX_WAITING: usize = 1_000;
+
+static WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Sends `notifications` in the background.
 pub fn spawn(app: &Arc<App>, notifications: Vec<Notification>, ctx: Context) {
     if app.config.notifications.is_empty() || notifications.is_empty() {
@@ -154,15 +175,55 @@ pub fn spawn(app: &Arc<App>, notifications: Vec<Notification>, ctx: Context) {
                 let Some(plugin) = app.registry.get(&target.plugin) else {
                     continue;
                 };
-                match app
-                    .registry
-                    .call_notifier(&plugin, n.clone(), target.settings.to_string(), &app.audit, &ctx)
-                    .await
-                {
-                    Ok(called) => drop(called),
-                    Err(e) => tracing::warn!(error = %e, notifier = %target.plugin, "notification not sent"),
+                let settings = target.settings.to_string();
+                if deliver(&app, &plugin, &n, &settings, &ctx).await {
+                    continue;
                 }
+                // Tried again in a task of its own, so that the next
+                // notifications are not held up by this one's waits.
+                if WAITING.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_WAITING {
+                    WAITING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(notifier = %target.plugin, "notification not retried: {MAX_WAITING} are already waiting");
+                    continue;
+                }
+                let (app, n, ctx) = (app.clone(), n.clone(), ctx.clone());
+                tokio::spawn(async move {
+                    for delay in RETRY_DELAYS {
+                        tokio::time::sleep(delay).await;
+                        if deliver(&app, &plugin, &n, &settings, &ctx).await {
+                            break;
+                        }
+                    }
+                    WAITING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                });
             }
         }
     });
+}
+
+/// One attempt: true when it is over (sent, or refused for good), false
+/// when the service could not take it and a later attempt may succeed.
+async fn deliver(
+    app: &App,
+    plugin: &crate::plugins::LoadedPlugin,
+    n: &Notification,
+    settings: &str,
+    ctx: &Context,
+) -> bool {
+    use crate::plugins::bindings::types::NotifyError;
+    use crate::plugins::invoke::{Returned, TrapCause};
+    match app
+        .registry
+        .call_notifier(plugin, n.clone(), settings.to_owned(), &app.audit, ctx)
+        .await
+    {
+        Ok(called) => !matches!(
+            called.returned,
+            Returned::GuestError(NotifyError::Unavailable(_)) | Returned::Trap(TrapCause::Deadline { .. })
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, notifier = %plugin.name, "notification not sent");
+            true
+        }
+    }
 }
