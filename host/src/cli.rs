@@ -318,8 +318,8 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> anyhow::Result<u8> {
             let body = data
                 .map(|d| serde_json::from_str(&d).context("--data is not JSON"))
                 .transpose()?;
-            let (status, text) = client.raw(&method.to_ascii_uppercase(), &path, body).await?;
-            writeln!(out, "{text}")?;
+            // Streamed: `api get /v1/audit/export` can be larger than memory.
+            let status = client.stream(&method.to_ascii_uppercase(), &path, body, out).await?;
             Ok(if status.is_success() { 0 } else { 1 })
         }
         Command::Plugin { command } => crate::author::run(command, out).await,

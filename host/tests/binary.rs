@@ -580,6 +580,15 @@ fn the_vault_from_the_command_line() {
     let (code, out) = cli(&["api", "get", "/v1/whoami"], &api, None);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"role\":\"admin\""), "{out}");
+    // The audit export, streamed through `api` into a file that verifies
+    // offline.
+    let (code, export) = cli(&["api", "get", "/v1/audit/export?format=jsonl"], &api, None);
+    assert_eq!(code, 0, "{export}");
+    let file = dir.path().join("api-export.jsonl");
+    std::fs::write(&file, &export).unwrap();
+    let (code, out) = cli(&["audit", "verify", "--export", file.to_str().unwrap()], &[], None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("INTACT"), "{out}");
     let (code, out) = cli(
         &["api", "get", "/v1/users"],
         &[

@@ -115,6 +115,51 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<(hyper::StatusCode, String)> {
+        let resp = self.response(method, path, body).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// Calls and writes the answer's body to `out` as it arrives (an audit
+    /// export can be larger than memory); returns the status. A body that
+    /// does not end with a newline gets one.
+    ///
+    /// # Errors
+    /// Connection errors, a transfer cut short, and write errors.
+    pub async fn stream(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> anyhow::Result<hyper::StatusCode> {
+        let resp = self.response(method, path, body).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        let mut last = b'\n';
+        while let Some(frame) = body.frame().await {
+            let frame = frame.context("the server's answer was cut short")?;
+            if let Some(data) = frame.data_ref()
+                && let Some(&b) = data.last()
+            {
+                out.write_all(data)?;
+                last = b;
+            }
+        }
+        if last != b'\n' {
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        Ok(status)
+    }
+
+    async fn response(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
         let addr = format!("{}:{}", self.host, self.port);
         let tcp = tokio::net::TcpStream::connect(&addr)
             .await
@@ -165,7 +210,7 @@ impl Client {
     }
 }
 
-async fn send<T>(io: T, req: Request<Full<bytes::Bytes>>) -> anyhow::Result<(hyper::StatusCode, String)>
+async fn send<T>(io: T, req: Request<Full<bytes::Bytes>>) -> anyhow::Result<hyper::Response<hyper::body::Incoming>>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -173,8 +218,5 @@ where
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let resp = sender.send_request(req).await.context("the request failed")?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    sender.send_request(req).await.context("the request failed")
 }
