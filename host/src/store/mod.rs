@@ -68,10 +68,6 @@ CREATE INDEX IF NOT EXISTS orders_created ON orders(created_at_ns);
 -- Orders whose fate the broker has not told yet: the position rail adds
 -- them, reconciliation asks about them.
 CREATE INDEX IF NOT EXISTS orders_in_flight ON orders(broker, account) WHERE sent = 1 AND state IN ('intent', 'submitted', 'unknown');
--- Orders that may still change at the broker: what the reconciliation
--- sweep refreshes and `GET /v1/orders?state=working` lists, in id order,
--- at a cost that follows the open orders rather than the history.
-CREATE INDEX IF NOT EXISTS orders_working ON orders(id) WHERE sent = 1 AND state IN ('intent', 'submitted', 'accepted', 'partially_filled', 'unknown');
 
 CREATE TABLE IF NOT EXISTS order_transition(
   order_id INTEGER NOT NULL REFERENCES orders(id),

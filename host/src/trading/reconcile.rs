@@ -39,9 +39,18 @@ pub async fn sweep(app: &App) -> Result<Sweep, PipelineError> {
     let mut out = Sweep::default();
     let mut seen = BTreeSet::new();
     let ctx = Context::default();
-    // The working orders only (an index of them), whatever the history's
-    // size; the broker's open orders are looked up one by one below.
-    let working = app.orders.working()?;
+    // The working orders, whatever the history's size, read beside the
+    // alerts' connection and off the async workers (a scan of the orders
+    // table); the broker's open orders are looked up one by one below.
+    let orders = app.orders.clone();
+    let working = tokio::task::spawn_blocking(move || orders.working())
+        .await
+        .map_err(|e| {
+            PipelineError::from(crate::store::StoreError {
+                path: std::path::PathBuf::from("state.db"),
+                message: format!("reading the working orders stopped: {e}"),
+            })
+        })??;
     let mut accounts = Vec::new();
     for (n, r) in &app.config.routes {
         for a in &r.accounts {
