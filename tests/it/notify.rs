@@ -321,16 +321,11 @@ async fn every_kill_switch_change_is_notified_whoever_makes_it() -> anyhow::Resu
     Ok(())
 }
 
-/// A service that cannot take a notification (a 503, a 429) gets it again
-/// a moment later (the WIT contract's `unavailable`: the host may try
-/// again), each attempt audited; one that refuses it (a 400) does not.
-#[tokio::test]
-async fn an_unavailable_service_gets_the_notification_again_and_a_refusal_is_final() -> anyhow::Result<()> {
-    // The first request fails with 503, every later one succeeds.
-    let upstream = Upstream::start_flaky(1, 503, 200, None).await;
+/// A host whose notify-webhook posts to `upstream`, after one filled alert.
+async fn webhook_host_with_a_fill(upstream: &Upstream) -> anyhow::Result<TestHost> {
     let host = host_with(
         "notify-webhook",
-        &upstream,
+        upstream,
         "\"hook_signing\"",
         &format!(
             "{{ url = \"{}/hooks/algobanana\", signing_secret = \"hook_signing\" }}",
@@ -341,6 +336,17 @@ async fn an_unavailable_service_gets_the_notification_again_and_a_refusal_is_fin
     .await;
     let fill = host.alert("default", "text/plain", "buy 2 AAPL at 190.35").await?;
     assert_eq!(fill.json()["orders"][0]["outcome"], "filled");
+    Ok(host)
+}
+
+/// A service that cannot take a notification (a 503, a 429) gets it again
+/// a moment later (the WIT contract's `unavailable`: the host may try
+/// again), each attempt audited; one that refuses it (a 400) does not.
+#[tokio::test]
+async fn an_unavailable_service_gets_the_notification_again_and_a_refusal_is_final() -> anyhow::Result<()> {
+    // The first request fails with 503, every later one succeeds.
+    let upstream = Upstream::start_flaky(1, 503, 200, None).await;
+    let host = webhook_host_with_a_fill(&upstream).await?;
     let got = eventually(Duration::from_secs(10), || {
         let r = upstream.requests();
         (r.len() >= 2).then_some(r)
@@ -366,19 +372,7 @@ async fn an_unavailable_service_gets_the_notification_again_and_a_refusal_is_fin
 
     // A refusal is final: one attempt only.
     let refusing = Upstream::start_answering(400, Some("bad request")).await;
-    let host = host_with(
-        "notify-webhook",
-        &refusing,
-        "\"hook_signing\"",
-        &format!(
-            "{{ url = \"{}/hooks/algobanana\", signing_secret = \"hook_signing\" }}",
-            refusing.origin()
-        ),
-        "[secrets.hook_signing]\nvalue = \"whsec-1\"\n",
-    )
-    .await;
-    let fill = host.alert("default", "text/plain", "buy 2 AAPL at 190.35").await?;
-    assert_eq!(fill.json()["orders"][0]["outcome"], "filled");
+    let _host = webhook_host_with_a_fill(&refusing).await?;
     eventually(Duration::from_secs(10), || {
         (!refusing.requests().is_empty()).then_some(())
     })
