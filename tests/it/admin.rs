@@ -452,6 +452,20 @@ async fn orders_and_alerts_are_listed_newest_first_filtered_and_paged() -> anyho
     assert_eq!(older[0]["body"], "buy 4 AAPL at 100");
     let processed = get("/v1/alerts?status=processed&route=default".into()).await?.json();
     assert_eq!(processed.as_array().unwrap().len(), 7);
+    // One alert by id: what a 202 answer's alert id leads to.
+    let id = alerts[1]["id"].as_str().unwrap();
+    let one = get(format!("/v1/alerts/{id}")).await?;
+    assert_eq!(one.status, 200);
+    let one = one.json();
+    assert_eq!(one["body"], limit);
+    assert_eq!(one["result"]["orders"][0]["outcome"], "accepted", "{one}");
+    let upper = get(format!("/v1/alerts/{}", id.to_uppercase())).await?;
+    assert_eq!(upper.json()["id"], id, "a UUID in capitals is the same alert");
+    for missing in ["01a24af0-0000-7000-8000-000000000000", "not-an-id"] {
+        let r = get(format!("/v1/alerts/{missing}")).await?;
+        assert_eq!(r.status, 404, "{missing}");
+        assert_eq!(r.json()["error"]["kind"], "not_found");
+    }
 
     // Bad parameters: a 400 that says what was expected, after the token
     // was checked (no token: 401, whatever the query).

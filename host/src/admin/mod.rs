@@ -148,6 +148,14 @@ pub const ROUTES: &[AdminRoute] = &[
     ),
     r(
         "get",
+        "/v1/alerts/{id}",
+        Endpoint::AlertsRead,
+        "One alert: its body, status and result with its orders (what a 202 answer's alert id leads to).",
+        None,
+        &[],
+    ),
+    r(
+        "get",
         "/v1/routes",
         Endpoint::RoutesRead,
         "Routes: rule, broker, accounts, guards, paused, hook tokens (never the tokens).",

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use rusqlite::OptionalExtension as _;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -96,20 +97,59 @@ pub async fn alerts(
         .state
         .read_aside(|c| {
             let mut s = c.prepare_cached(&sql)?;
-            s.query_map(rusqlite::params_from_iter(args), |r| {
-                let body: Vec<u8> = r.get(5)?;
-                Ok(json!({
-                    "id": r.get::<_, String>(0)?, "route": r.get::<_, String>(1)?,
-                    "received_at": crate::audit::format_ts(r.get(2)?), "request_id": r.get::<_, String>(3)?,
-                    "content_type": r.get::<_, String>(4)?, "body": String::from_utf8_lossy(&body),
-                    "status": r.get::<_, String>(6)?,
-                    "result": r.get::<_, Option<String>>(7)?.and_then(|t| serde_json::from_str::<Value>(&t).ok()),
-                }))
-            })?
-            .collect()
+            s.query_map(rusqlite::params_from_iter(args), alert_json)?.collect()
         })
         .map_err(state_unavailable)?;
     Ok(Json(rows).into_response())
+}
+
+/// One `alert` row as the API shows it.
+fn alert_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+    let body: Vec<u8> = r.get(5)?;
+    Ok(json!({
+        "id": r.get::<_, String>(0)?, "route": r.get::<_, String>(1)?,
+        "received_at": crate::audit::format_ts(r.get(2)?), "request_id": r.get::<_, String>(3)?,
+        "content_type": r.get::<_, String>(4)?, "body": String::from_utf8_lossy(&body),
+        "status": r.get::<_, String>(6)?,
+        "result": r.get::<_, Option<String>>(7)?.and_then(|t| serde_json::from_str::<Value>(&t).ok()),
+    }))
+}
+
+/// `GET /v1/alerts/{id}`: where a 202 answer's alert id leads (its status,
+/// then its result with the orders, once it has finished).
+pub async fn alert_one(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (token, ctx) = authorize(&app, &headers, peer, Endpoint::AlertsRead).await?;
+    access(&app, &token, &ctx, Endpoint::AlertsRead, json!({ "alert": id })).await?;
+    let Ok(id) = crate::domain::ids::AlertId::parse(&id) else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no alert with this id (an alert id is a UUID, as in a webhook's answer)",
+        ));
+    };
+    let row = app
+        .state
+        .read_aside(|c| {
+            c.prepare_cached(
+                "SELECT id, route, received_at_ns, request_id, content_type, body, status, result FROM alert WHERE id = ?1",
+            )?
+            .query_row([id.to_string()], alert_json)
+            .optional()
+        })
+        .map_err(state_unavailable)?;
+    match row {
+        Some(v) => Ok(Json(v).into_response()),
+        None => Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no alert with this id (an alert id is a UUID, as in a webhook's answer)",
+        )),
+    }
 }
 
 /// `GET /v1/routes`.

@@ -317,7 +317,7 @@ async fn receive_inner(
             StatusCode::ACCEPTED,
             Json(json!({
                 "alert_id": alert_id, "request_id": request_id, "route": route_name, "status": "processing",
-                "message": format!("accepted and recorded; still processing after {} ms, see `algobanana audit search --alert {alert_id}`", budget.as_millis()),
+                "message": format!("accepted and recorded; still processing after {} ms; its result: GET /v1/alerts/{alert_id} (admin API), or `algobanana audit search --alert {alert_id}`", budget.as_millis()),
             })),
         )
             .into_response())

@@ -27,6 +27,7 @@ fn admin_handler(method: &str, path: &str) -> MethodRouter<Arc<App>> {
         ("put", "/v1/kill-switch") => put(admin::kill_switch_set),
         ("get", "/v1/orders") => get(admin::orders),
         ("get", "/v1/alerts") => get(admin::alerts),
+        ("get", "/v1/alerts/{id}") => get(admin::alert_one),
         ("get", "/v1/routes") => get(admin::routes_list),
         ("post", "/v1/routes/{name}/pause") => post(admin::route_pause),
         ("post", "/v1/routes/{name}/resume") => post(admin::route_resume),
