@@ -421,7 +421,7 @@ impl StateDb {
     /// the writing one: for the admin API's listings, whose scans of a
     /// long history must not hold the connection that alerts wait for.
     /// It sees what is committed, so it can be one open batch (at most
-    /// 5 ms) behind.
+    /// 5 ms) behind. Its failures are reported, never a reason to halt.
     ///
     /// # Errors
     /// [`StoreError`].
@@ -440,7 +440,16 @@ impl StateDb {
             })
             .and_then(|c| f(c)),
         };
-        r.map_err(|e| self.err(e))
+        // A failed read beside the writer does not halt alerts (as a failed
+        // write does): it says what went wrong, and the listing is retried
+        // on a connection opened again.
+        r.map_err(|e| {
+            *reader = None;
+            StoreError {
+                path: self.path.clone(),
+                message: storage_failure(&e).map_or_else(|| e.to_string(), |hint| format!("{e} ({hint})")),
+            }
+        })
     }
 
     /// Runs `f` as one all-or-nothing write in the open batch (opening one
