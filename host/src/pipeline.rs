@@ -699,20 +699,21 @@ async fn place(
     // The position: the account's orders still in flight (read first, so an
     // order that finishes meanwhile is counted twice rather than not at
     // all), plus what the broker reports.
+    // `None`: not read (no rail needs it); `Some(Err(why))`: read, unknown.
     let position = if needs_position(kill_seen, &limits) && kill_seen != KillSwitch::On {
         let pending = app
             .orders
             .in_flight(broker.name.as_str(), a.account, intent.symbol.as_str())?;
         let held = position_of(app, broker, a.settings, intent.symbol.as_str(), ctx).await?;
-        match (held, pending) {
+        Some(match (held, pending) {
             (Ok(h), Some(p)) => h
                 .checked_add(p)
                 .ok_or_else(|| format!("the position in {} overflows", intent.symbol.as_str())),
             (Err(why), _) => Err(why),
             (Ok(_), None) => Err("an order of this account still in flight cannot be read".to_owned()),
-        }
+        })
     } else {
-        Err(String::new())
+        None
     };
 
     let rails = app.order_lock.lock().await;
@@ -758,8 +759,9 @@ async fn place(
         (None, None)
     } else {
         match position {
-            Ok(p) => (Some(p), None),
-            Err(why) => (None, Some(why).filter(|w| !w.is_empty())),
+            Some(Ok(p)) => (Some(p), None),
+            Some(Err(why)) => (None, Some(why)),
+            None => (None, None),
         }
     };
     let now = crate::audit::now_ns();
@@ -786,11 +788,12 @@ async fn place(
         now_ns: now,
     };
     let mut decision = risk::check(&limits, &intent, &snapshot);
-    // The rails that needed the position it could not have.
+    // The rails that needed the position it could not have (with the
+    // switch `on`, no position is read, so there is no `why`).
     if let (Some(why), Some(reason)) = (unknown_because, decision.reason.as_mut())
         && matches!(
             decision.rail,
-            Some(Rail::MaxPosition | Rail::DailyLoss) | Some(Rail::KillSwitch) if kill != KillSwitch::On
+            Some(Rail::MaxPosition | Rail::DailyLoss | Rail::KillSwitch)
         )
     {
         reason.push_str(&format!(" (the position is unknown: {why})"));
