@@ -450,6 +450,13 @@ async fn orders_and_alerts_are_listed_newest_first_filtered_and_paged() -> anyho
     .await?
     .json();
     assert_eq!(older[0]["body"], "buy 4 AAPL at 100");
+    let upper_cursor = get(format!(
+        "/v1/alerts?limit=1&before={}",
+        alerts[2]["id"].as_str().unwrap().to_uppercase()
+    ))
+    .await?
+    .json();
+    assert_eq!(upper_cursor, older, "a cursor in capitals pages the same way");
     let processed = get("/v1/alerts?status=processed&route=default".into()).await?.json();
     assert_eq!(processed.as_array().unwrap().len(), 7);
     // One alert by id: what a 202 answer's alert id leads to.

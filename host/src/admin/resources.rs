@@ -66,18 +66,18 @@ pub async fn alerts(
             "`status`: `{s}` is not an alert status; expected received, processed or failed"
         )));
     }
-    if let Some(b) = q.before.as_deref() {
-        crate::domain::ids::AlertId::parse(b).map_err(|e| bad(format!("`before`: {e}")))?;
-    }
+    // The id as stored (lower case), so that it compares in arrival order.
+    let before = q
+        .before
+        .as_deref()
+        .map(|b| crate::domain::ids::AlertId::parse(b).map(|id| id.to_string()))
+        .transpose()
+        .map_err(|e| bad(format!("`before`: {e}")))?;
     access(&app, &token, &ctx, Endpoint::AlertsRead, Value::Null).await?;
     let limit = i64::try_from(q.limit.unwrap_or(100).clamp(1, 10_000)).unwrap_or(100);
     let mut conds = Vec::new();
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    for (cond, v) in [
-        ("route = ?", &q.route),
-        ("status = ?", &q.status),
-        ("id < ?", &q.before),
-    ] {
+    for (cond, v) in [("route = ?", &q.route), ("status = ?", &q.status), ("id < ?", &before)] {
         if let Some(v) = v {
             args.push(rusqlite::types::Value::Text(v.clone()));
             conds.push(cond.replace('?', &format!("?{}", args.len())));
@@ -125,13 +125,14 @@ pub async fn alert_one(
 ) -> Result<Response, ApiError> {
     let (token, ctx) = authorize(&app, &headers, peer, Endpoint::AlertsRead).await?;
     access(&app, &token, &ctx, Endpoint::AlertsRead, json!({ "alert": id })).await?;
-    let Ok(id) = crate::domain::ids::AlertId::parse(&id) else {
-        return Err(error(
+    let missing = || {
+        error(
             StatusCode::NOT_FOUND,
             "not_found",
             "no alert with this id (an alert id is a UUID, as in a webhook's answer)",
-        ));
+        )
     };
+    let id = crate::domain::ids::AlertId::parse(&id).map_err(|_| missing())?;
     let row = app
         .state
         .read_aside(|c| {
@@ -142,14 +143,7 @@ pub async fn alert_one(
             .optional()
         })
         .map_err(state_unavailable)?;
-    match row {
-        Some(v) => Ok(Json(v).into_response()),
-        None => Err(error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no alert with this id (an alert id is a UUID, as in a webhook's answer)",
-        )),
-    }
+    row.map(|v| Json(v).into_response()).ok_or_else(missing)
 }
 
 /// `GET /v1/routes`.
