@@ -20,21 +20,48 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut stdout = std::io::stdout();
+    let mut stdout = Stdout {
+        inner: std::io::stdout(),
+        closed: false,
+    };
     match runtime.block_on(algobanana::cli::run(cli, &mut stdout)) {
         Ok(code) => ExitCode::from(code),
         // The reader of our output went away (`| head`): nothing more to
-        // say and no one to say it to, as in ripgrep.
-        Err(e)
-            if e.chain()
-                .filter_map(|c| c.downcast_ref::<std::io::Error>())
-                .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
-        {
-            ExitCode::SUCCESS
-        }
+        // say and no one to say it to, as in ripgrep. Only our own output:
+        // a broken pipe to the server is an error like any other.
+        Err(_) if stdout.closed => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Standard output, noting whether its reader went away.
+struct Stdout {
+    inner: std::io::Stdout,
+    closed: bool,
+}
+
+impl Stdout {
+    fn note<T>(&mut self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &r
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            self.closed = true;
+        }
+        r
+    }
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.note(r)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.note(r)
     }
 }
