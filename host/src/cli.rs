@@ -481,6 +481,12 @@ async fn audit(command: AuditCommand, out: &mut (dyn Write + Send)) -> anyhow::R
                     actor,
                 })
                 .await;
+            // No server waits for the writer here: delete the rows now
+            // rather than in a running host's idle time.
+            let removed = match &result {
+                Ok(_) => log.remove_pruned().await.map(Some),
+                Err(_) => Ok(None),
+            };
             log.close();
             let r = result?;
             writeln!(
@@ -492,6 +498,14 @@ async fn audit(command: AuditCommand, out: &mut (dyn Write + Send)) -> anyhow::R
                 r.archive.display(),
                 r.archive_sha256
             )?;
+            match removed {
+                Ok(Some(n)) => writeln!(out, "removed {n} rows from {}", data_dir.join(AUDIT_DB).display())?,
+                Ok(None) => {}
+                Err(e) => writeln!(
+                    out,
+                    "the rows are pruned (no search, export or verify sees them) but not yet deleted from the file: {e}; the next start of the host deletes them"
+                )?,
+            }
             Ok(0)
         }
         AuditCommand::RotateKey { data_dir, unlock } => {

@@ -206,8 +206,9 @@ pub async fn run(app: &App) -> Result<Recovered, RecoveryError> {
         };
         let mut s = conn
             .prepare(&format!(
-                "SELECT {} FROM audit_event WHERE ts_ns >= ?1 AND action IN (?2, ?3, ?4, ?5) ORDER BY seq",
-                query::COLUMNS
+                "SELECT {} FROM audit_event WHERE seq > {} AND ts_ns >= ?1 AND action IN (?2, ?3, ?4, ?5) ORDER BY seq",
+                query::COLUMNS,
+                query::LIVE
             ))
             .map_err(read)?;
         s.query_map(

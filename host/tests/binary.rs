@@ -343,6 +343,58 @@ fn audit_verify_exit_codes_and_json() {
     assert!(text.contains("could not verify"), "{text}");
 }
 
+/// `audit prune` with the server stopped: archives, records the cut and
+/// deletes the rows before it returns, saying how many.
+#[test]
+fn audit_prune_archives_and_removes_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut server, token) = start(&data);
+    let reply = post(
+        &server.addr,
+        &format!("/v1/hooks/{}", token.unwrap()),
+        "buy 2 MSFT at 300",
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(server.child.wait().unwrap().success());
+    let d = data.to_str().unwrap();
+    let events = |sql: &str| -> i64 {
+        let conn = rusqlite::Connection::open(data.join("audit.db")).unwrap();
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    };
+    let before = events("SELECT count(*) FROM audit_event");
+    assert!(before >= 5, "{before}");
+
+    // Everything up to the stop checkpoint is older than a second from now.
+    let until = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
+    let archive = dir.path().join("old.jsonl");
+    let (code, text) = audit_cli(&[
+        "prune",
+        "--data-dir",
+        d,
+        "--before",
+        &until.to_string(),
+        "--archive",
+        archive.to_str().unwrap(),
+        "--policy",
+        "test",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&format!("pruned seq 0–{}", before - 1)), "{text}");
+    assert!(text.contains(&format!("removed {before} rows")), "{text}");
+    // Only the prune's own event is left in the file.
+    assert_eq!(events("SELECT count(*) FROM audit_event"), 1);
+    assert_eq!(events("SELECT min(seq) FROM audit_event"), before);
+    let (code, text) = audit_cli(&["verify", "--data-dir", d]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = audit_cli(&["verify", "--export", archive.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+}
+
 #[path = "../build_plugins.rs"]
 #[allow(dead_code)]
 mod build_plugins;

@@ -152,6 +152,20 @@ impl Base {
         Ok((path, conn))
     }
 
+    /// A copy of the final log with its signing key, in a data dir of its
+    /// own, for the writer to open again (prune, rotation).
+    fn data_dir(&self) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("audit.db");
+        copy_db(&self.db, &db)?;
+        std::fs::create_dir_all(dir.path().join("keys"))?;
+        std::fs::copy(
+            self.dir.path().join("keys/audit-signing.key"),
+            dir.path().join("keys/audit-signing.key"),
+        )?;
+        Ok((dir, db))
+    }
+
     /// The last checkpoint at or before `seq` (what still vouches for it).
     fn last_signed_before(&self, seq: u64) -> i64 {
         self.checkpoints
@@ -633,14 +647,7 @@ async fn an_export_verifies_offline_and_an_edited_export_does_not() -> anyhow::R
 #[tokio::test]
 async fn prune_archives_anchors_and_still_verifies() -> anyhow::Result<()> {
     let base = base().await?;
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("audit.db");
-    copy_db(&base.db, &db)?;
-    std::fs::create_dir_all(dir.path().join("keys"))?;
-    std::fs::copy(
-        base.dir.path().join("keys/audit-signing.key"),
-        dir.path().join("keys/audit-signing.key"),
-    )?;
+    let (dir, db) = base.data_dir()?;
     let cut_ts: i64 = {
         let conn = query::open_read_only(&db)?;
         conn.query_row("SELECT ts_ns FROM audit_event WHERE seq = 1000", [], |r| r.get(0))?
@@ -706,17 +713,182 @@ async fn prune_archives_anchors_and_still_verifies() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Rows still in the file at or below the prune's cut.
+fn rows_through(db: &Path, through: i64) -> anyhow::Result<i64> {
+    let conn = query::open_read_only(db)?;
+    Ok(
+        conn.query_row("SELECT count(*) FROM audit_event WHERE seq <= ?1", [through], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// The full-text index agrees with its content table: the rows the writer
+/// has not indexed yet are indexed here, then FTS5 compares the two. A
+/// deleted row left in the index, or a delete of a row never indexed,
+/// fails it.
+fn fts_intact(db: &Path) -> anyhow::Result<()> {
+    let conn = Connection::open(db)?;
+    conn.execute(
+        "INSERT INTO audit_fts(rowid, actor_id, action, resource, payload)
+         SELECT seq, actor_id, action, resource, payload FROM audit_event
+         WHERE seq > (SELECT CAST(value AS INTEGER) FROM audit_meta WHERE key = 'fts_indexed_through')",
+        [],
+    )?;
+    conn.execute(
+        "INSERT INTO audit_fts(audit_fts, rank) VALUES ('integrity-check', 1)",
+        [],
+    )?;
+    Ok(())
+}
+
+fn prune_request(before_ns: i64, archive: PathBuf) -> PruneRequest {
+    PruneRequest {
+        before_ns,
+        archive,
+        policy: "keep 7 years".into(),
+        actor_kind: algobanana::audit::ActorKind::User,
+        actor: "ops".into(),
+    }
+}
+
+/// A prune holds the writer for one short commit: the rows are gone for
+/// every reader as soon as it returns, and the writer deletes them later
+/// in idle steps of `DELETE_CHUNK` rows (here: at the next start, since
+/// the first writer does no idle work). Nothing in between shows them.
+#[tokio::test]
+async fn pruned_rows_are_hidden_at_once_and_deleted_in_idle_steps() -> anyhow::Result<()> {
+    let base = base().await?;
+    let (dir, db) = base.data_dir()?;
+    let cut_ts: i64 = {
+        let conn = query::open_read_only(&db)?;
+        conn.query_row("SELECT ts_ns FROM audit_event WHERE seq = 2000", [], |r| r.get(0))?
+    };
+    let held = AuditOptions {
+        idle_work: false,
+        ..options()
+    };
+    let log = AuditLog::open(&db, held.clone())?;
+    let report = log.prune(prune_request(cut_ts, dir.path().join("a.jsonl"))).await?;
+    let through = report.pruned_through;
+    assert_eq!(through, base.last_signed_before(2000));
+    fill(&log, 10_000..10_010).await?;
+    log.close();
+
+    // Still in the file, and nobody can see them.
+    assert_eq!(rows_through(&db, through)?, through + 1);
+    let after = check(&db, &base.witness)?;
+    assert!(after.intact(), "{:#?}", after.findings);
+    assert_eq!(after.range.unwrap().0, u64::try_from(through + 1)?);
+    assert_eq!(after.events, base.size + 1 + 10 - u64::try_from(through + 1)?);
+    assert!(
+        query::search(&db, &Filter::default())?
+            .iter()
+            .all(|e| e.seq > through as u64)
+    );
+    let gone = Filter {
+        text: Some("\"i\":5,".into()),
+        ..Filter::default()
+    };
+    assert!(query::search(&db, &gone)?.is_empty(), "a pruned row found by text");
+    let kept = Filter {
+        text: Some(format!("\"i\":{},", base.size - 1)),
+        ..Filter::default()
+    };
+    assert_eq!(
+        query::search(&db, &kept)?.len(),
+        1,
+        "the newest row is still found by text"
+    );
+    let mut export = Vec::new();
+    let conn = query::open_read_only(&db)?;
+    let summary = export::export(&conn, &Filter::default(), Format::Jsonl, &mut export)?;
+    drop(conn);
+    assert_eq!(summary.events, after.events);
+
+    // A second prune cuts from where the first one did, rows waiting or not.
+    let log = AuditLog::open(&db, held)?;
+    let cut_ts: i64 = {
+        let conn = query::open_read_only(&db)?;
+        conn.query_row("SELECT ts_ns FROM audit_event WHERE seq = 2600", [], |r| r.get(0))?
+    };
+    let second = log.prune(prune_request(cut_ts, dir.path().join("b.jsonl"))).await?;
+    log.close();
+    assert_eq!(second.pruned_from, through + 1);
+    let through = second.pruned_through;
+    let archived = verify::verify_export(&second.archive, &[], &Options::default()).map_err(anyhow::Error::msg)?;
+    assert!(archived.intact(), "{:#?}", archived.findings);
+    assert_eq!(
+        archived.range,
+        Some((u64::try_from(second.pruned_from)?, u64::try_from(through)?))
+    );
+
+    // The next writer that idles deletes them, a chunk per step.
+    let log = AuditLog::open(&db, options())?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while rows_through(&db, through)? > 0 {
+        assert!(std::time::Instant::now() < deadline, "pruned rows not deleted");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let chunk = algobanana::audit::prune::DELETE_CHUNK;
+    let chunks = (through + chunk) / chunk;
+    assert!(
+        log.removal_steps() >= u64::try_from(chunks)?,
+        "{} steps for {} rows",
+        log.removal_steps(),
+        through + 1
+    );
+    fill(&log, 10_010..10_020).await?;
+    log.close();
+    fts_intact(&db)?;
+    let last = check(&db, &base.witness)?;
+    assert!(last.intact(), "{:#?}", last.findings);
+    assert_eq!(last.range.unwrap().0, u64::try_from(through + 1)?);
+    Ok(())
+}
+
+/// `audit prune` at the command line deletes the rows before it returns
+/// (`remove_pruned`), indexing first what the full-text index had not
+/// reached: its delete trigger needs indexed rows.
+#[tokio::test]
+async fn remove_pruned_deletes_everything_now_even_before_the_index() -> anyhow::Result<()> {
+    let base = base().await?;
+    let (dir, db) = base.data_dir()?;
+    // The index starts over: every row is past it.
+    {
+        let conn = Connection::open(&db)?;
+        conn.execute_batch(
+            "INSERT INTO audit_fts(audit_fts) VALUES ('delete-all');
+             UPDATE audit_meta SET value = '-1' WHERE key = 'fts_indexed_through';",
+        )?;
+    }
+    let cut_ts: i64 = {
+        let conn = query::open_read_only(&db)?;
+        conn.query_row("SELECT ts_ns FROM audit_event WHERE seq = 1000", [], |r| r.get(0))?
+    };
+    let log = AuditLog::open(
+        &db,
+        AuditOptions {
+            idle_work: false,
+            ..options()
+        },
+    )?;
+    let report = log.prune(prune_request(cut_ts, dir.path().join("a.jsonl"))).await?;
+    assert_eq!(rows_through(&db, report.pruned_through)?, report.pruned_through + 1);
+    let removed = log.remove_pruned().await?;
+    assert_eq!(removed, u64::try_from(report.pruned_through + 1)?);
+    assert_eq!(log.remove_pruned().await?, 0, "nothing left");
+    log.close();
+    assert_eq!(rows_through(&db, report.pruned_through)?, 0);
+    fts_intact(&db)?;
+    assert!(check(&db, &base.witness)?.intact());
+    Ok(())
+}
+
 #[tokio::test]
 async fn key_rotation_is_endorsed_by_the_old_key() -> anyhow::Result<()> {
     let base = base().await?;
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("audit.db");
-    copy_db(&base.db, &db)?;
-    std::fs::create_dir_all(dir.path().join("keys"))?;
-    std::fs::copy(
-        base.dir.path().join("keys/audit-signing.key"),
-        dir.path().join("keys/audit-signing.key"),
-    )?;
+    let (dir, db) = base.data_dir()?;
     let log = AuditLog::open(&db, options())?;
     let new_id = log.rotate_key().await?;
     assert_ne!(new_id, base.key_id);

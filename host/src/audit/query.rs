@@ -129,10 +129,16 @@ pub fn search(path: &Path, filter: &Filter) -> Result<Vec<AuditRecord>, QueryErr
 pub const COLUMNS: &str = "seq, ts_ns, actor_kind, actor_id, action, resource, outcome, request_id, correlation_id,
                 session_id, source_ip, user_agent, payload, prev_hash, entry_hash";
 
+/// The first sequence number a reader may see is the one after this:
+/// rows at or below it are pruned, deleted or waiting to be.
+pub const LIVE: &str = "(SELECT prune_through FROM audit_control WHERE id = 1)";
+
 /// `SELECT COLUMNS FROM audit_event WHERE <filter> ORDER BY seq [LIMIT]`
 /// and its arguments.
 pub fn select(conn: &Connection, f: &Filter) -> (String, Vec<SqlValue>) {
-    let mut sql = format!("SELECT {COLUMNS} FROM audit_event WHERE 1=1");
+    // Rows through `prune_through` are pruned even while the writer has
+    // not deleted them yet (see `prune`): no reader sees them.
+    let mut sql = format!("SELECT {COLUMNS} FROM audit_event WHERE seq > {LIVE}");
     let mut args: Vec<SqlValue> = Vec::new();
     let mut eq = |sql: &mut String, col: &str, v: &Option<String>| {
         if let Some(v) = v {

@@ -647,6 +647,10 @@ pub fn material_from_db(conn: &rusqlite::Connection) -> Result<Material, rusqlit
 /// When the database cannot be opened or its material read (exit code 2).
 pub fn verify_db(path: &Path, witness: &[String], options: &Options) -> Result<Report, String> {
     let conn = super::query::open_read_only(path).map_err(|e| e.to_string())?;
+    // One snapshot for the material and the events: a prune or checkpoint
+    // committed by the running host between the two reads would otherwise
+    // look like a mismatch.
+    conn.execute_batch("BEGIN").map_err(|e| e.to_string())?;
     let integrity: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .map_err(|e| format!("{e}"))?;
@@ -654,8 +658,9 @@ pub fn verify_db(path: &Path, witness: &[String], options: &Options) -> Result<R
         material_from_db(&conn).map_err(|e| format!("cannot read the audit database {}: {e}", path.display()))?;
     let mut stmt = conn
         .prepare(&format!(
-            "SELECT {} FROM audit_event ORDER BY seq",
-            super::query::COLUMNS
+            "SELECT {} FROM audit_event WHERE seq > {} ORDER BY seq",
+            super::query::COLUMNS,
+            super::query::LIVE
         ))
         .map_err(|e| e.to_string())?;
     let rows = stmt.query_map([], RawRow::from_sql).map_err(|e| e.to_string())?;

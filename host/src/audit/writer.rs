@@ -88,7 +88,12 @@ pub(crate) enum Msg {
     Event(AuditEvent, Reply<u64>),
     Checkpoint(Reply<i64>),
     Rotate(Reply<String>),
-    Prune(super::prune::PruneRequest, Reply<super::prune::PruneReport>),
+    Prune(
+        super::prune::PruneRequest,
+        super::prune::Archived,
+        Reply<super::prune::PruneReport>,
+    ),
+    RemovePruned(Reply<u64>),
 }
 
 /// Options for opening the audit log. The defaults are the production
@@ -108,6 +113,9 @@ pub struct AuditOptions {
     pub key_path: Option<PathBuf>,
     /// The vault: when set, the signing key lives there.
     pub vault: Option<std::sync::Arc<crate::vault::Vault>>,
+    /// Whether the writer fills the full-text index and removes pruned
+    /// rows when idle (default on). Tests turn it off to hold those states.
+    pub idle_work: bool,
 }
 
 impl Default for AuditOptions {
@@ -119,6 +127,7 @@ impl Default for AuditOptions {
             heartbeat: Duration::from_secs(15 * 60),
             key_path: None,
             vault: None,
+            idle_work: true,
         }
     }
 }
@@ -134,6 +143,9 @@ struct Inner {
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
     halted: Arc<Mutex<Option<String>>>,
     commits: Arc<AtomicU64>,
+    removal_steps: Arc<AtomicU64>,
+    /// Prunes run one at a time: each archives from where the last one cut.
+    pruning: tokio::sync::Mutex<()>,
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
     install_id: String,
@@ -281,9 +293,23 @@ impl AuditLog {
             )
             .map_err(err)?;
 
+        let prune_through: i64 = conn
+            .query_row("SELECT prune_through FROM audit_control WHERE id = 1", [], |r| r.get(0))
+            .map_err(err)?;
+        // Rows a prune recorded but has not removed yet (the host stopped
+        // first): removed in idle steps as if the prune had just happened.
+        let delete_from: Option<i64> = conn
+            .query_row(
+                "SELECT min(seq) FROM audit_event WHERE seq <= ?1",
+                [prune_through],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let halted = Arc::new(Mutex::new(None));
         let commits = Arc::new(AtomicU64::new(0));
+        let removal_steps = Arc::new(AtomicU64::new(0));
         let mut writer = Writer {
             conn,
             rx,
@@ -292,6 +318,11 @@ impl AuditLog {
             prev,
             halted: halted.clone(),
             indexed_through,
+            fts_failed: false,
+            prune_through,
+            delete_from,
+            removal_steps: removal_steps.clone(),
+            last_delete: Instant::now(),
             last_event: Instant::now(),
             catching_up: false,
             key,
@@ -324,6 +355,8 @@ impl AuditLog {
                 tx: Mutex::new(Some(tx)),
                 halted,
                 commits,
+                removal_steps,
+                pruning: tokio::sync::Mutex::new(()),
                 thread: Mutex::new(Some(thread)),
                 path: path.to_owned(),
                 install_id,
@@ -390,12 +423,40 @@ impl AuditLog {
         self.ask(Msg::Rotate).await
     }
 
-    /// Prunes events before a time (see [`super::prune`]).
+    /// Prunes events before a time (see [`super::prune`]): archives them
+    /// off the writer thread, then records the cut. Readers stop seeing the
+    /// pruned rows at once; the writer deletes them in its idle steps.
     ///
     /// # Errors
     /// [`AuditError`] when the prune is refused or fails; nothing is removed then.
     pub async fn prune(&self, request: super::prune::PruneRequest) -> Result<super::prune::PruneReport, AuditError> {
-        self.ask(|r| Msg::Prune(request, r)).await
+        if let Some(reason) = self.halted() {
+            return Err(AuditError::Halted(reason));
+        }
+        let _one = self.inner.pruning.lock().await;
+        let db = self.inner.path.clone();
+        let req = request.clone();
+        let archived = tokio::task::spawn_blocking(move || super::prune::archive(&db, &req))
+            .await
+            .map_err(|e| AuditError::Refused(format!("the prune's archive task failed: {e}; nothing was pruned")))??;
+        self.ask(|r| Msg::Prune(request, archived, r)).await
+    }
+
+    /// Deletes every row that a prune has recorded but the writer has not
+    /// removed yet, in transactions of [`super::prune::DRAIN_CHUNK`] rows,
+    /// indexing first what the full-text index has not reached (its delete
+    /// needs indexed rows). Returns how many rows it deleted. For `audit
+    /// prune` at the command line, where no alert waits for the writer.
+    ///
+    /// # Errors
+    /// [`AuditError`].
+    pub async fn remove_pruned(&self) -> Result<u64, AuditError> {
+        self.ask(Msg::RemovePruned).await
+    }
+
+    /// Transactions that deleted pruned rows since the log was opened.
+    pub fn removal_steps(&self) -> u64 {
+        self.inner.removal_steps.load(Ordering::Relaxed)
     }
 
     /// Why the log is halted, if it is.
@@ -484,6 +545,16 @@ pub(crate) struct Writer {
     halted: Arc<Mutex<Option<String>>>,
     /// The last sequence number in the full-text index.
     pub(crate) indexed_through: i64,
+    /// Indexing failed: no more steps until the next start (searches scan).
+    fts_failed: bool,
+    /// Events through this one are pruned (gone for every reader).
+    pub(crate) prune_through: i64,
+    /// The lowest pruned row still in the table, while there is one.
+    delete_from: Option<i64>,
+    /// Transactions that deleted pruned rows (see [`AuditLog::removal_steps`]).
+    removal_steps: Arc<AtomicU64>,
+    /// When the last of them ran (see [`super::prune::DELETE_UNDER_LOAD`]).
+    last_delete: Instant,
     /// When the last event arrived (see [`FTS_CATCH_UP_IDLE`]).
     last_event: Instant,
     /// The last timed wake-up was an index step taken after
@@ -532,7 +603,7 @@ impl Writer {
         if self.unsigned > 0 {
             wake = wake.min(self.options.checkpoint_interval.saturating_sub(since));
         }
-        if self.fts_backlog() {
+        if self.options.idle_work && (self.fts_backlog() || self.delete_ready()) {
             // A zero timeout still takes an event that is already waiting:
             // the receive is polled before the timer.
             wake = wake.min(if self.catching_up { Duration::ZERO } else { FTS_IDLE });
@@ -541,7 +612,75 @@ impl Writer {
     }
 
     fn fts_backlog(&self) -> bool {
-        i64::try_from(self.next_seq).unwrap_or(i64::MAX) - 1 > self.indexed_through
+        !self.fts_failed && i64::try_from(self.next_seq).unwrap_or(i64::MAX) - 1 > self.indexed_through
+    }
+
+    /// Pruned rows that can be deleted now. A row leaves the full-text
+    /// index in the same delete (a trigger), which needs it indexed; rows
+    /// past the index wait for [`Writer::index_step`].
+    fn delete_ready(&self) -> bool {
+        self.delete_from
+            .is_some_and(|low| low <= self.prune_through.min(self.indexed_through))
+    }
+
+    /// A prune through `through` was committed: its rows are now deleted
+    /// in idle steps.
+    pub(crate) fn pruned(&mut self, through: i64) {
+        self.delete_from = self.delete_from.or(Some(self.prune_through + 1));
+        self.prune_through = through;
+    }
+
+    /// Deletes up to `max_rows` pruned rows, oldest first, in one
+    /// transaction. Returns true if and only if it deleted anything.
+    pub(crate) fn delete_step(&mut self, max_rows: i64) -> bool {
+        if !self.delete_ready() {
+            return false;
+        }
+        let Some(low) = self.delete_from else { return false };
+        let upto = self
+            .prune_through
+            .min(self.indexed_through)
+            .min(low.saturating_add(max_rows.max(1) - 1));
+        let mut step = || -> Result<(), rusqlite::Error> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute(
+                "DELETE FROM audit_event WHERE seq >= ?1 AND seq <= ?2",
+                params![low, upto],
+            )?;
+            tx.commit()
+        };
+        let result = step();
+        self.last_delete = Instant::now();
+        match result {
+            Ok(()) => {
+                self.removal_steps.fetch_add(1, Ordering::Relaxed);
+                self.delete_from = (upto < self.prune_through).then_some(upto + 1);
+                true
+            }
+            Err(e) => {
+                // The rows are already pruned for every reader; only their
+                // space is not reclaimed. Stop trying until the next start.
+                tracing::warn!(error = %e, "cannot delete pruned audit rows; they stay unreadable and are retried at the next start");
+                self.delete_from = None;
+                false
+            }
+        }
+    }
+
+    /// Deletes every pruned row now (see [`AuditLog::remove_pruned`]).
+    fn remove_pruned(&mut self) -> u64 {
+        let mut removed = 0u64;
+        while let Some(low) = self.delete_from {
+            if self.delete_step(super::prune::DRAIN_CHUNK) {
+                let next = self.delete_from.unwrap_or(self.prune_through + 1);
+                removed += u64::try_from(next - low).unwrap_or(0);
+            } else if !self.index_step() {
+                break;
+            }
+        }
+        removed
     }
 
     /// Timed work: periodic checkpoints, heartbeats, idle indexing.
@@ -558,7 +697,8 @@ impl Writer {
         } else if since >= self.options.heartbeat {
             self.checkpoint(Kind::Heartbeat, None).map(drop)
         } else {
-            self.catching_up = self.index_step() && self.last_event.elapsed() >= FTS_CATCH_UP_IDLE;
+            let worked = self.options.idle_work && (self.delete_step(super::prune::DELETE_CHUNK) || self.index_step());
+            self.catching_up = worked && self.last_event.elapsed() >= FTS_CATCH_UP_IDLE;
             Ok(())
         };
         if let Err(e) = result {
@@ -610,6 +750,15 @@ impl Writer {
                         }
                     }
                     self.commit_batch(&mut batch);
+                    // Idle steps never come under steady load; pruned rows
+                    // still leave, a chunk at a time, when no event waits.
+                    if self.options.idle_work
+                        && self.delete_from.is_some()
+                        && self.rx.is_empty()
+                        && self.last_delete.elapsed() >= super::prune::DELETE_UNDER_LOAD
+                    {
+                        self.delete_step(super::prune::DELETE_CHUNK);
+                    }
                 }
                 Msg::Checkpoint(reply) => {
                     let r = self.guarded(|w| w.checkpoint(Kind::Periodic, None));
@@ -619,10 +768,17 @@ impl Writer {
                     let r = self.guarded(Writer::rotate);
                     let _ = reply.send(r);
                 }
-                Msg::Prune(request, reply) => {
+                Msg::Prune(request, archived, reply) => {
                     let r = match self.is_halted() {
                         Some(reason) => Err(AuditError::Halted(reason)),
-                        None => super::prune::run(&mut self, &request),
+                        None => super::prune::commit(&mut self, &request, &archived),
+                    };
+                    let _ = reply.send(r);
+                }
+                Msg::RemovePruned(reply) => {
+                    let r = match self.is_halted() {
+                        Some(reason) => Err(AuditError::Halted(reason)),
+                        None => Ok(self.remove_pruned()),
                     };
                     let _ = reply.send(r);
                 }
@@ -837,6 +993,9 @@ impl Writer {
     /// Adds up to [`FTS_CHUNK`] committed events to the full-text index.
     /// Returns true if and only if it indexed anything (so there may be more).
     pub(crate) fn index_step(&mut self) -> bool {
+        if self.fts_failed {
+            return false;
+        }
         let through = self.indexed_through;
         let mut step = || -> Result<Option<i64>, rusqlite::Error> {
             let tx = self
@@ -871,7 +1030,7 @@ impl Writer {
                 // log itself; searches fall back to scanning the tail. Stop
                 // trying until the next start.
                 tracing::warn!(error = %e, "cannot update the audit full-text index");
-                self.indexed_through = i64::MAX;
+                self.fts_failed = true;
                 false
             }
         }
