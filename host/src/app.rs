@@ -242,6 +242,30 @@ impl App {
         Ok(())
     }
 
+    /// Whether any order is working (read beside the alerts' connection).
+    async fn has_working_orders(&self) -> bool {
+        let orders = self.orders.clone();
+        match tokio::task::spawn_blocking(move || orders.working()).await {
+            Ok(Ok(w)) => !w.is_empty(),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the working orders; the first reconciliation comes one interval after start");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// One reconciliation sweep, its outcome logged (each step is audited).
+    async fn reconcile_sweep(&self) {
+        match crate::trading::reconcile::sweep(self).await {
+            Ok(s) if !s.unknown_at_broker.is_empty() || !s.unreachable.is_empty() => {
+                tracing::warn!(sweep = ?s, "reconciliation found drift");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "reconciliation failed"),
+        }
+    }
+
     /// Applies `[audit] retention_days` as of `now_ns`: archives and
     /// removes the events older than the policy, up to the last signed
     /// checkpoint before the cut (`audit::prune`), into
@@ -392,24 +416,27 @@ impl App {
             Ok(n) => tracing::info!(alerts = n, "resumed unfinished alerts"),
             Err(e) => tracing::error!(error = %e, "resuming unfinished alerts failed"),
         }
-        let reconciler = self.config.trading.reconcile_interval.map(|every| {
+        let reconciler = {
             let app = self.clone();
+            let every = self.config.trading.reconcile_interval;
             tokio::spawn(async move {
+                // At start, when orders were working at the last stop: their
+                // fills while the host was down are seen now, not one
+                // interval later (and with `reconcile_interval_s = 0`, not
+                // never). Beside the first alerts, like every sweep.
+                if app.has_working_orders().await {
+                    app.reconcile_sweep().await;
+                }
+                let Some(every) = every else { return };
                 let mut ticker = tokio::time::interval(every);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 ticker.tick().await;
                 loop {
                     ticker.tick().await;
-                    match crate::trading::reconcile::sweep(&app).await {
-                        Ok(s) if !s.unknown_at_broker.is_empty() || !s.unreachable.is_empty() => {
-                            tracing::warn!(sweep = ?s, "reconciliation found drift");
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::error!(error = %e, "reconciliation failed"),
-                    }
+                    app.reconcile_sweep().await;
                 }
             })
-        });
+        };
         // Summaries of throttled refusals, written soon after their window
         // ends even when no further refusal comes to roll it over.
         let refusal_flusher = {
@@ -489,9 +516,7 @@ impl App {
             if let Err(e) = served {
                 tracing::error!(error = %e, "server stopped with an error");
             }
-            if let Some(r) = reconciler {
-                r.abort();
-            }
+            reconciler.abort();
             refusal_flusher.abort();
             if let Some(r) = retention {
                 r.abort();

@@ -602,6 +602,53 @@ async fn periodic_reconciliation_refreshes_working_orders_and_reports_drift() ->
     Ok(())
 }
 
+/// An order working when the host stopped may fill while it is down: the
+/// host sweeps at start instead of one interval later (here never: the
+/// periodic sweep is off), and only when something was working.
+#[tokio::test]
+async fn orders_working_at_the_last_stop_are_reconciled_at_start() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .plugin("probe", HTTP_PROBE, "broker")
+        .grant("http = [\"http://127.0.0.1:9\"]\nallow_loopback = true\nsecrets = [\"k\"]\n")
+        .route("probe", "tradingview", "probe")
+        .broker_settings(json!({ "has_order": true }))
+        .toml("[secrets.k]\nvalue = \"v\"\n[trading]\nreconcile_interval_s = 0\n")
+        .start()
+        .await?;
+    let placed = host.alert("probe", "text/plain", "buy 1 AAPL at 100").await?.json();
+    assert_eq!(placed["orders"][0]["outcome"], "accepted", "{placed}");
+    let sweeps = |host: &TestHost| -> anyhow::Result<usize> {
+        Ok(host
+            .audit(&Filter {
+                action: Some("reconcile.sweep".into()),
+                ..Filter::default()
+            })?
+            .len())
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sweeps(&host)?, 0, "nothing was working at this start");
+    let (dir, tokens) = host.stop().await;
+
+    // The broker no longer lists it as open; looked up, it filled.
+    let host = TestHost::start_in(dir, tokens, Default::default()).await?;
+    let filled = eventually(Duration::from_secs(10), || {
+        let o = host.orders().ok()?;
+        (o[0].state == OrderState::Filled).then_some(o)
+    })
+    .await?;
+    assert_eq!(filled.len(), 1, "nothing was placed by reconciliation");
+    // One sweep event per account: the default route's paper account too.
+    let swept = eventually(Duration::from_secs(10), || sweeps(&host).ok().filter(|n| *n == 2)).await?;
+    assert_eq!(place_calls(&host), 1);
+
+    // Nothing working any more: the next start does not sweep.
+    let (dir, tokens) = host.stop().await;
+    let host = TestHost::start_in(dir, tokens, Default::default()).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sweeps(&host)?, swept);
+    Ok(())
+}
+
 #[tokio::test]
 async fn one_alert_fans_out_to_every_account_with_its_own_size_exactly_once() -> anyhow::Result<()> {
     let host = HostBuilder::new()

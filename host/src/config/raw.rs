@@ -128,7 +128,7 @@ pub struct RawTrading {
     pub dedupe_window_s: Option<u64>,
     /// Alerts whose payload timestamp is older than this are refused (default 300; 0 disables).
     pub max_signal_age_s: Option<u64>,
-    /// Reconcile with every broker this often, in seconds (default 300; 0 disables).
+    /// Reconcile with every broker this often, in seconds (default 300; 0: only at start).
     pub reconcile_interval_s: Option<u64>,
     /// Answer with the full result when the pipeline finishes within this
     /// many ms, else 202 while it continues (default 2,500: under

@@ -1,6 +1,7 @@
-//! Periodic reconciliation: every `trading.reconcile_interval_s` (and at
-//! start, for orders without a known outcome) the host asks each route's
-//! broker for its open orders and positions. Orders the host thinks are
+//! Periodic reconciliation: every `trading.reconcile_interval_s`, and at
+//! start when orders were working at the last stop (orders without a known
+//! outcome are looked up before that, `pipeline::reconcile_unresolved`),
+//! the host asks each route's broker for its open orders and positions. Orders the host thinks are
 //! working but the broker no longer lists are looked up by client order id
 //! and their state updated; orders the broker lists that the host never
 //! sent are drift. Each sweep is an audit event with the positions it saw;
