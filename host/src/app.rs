@@ -384,7 +384,7 @@ impl App {
             Some(files) => Some(crate::http::tls::server_config(files).map_err(StartError::Tls)?),
             None if self.config.server.mode == crate::config::Mode::Cloud && !listen.ip().is_loopback() => {
                 return Err(StartError::Tls(format!(
-                    "Cloud mode needs HTTPS on {listen}, which is not loopback: set server.tls_cert and server.tls_key, or listen on 127.0.0.1 behind a TLS proxy"
+                    "Cloud mode needs HTTPS on {listen}, which is not loopback: set server.tls_cert and server.tls_key, or listen on 127.0.0.1 behind a TLS proxy (listed in server.trusted_proxies, so the audit names each client)"
                 )));
             }
             None => {

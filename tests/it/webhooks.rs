@@ -3,6 +3,7 @@
 //! refusal, source allowlist with proxy trust, per-hook rate limit. Every
 //! refusal is audited without the secret.
 
+use algobanana::admin::rbac::Role;
 use algobanana::audit::query::Filter;
 use algobanana_tests::{HostBuilder, TestHost};
 use hmac::Mac as _;
@@ -149,6 +150,87 @@ async fn sources_are_allowlisted_and_forwarding_is_trusted_only_from_proxies() -
     );
     let wrong = post(&host, "proxied", body, &[("x-forwarded-for", "198.51.100.9")]).await;
     assert_eq!(wrong.status, 403);
+    Ok(())
+}
+
+/// `[server] trusted_proxies`: behind a reverse proxy every request's
+/// client is the right-most forwarded address that is not a proxy, for the
+/// audit, the refusal throttle, Local mode's loopback rule and a route's
+/// allowlist; without it the header means nothing.
+#[tokio::test]
+async fn a_trusted_proxy_names_the_client_everywhere() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .toml("[server]\ntrusted_proxies = [\"127.0.0.1\"]\n")
+        .route("listed", "tradingview", "paper")
+        .route_toml("allowed_ips = [\"203.0.113.7\"]\n")
+        .start()
+        .await?;
+    let body = r#"{"ticker":"AAPL","action":"buy","quantity":"1","price":"100"}"#;
+    let source = |action: &str| -> anyhow::Result<Vec<Option<String>>> {
+        Ok(host
+            .audit(&Filter {
+                action: Some(action.into()),
+                ..Filter::default()
+            })?
+            .into_iter()
+            .map(|e| e.source_ip)
+            .collect())
+    };
+    // A webhook: the client, not the proxy (a forged left-hand entry is ignored).
+    let forwarded = [("x-forwarded-for", "192.0.2.1, 198.51.100.9")];
+    assert_eq!(post(&host, "default", body, &forwarded).await.status, 200);
+    assert_eq!(source("alert.received")?, [Some("198.51.100.9".to_owned())]);
+    // The route's allowlist checks the client too.
+    assert_eq!(post(&host, "listed", body, &forwarded).await.status, 403);
+    let ok = post(&host, "listed", body, &[("x-forwarded-for", "203.0.113.7")]).await;
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    // An unknown hook token: refused and audited under the client's address.
+    let unknown = host
+        .request(
+            "POST",
+            "/v1/hooks/nope",
+            &[("x-forwarded-for", "198.51.100.77")],
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!(unknown.status, 404);
+    let rejected = source("alert.rejected")?;
+    assert!(rejected.contains(&Some("198.51.100.77".to_owned())), "{rejected:?}");
+
+    // The admin API in Local mode: a local client through the proxy is
+    // answered and audited as itself; a remote one through it is refused.
+    let (token, _) = host.app.tokens.create("ops", "admin", Role::Admin, None)?;
+    let bearer = format!("Bearer {token}");
+    let local = host
+        .request(
+            "GET",
+            "/v1/whoami",
+            &[("authorization", bearer.as_str()), ("x-forwarded-for", "127.0.0.2")],
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!(local.status, 200, "{}", String::from_utf8_lossy(&local.body));
+    assert!(source("admin.access")?.contains(&Some("127.0.0.2".to_owned())));
+    let remote = host
+        .request(
+            "GET",
+            "/v1/whoami",
+            &[("authorization", bearer.as_str()), ("x-forwarded-for", "198.51.100.9")],
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!(remote.status, 403);
+    assert_eq!(remote.json()["error"]["kind"], "local_mode");
+    assert!(source("auth.denied")?.contains(&Some("198.51.100.9".to_owned())));
+
+    // Without the setting the header is the client's word and ignored.
+    let plain = TestHost::start().await?;
+    assert_eq!(post(&plain, "default", body, &forwarded).await.status, 200);
+    let received = plain.audit(&Filter {
+        action: Some("alert.received".into()),
+        ..Filter::default()
+    })?;
+    assert_eq!(received[0].source_ip.as_deref(), Some("127.0.0.1"));
     Ok(())
 }
 

@@ -342,7 +342,7 @@ pub const ROUTES: &[AdminRoute] = &[
     ),
 ];
 
-fn context(headers: &HeaderMap, peer: SocketAddr) -> Context {
+fn context(headers: &HeaderMap, peer: SocketAddr, proxies: &[crate::config::Cidr]) -> Context {
     Context {
         request_id: Some(
             headers
@@ -354,7 +354,7 @@ fn context(headers: &HeaderMap, peer: SocketAddr) -> Context {
         ),
         correlation_id: None,
         session_id: None,
-        source_ip: Some(peer.ip()),
+        source_ip: crate::http::client_ip(Some(peer.ip()), headers, proxies),
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
@@ -406,7 +406,7 @@ pub async fn authorize(
     peer: SocketAddr,
     endpoint: Endpoint,
 ) -> Result<(TokenInfo, Context), ApiError> {
-    let ctx = context(headers, peer);
+    let ctx = context(headers, peer, &app.config.server.trusted_proxies);
     let deny = |actor: String, reason: &str| {
         AuditEvent::new(ActorKind::ApiToken, actor, action::AUTH_DENIED, Outcome::Deny)
             .resource(format!(
@@ -419,7 +419,9 @@ pub async fn authorize(
             .context(&ctx)
             .payload(json!({ "endpoint": endpoint, "reason": reason }))
     };
-    if app.config.server.mode == crate::config::Mode::Local && !peer.ip().is_loopback() {
+    // Through a trusted proxy on this machine, the client must be local too.
+    let local = peer.ip().is_loopback() && ctx.source_ip.is_some_and(|ip| ip.is_loopback());
+    if app.config.server.mode == crate::config::Mode::Local && !local {
         let reason = "local mode: admin API from a non-loopback address";
         let _ = app.record_refusal(deny("anonymous".into(), reason), 403, reason).await;
         return Err(error(

@@ -274,6 +274,9 @@ pub struct ServerConfig {
     pub mode: Mode,
     /// Certificate and key files when HTTPS is served.
     pub tls: Option<TlsFiles>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed for every
+    /// request (a route's own `trusted_proxies` add to these for it).
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// How the host is deployed (`docs/security.md`).

@@ -204,6 +204,10 @@ pub struct RawServer {
     pub tls_cert: Option<String>,
     /// PEM private key for HTTPS (relative to the data dir).
     pub tls_key: Option<String>,
+    /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` names
+    /// the client of every request: in audit events, refusal throttling,
+    /// the Local-mode loopback check and every route's `allowed_ips`.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// `[limits]` or `[plugins.NAME.limits]`.

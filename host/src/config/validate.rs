@@ -145,9 +145,21 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             None
         }
     };
+    let mut server_proxies = Vec::new();
+    for entry in raw.server.trusted_proxies.iter().flatten() {
+        match Cidr::parse(entry) {
+            Ok(c) if c.bits == 0 => p.push(format!(
+                "server.trusted_proxies: `{entry}` trusts every address, so any client could name any source address; list only your reverse proxies"
+            )),
+            Ok(c) => server_proxies.push(c),
+            Err(e) => p.push(format!(
+                "server.trusted_proxies: {e}; expected the addresses or CIDRs of your reverse proxies"
+            )),
+        }
+    }
     if mode == Mode::Cloud && tls.is_none() && !listen.ip().is_loopback() {
         p.push(format!(
-            "server.mode = \"cloud\" listens on {listen}, which is not loopback, without HTTPS: set server.tls_cert and server.tls_key (PEM files), or listen on 127.0.0.1 behind a TLS proxy"
+            "server.mode = \"cloud\" listens on {listen}, which is not loopback, without HTTPS: set server.tls_cert and server.tls_key (PEM files), or listen on 127.0.0.1 behind a TLS proxy (listed in server.trusted_proxies, so the audit names each client)"
         ));
     }
 
@@ -530,6 +542,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             max_pending_alerts,
             mode,
             tls,
+            trusted_proxies: server_proxies,
         },
         plugins,
         routes,
@@ -995,6 +1008,32 @@ rule_config = { default_quantity = "1" }
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `retention`"), "{err}");
+    }
+
+    #[test]
+    fn server_trusted_proxies_are_checked() {
+        assert!(
+            parse_str(GOOD).unwrap().server.trusted_proxies.is_empty(),
+            "none by default"
+        );
+        let c = parse_str(&format!(
+            "{GOOD}\n[server]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.server.trusted_proxies.len(), 2);
+        let err = parse_str(&format!(
+            "{GOOD}\n[server]\ntrusted_proxies = [\"0.0.0.0/0\", \"proxy.local\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("server.trusted_proxies: `0.0.0.0/0` trusts every address"),
+            "{err}"
+        );
+        assert!(
+            err.contains("server.trusted_proxies:") && err.contains("proxy.local"),
+            "{err}"
+        );
     }
 
     #[test]

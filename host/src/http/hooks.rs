@@ -22,7 +22,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// 256 characters of `User-Agent` are kept.
 const MAX_USER_AGENT: usize = 256;
 
-fn context(headers: &HeaderMap, peer: SocketAddr) -> Context {
+fn context(headers: &HeaderMap, peer: SocketAddr, proxies: &[crate::config::Cidr]) -> Context {
     let request_id = headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
@@ -32,7 +32,7 @@ fn context(headers: &HeaderMap, peer: SocketAddr) -> Context {
         request_id: Some(request_id.to_string()),
         correlation_id: None,
         session_id: None,
-        source_ip: Some(peer.ip()),
+        source_ip: super::client_ip(Some(peer.ip()), headers, proxies),
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
@@ -56,8 +56,8 @@ pub async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let ctx = context(&headers, peer);
-    let response = match receive_inner(&app, &ctx, &token, &headers, body).await {
+    let ctx = context(&headers, peer, &app.config.server.trusted_proxies);
+    let response = match receive_inner(&app, &ctx, peer, &token, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -82,6 +82,7 @@ async fn reject(app: &App, ctx: &Context, route: Option<&str>, reason: &str, sta
 async fn receive_inner(
     app: &Arc<App>,
     ctx: &Context,
+    peer: SocketAddr,
     token: &str,
     headers: &HeaderMap,
     body: Body,
@@ -109,7 +110,20 @@ async fn receive_inner(
     };
     // Guards beyond the token, cheapest first.
     let g = &route.guard;
-    let source = client_ip(ctx.source_ip, headers, &g.trusted_proxies);
+    // The route's own proxies add to the server's.
+    let source = if g.trusted_proxies.is_empty() {
+        ctx.source_ip
+    } else {
+        let proxies: Vec<crate::config::Cidr> = app
+            .config
+            .server
+            .trusted_proxies
+            .iter()
+            .chain(&g.trusted_proxies)
+            .cloned()
+            .collect();
+        super::client_ip(Some(peer.ip()), headers, &proxies)
+    };
     let mut ctx = ctx.clone();
     ctx.source_ip = source;
     let ctx = &ctx;
@@ -323,33 +337,6 @@ async fn receive_inner(
             .into_response())
         }
     }
-}
-
-/// The client's address: the peer, or, when the peer is a trusted proxy,
-/// the right-most `X-Forwarded-For` entry that is not a trusted proxy.
-fn client_ip(
-    peer: Option<std::net::IpAddr>,
-    headers: &HeaderMap,
-    trusted: &[crate::config::Cidr],
-) -> Option<std::net::IpAddr> {
-    let peer = peer?;
-    if !trusted.iter().any(|c| c.contains(peer)) {
-        return Some(peer);
-    }
-    let forwarded: Vec<std::net::IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse().ok())
-        .collect();
-    Some(
-        forwarded
-            .into_iter()
-            .rev()
-            .find(|ip| !trusted.iter().any(|c| c.contains(*ip)))
-            .unwrap_or(peer),
-    )
 }
 
 fn secret_value(app: &App, name: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {

@@ -73,3 +73,31 @@ pub fn router(app: Arc<App>) -> Router {
     }
     router.fallback(hooks::not_found).with_state(app)
 }
+
+/// The client's address: the peer, or, when the peer is a trusted proxy,
+/// the right-most `X-Forwarded-For` entry that is not a trusted proxy
+/// (entries left of it were written by the client and prove nothing).
+pub(crate) fn client_ip(
+    peer: Option<std::net::IpAddr>,
+    headers: &axum::http::HeaderMap,
+    trusted: &[crate::config::Cidr],
+) -> Option<std::net::IpAddr> {
+    let peer = peer?;
+    if !trusted.iter().any(|c| c.contains(peer)) {
+        return Some(peer);
+    }
+    let forwarded: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    Some(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !trusted.iter().any(|c| c.contains(*ip)))
+            .unwrap_or(peer),
+    )
+}
