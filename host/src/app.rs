@@ -144,6 +144,8 @@ pub struct App {
     /// Refusals of unproven requests, throttled before the audit log
     /// ([`crate::audit::throttle`]).
     pub refusals: crate::audit::throttle::Refusals,
+    /// Notifications waiting to be tried again ([`crate::trading::notify`]).
+    pub notify_waiting: std::sync::atomic::AtomicUsize,
     /// What other users of the machine can read of the data dir, found at
     /// open ([`crate::setup::exposure`]): printed by `serve`, recorded in
     /// `system.start`.
@@ -198,6 +200,7 @@ impl App {
         let exposure = crate::setup::exposure(data_dir, &config);
         Ok(Arc::new(Self {
             refusals: crate::audit::throttle::Refusals::default(),
+            notify_waiting: std::sync::atomic::AtomicUsize::new(0),
             exposure,
             config,
             data_dir: data_dir.to_owned(),

@@ -347,6 +347,9 @@ async fn an_unavailable_service_gets_the_notification_again_and_a_refusal_is_fin
     // The first request fails with 503, every later one succeeds.
     let upstream = Upstream::start_flaky(1, 503, 200, None).await;
     let host = webhook_host_with_a_fill(&upstream).await?;
+    let waiting =
+        |host: &algobanana_tests::TestHost| host.app.notify_waiting.load(std::sync::atomic::Ordering::Relaxed);
+    eventually(Duration::from_secs(10), || (waiting(&host) == 1).then_some(())).await?;
     let got = eventually(Duration::from_secs(10), || {
         let r = upstream.requests();
         (r.len() >= 2).then_some(r)
@@ -369,6 +372,8 @@ async fn an_unavailable_service_gets_the_notification_again_and_a_refusal_is_fin
     })
     .await?;
     assert_eq!(outcomes, ["guest_error", "ok"]);
+    // Delivered: nothing waits any more (the count is this host's own).
+    eventually(Duration::from_secs(10), || (waiting(&host) == 0).then_some(())).await?;
 
     // A refusal is final: one attempt only.
     let refusing = Upstream::start_answering(400, Some("bad request")).await;

@@ -146,12 +146,11 @@ pub const RETRY_DELAYS: [std::time::Duration; 4] = [
     std::time::Duration::from_secs(120),
 ];
 
-/// Notifications waiting to be tried again, at most: a service that is down
-/// during a busy hour cannot pile up retries without bound (past this, a
-/// failed notification is not retried, and says so in the log).
-const MAX_WAITING: usize = 1_000;
-
-static WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Notifications waiting to be tried again, at most, per host
+/// ([`App::notify_waiting`]): a service that is down during a busy hour
+/// cannot pile up retries without bound (past this, a failed notification
+/// is not retried, and says so in the log).
+pub const MAX_WAITING: usize = 1_000;
 
 /// Sends `notifications` in the background.
 pub fn spawn(app: &Arc<App>, notifications: Vec<Notification>, ctx: Context) {
@@ -181,8 +180,8 @@ pub fn spawn(app: &Arc<App>, notifications: Vec<Notification>, ctx: Context) {
                 }
                 // Tried again in a task of its own, so that the next
                 // notifications are not held up by this one's waits.
-                if WAITING.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_WAITING {
-                    WAITING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                if app.notify_waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_WAITING {
+                    app.notify_waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(notifier = %target.plugin, "notification not retried: {MAX_WAITING} are already waiting");
                     continue;
                 }
@@ -194,7 +193,7 @@ pub fn spawn(app: &Arc<App>, notifications: Vec<Notification>, ctx: Context) {
                             break;
                         }
                     }
-                    WAITING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    app.notify_waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 });
             }
         }
