@@ -288,7 +288,13 @@ pub(crate) fn commit(w: &mut Writer, req: &PruneRequest, cut: &Archived) -> Resu
         "pruned_from": cut.from, "pruned_through": cut.through, "checkpoint_id": cut.checkpoint_id,
         "archive": req.archive.display().to_string(), "archive_sha256": cut.archive_sha256, "policy": req.policy,
     }));
-    w.append_internal(event).map_err(sql)?;
+    // The prune is done (anchored, and hidden from every reader); failing
+    // to record it is a failure of the log like any other: it halts.
+    if let Err(e) = w.append_internal(event) {
+        let reason = e.to_string();
+        w.halt(&reason);
+        return Err(AuditError::Write(reason));
+    }
     Ok(PruneReport {
         pruned_from: cut.from,
         pruned_through: cut.through,

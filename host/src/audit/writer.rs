@@ -587,7 +587,7 @@ struct Prepared {
 }
 
 impl Writer {
-    fn halt(&self, reason: &str) {
+    pub(crate) fn halt(&self, reason: &str) {
         tracing::error!(error = %reason, "audit write failed; halting");
         *self.halted.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
     }
@@ -770,7 +770,11 @@ impl Writer {
                 }
                 Msg::Prune(request, archived, reply) => {
                     let r = match self.is_halted() {
-                        Some(reason) => Err(AuditError::Halted(reason)),
+                        Some(reason) => {
+                            // Nothing was pruned, so the archive is not one.
+                            let _ = std::fs::remove_file(&request.archive);
+                            Err(AuditError::Halted(reason))
+                        }
                         None => super::prune::commit(&mut self, &request, &archived),
                     };
                     let _ = reply.send(r);
