@@ -518,6 +518,9 @@ async fn audit(command: AuditCommand, out: &mut (dyn Write + Send)) -> anyhow::R
     }
 }
 
+/// How long `kill-switch` waits for the state database (see its use).
+const KILL_SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 async fn kill_switch(
     data_dir: &Path,
     to: &str,
@@ -534,7 +537,10 @@ async fn kill_switch(
             crate::config::CONFIG_FILE
         );
     }
-    let state = crate::store::StateDb::open(&state_path)?;
+    // The emergency stop waits out a running host's write batches rather
+    // than failing after the usual 5 s: SQLite's busy handler retries, it
+    // does not queue, so a host writing without pause could starve it.
+    let state = crate::store::StateDb::open_waiting(&state_path, KILL_SWITCH_WAIT)?;
     if to == "status" {
         match state.control(crate::trading::KILL_SWITCH)? {
             None => writeln!(out, "kill switch: off (never set)")?,

@@ -343,6 +343,41 @@ fn audit_verify_exit_codes_and_json() {
     assert!(text.contains("could not verify"), "{text}");
 }
 
+/// The emergency stop waits for a busy state database instead of failing
+/// after SQLite's usual 5 s: here another writer holds it for 6 s.
+#[test]
+fn the_kill_switch_waits_out_a_busy_state_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let (code, out) = cli(&["init", "--data-dir", d], &[], None);
+    assert_eq!(code, 0, "{out}");
+    let (locked, release) = std::sync::mpsc::channel();
+    let holder = {
+        let db = data.join("state.db");
+        std::thread::spawn(move || {
+            let conn = rusqlite::Connection::open(db).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(6));
+            conn.execute_batch("COMMIT").unwrap();
+        })
+    };
+    release.recv().unwrap();
+    let started = std::time::Instant::now();
+    let (code, out) = cli(&["kill-switch", "on", "--data-dir", d, "--reason", "test"], &[], None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("kill switch: off → on"), "{out}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(5),
+        "it waited for the lock"
+    );
+    holder.join().unwrap();
+    let (code, out) = cli(&["kill-switch", "status", "--data-dir", d], &[], None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("kill switch: on"), "{out}");
+}
+
 /// `audit prune` with the server stopped: archives, records the cut and
 /// deletes the rows before it returns, saying how many.
 #[test]

@@ -25,11 +25,14 @@ pub const STATE_DB: &str = "state.db";
 // after the batch opened, so a crash too can take the last writes. Plugin
 // kv writes are among them: a plugin's own state may lose its last
 // moments (docs/plugins.md).
+/// How long a write waits for another connection's before it fails with
+/// "database is locked".
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 PRAGMA foreign_keys = ON;
-PRAGMA busy_timeout = 5000;
 PRAGMA trusted_schema = OFF;
 
 CREATE TABLE IF NOT EXISTS alert(
@@ -304,11 +307,22 @@ impl StateDb {
     /// # Errors
     /// [`StoreError`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_waiting(path, BUSY_TIMEOUT)
+    }
+
+    /// [`StateDb::open`], waiting up to `busy` for another process's
+    /// writes (the host's, when the command line writes beside it) each
+    /// time the database is locked, instead of [`BUSY_TIMEOUT`].
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn open_waiting(path: &Path, busy: std::time::Duration) -> Result<Self, StoreError> {
         let err = |e: rusqlite::Error| StoreError {
             path: path.to_owned(),
             message: e.to_string(),
         };
         let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(busy).map_err(err)?;
         let had_usage = conn
             .prepare("SELECT 1 FROM sqlite_schema WHERE name = 'plugin_kv_usage'")
             .and_then(|mut s| s.exists([]))
