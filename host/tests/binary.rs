@@ -141,6 +141,22 @@ fn start_with(data: &std::path::Path, env: &[(&str, &str)], stderr: Stdio) -> (S
     )
 }
 
+/// A new data dir at `data` holding one alert, its server stopped cleanly.
+fn one_alert_then_stop(data: &std::path::Path) {
+    let (mut server, token) = start(data);
+    let reply = post(
+        &server.addr,
+        &format!("/v1/hooks/{}", token.unwrap()),
+        "buy 2 MSFT at 300",
+    );
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(server.child.wait().unwrap().success());
+}
+
 fn audit_cli(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_algobanana"))
         .arg("audit")
@@ -275,18 +291,7 @@ fn kill_9_while_streaming_loses_nothing_acknowledged() {
 fn audit_verify_exit_codes_and_json() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (mut server, token) = start(&data);
-    let reply = post(
-        &server.addr,
-        &format!("/v1/hooks/{}", token.unwrap()),
-        "buy 2 MSFT at 300",
-    );
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(server.child.wait().unwrap().success());
+    one_alert_then_stop(&data);
     let d = data.to_str().unwrap();
 
     let witness = dir.path().join("witness.txt");
@@ -384,18 +389,7 @@ fn the_kill_switch_waits_out_a_busy_state_database() {
 fn audit_prune_archives_and_removes_the_rows() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (mut server, token) = start(&data);
-    let reply = post(
-        &server.addr,
-        &format!("/v1/hooks/{}", token.unwrap()),
-        "buy 2 MSFT at 300",
-    );
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(server.child.wait().unwrap().success());
+    one_alert_then_stop(&data);
     let d = data.to_str().unwrap();
     let events = |sql: &str| -> i64 {
         let conn = rusqlite::Connection::open(data.join("audit.db")).unwrap();
