@@ -92,6 +92,15 @@ impl HookLimits {
     }
 }
 
+/// What one run of [`App::apply_retention`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// The audit prune, when there was a signed checkpoint to cut at.
+    pub audit: Option<crate::audit::prune::PruneReport>,
+    /// Finished alerts removed from `state.db`.
+    pub alerts_removed: usize,
+}
+
 /// Options that tests and tools set; production uses the defaults.
 #[derive(Debug, Clone, Default)]
 pub struct AppOptions {
@@ -272,16 +281,19 @@ impl App {
     /// Applies `[audit] retention_days` as of `now_ns`: archives and
     /// removes the events older than the policy, up to the last signed
     /// checkpoint before the cut (`audit::prune`), into
-    /// `archive_dir/audit-<time>.jsonl`. `Ok(None)` when the policy is off
-    /// or there is nothing old enough to cut at. The server runs it a
-    /// minute after start and then once a day.
+    /// `archive_dir/audit-<time>.jsonl`; then removes the finished alerts
+    /// received before the cut from `state.db` (their bodies are in the
+    /// `alert.received` events, and a policy that removed them there only
+    /// would keep them here). Nothing when the policy is off. The server
+    /// runs it a minute after start and then once a day.
     ///
     /// # Errors
     /// [`AuditError`]: the archive could not be written (nothing was
-    /// removed), or the log failed.
-    pub async fn apply_retention(&self, now_ns: i64) -> Result<Option<crate::audit::prune::PruneReport>, AuditError> {
+    /// removed), or the log failed; or `state.db` failed while removing
+    /// alerts (those removed stay removed, the rest wait for the next run).
+    pub async fn apply_retention(&self, now_ns: i64) -> Result<Retention, AuditError> {
         let Some(days) = self.config.audit.retention_days else {
-            return Ok(None);
+            return Ok(Retention::default());
         };
         let before_ns = now_ns.saturating_sub(i64::from(days).saturating_mul(86_400_000_000_000));
         let dir = self.data_dir.join(&self.config.audit.archive_dir);
@@ -300,11 +312,39 @@ impl App {
             actor_kind: ActorKind::System,
             actor: "retention".into(),
         };
-        match self.audit.prune(request).await {
-            Ok(r) => Ok(Some(r)),
-            Err(AuditError::Refused(m)) if m == crate::audit::prune::NOTHING_TO_PRUNE => Ok(None),
-            Err(e) => Err(e),
+        let audit = match self.audit.prune(request).await {
+            Ok(r) => Some(r),
+            Err(AuditError::Refused(m)) if m == crate::audit::prune::NOTHING_TO_PRUNE => None,
+            Err(e) => return Err(e),
+        };
+        // In small durable transactions, each a short hold on the
+        // connection that alerts use.
+        const CHUNK: u32 = 256;
+        let mut alerts_removed = 0;
+        loop {
+            let state = self.state.clone();
+            let n = tokio::task::spawn_blocking(move || state.prune_alerts(before_ns, CHUNK))
+                .await
+                .map_err(|e| AuditError::Refused(format!("removing old alerts stopped: {e}")))?
+                .map_err(|e| AuditError::Refused(format!("cannot remove old alerts from state.db: {e}")))?;
+            alerts_removed += n;
+            if n < CHUNK as usize {
+                break;
+            }
         }
+        if alerts_removed > 0 {
+            self.audit
+                .record(
+                    AuditEvent::new(ActorKind::System, "retention", action::ALERTS_PRUNED, Outcome::Success)
+                        .resource("state:alerts")
+                        .payload(json!({
+                            "received_before_ns": before_ns, "removed": alerts_removed,
+                            "policy": format!("retention_days = {days}"),
+                        })),
+                )
+                .await?;
+        }
+        Ok(Retention { audit, alerts_removed })
     }
 
     /// The kill switch (persisted in `state.db`).
@@ -467,13 +507,19 @@ impl App {
                 loop {
                     ticker.tick().await;
                     match app.apply_retention(crate::audit::now_ns()).await {
-                        Ok(Some(r)) => tracing::info!(
-                            from = r.pruned_from, through = r.pruned_through, archive = %r.archive.display(),
-                            "audit retention: archived and removed old events"
-                        ),
-                        Ok(None) => {}
+                        Ok(run) => {
+                            if let Some(r) = run.audit {
+                                tracing::info!(
+                                    from = r.pruned_from, through = r.pruned_through, archive = %r.archive.display(),
+                                    "audit retention: archived and removed old events"
+                                );
+                            }
+                            if run.alerts_removed > 0 {
+                                tracing::info!(alerts = run.alerts_removed, "retention: removed old alerts from state.db");
+                            }
+                        }
                         Err(e) => {
-                            tracing::error!(error = %e, "audit retention failed; nothing was removed");
+                            tracing::error!(error = %e, "retention failed; what it had not removed waits for the next run");
                             let _ = app
                                 .audit
                                 .record(

@@ -36,7 +36,8 @@
 //! ([`MARGIN_NS`] covers that many times over, and a wall clock stepped
 //! back by less). With no rows at all, the file's own creation time (kept
 //! durably) is the floor: a `state.db` that was deleted and made again
-//! does not replay the audit log's older alerts.
+//! does not replay the audit log's older alerts. Nor does one whose alerts
+//! a retention run removed (`StateDb::alerts_pruned_before_ns`).
 //!
 //! Defense in depth: an event is used only if it matches its own entry
 //! hash; one that does not is reported and skipped (`algobanana audit
@@ -182,7 +183,12 @@ fn floor(app: &App) -> Result<i64, StoreError> {
             |r| r.get(0),
         )
     })?;
-    Ok(newest.map_or(created, |t| t.saturating_sub(MARGIN_NS).max(created)))
+    // Alerts a retention run removed stay removed, though the audit log
+    // may still hold their `alert.received` (it is cut at a checkpoint).
+    let pruned = app.state.alerts_pruned_before_ns()?.unwrap_or(i64::MIN);
+    Ok(newest
+        .map_or(created, |t| t.saturating_sub(MARGIN_NS).max(created))
+        .max(pruned))
 }
 
 /// Restores the alert and order rows `state.db` lost, from the audit log;

@@ -1,6 +1,7 @@
 //! The audit store: chain, append-only guards, search, and failing closed.
 
-use algobanana::app::AppOptions;
+use algobanana::admin::rbac::Role;
+use algobanana::app::{AppOptions, Retention};
 use algobanana::audit::chain::{self, Row};
 use algobanana::audit::query::Filter;
 use algobanana::audit::writer::AuditOptions;
@@ -269,13 +270,21 @@ async fn the_retention_policy_archives_and_prunes_while_the_host_runs() -> anyho
     }
     let now = algobanana::audit::now_ns();
     // Nothing is 30 days old yet.
-    assert_eq!(host.app.apply_retention(now).await?, None);
+    assert_eq!(host.app.apply_retention(now).await?, Retention::default());
     host.app.audit.checkpoint_now().await?;
     let later = host.alert("default", "text/plain", "buy 4 AAPL at 100").await?.json();
     let later_id = later["alert_id"].as_str().unwrap().to_owned();
+    let alerts = |host: &TestHost| -> anyhow::Result<i64> {
+        Ok(host
+            .app
+            .state
+            .with(|c| c.query_row("SELECT count(*) FROM alert", [], |r| r.get(0)))?)
+    };
+    assert_eq!(alerts(&host)?, 4);
     // 31 days on: everything up to the checkpoint goes, the last alert stays.
     let day = 86_400_000_000_000i64;
-    let report = host.app.apply_retention(now + 31 * day).await?.expect("a prune");
+    let run = host.app.apply_retention(now + 31 * day).await?;
+    let report = run.audit.expect("a prune");
     assert_eq!(report.pruned_from, 0);
     assert!(report.archive.starts_with(host.path().join("old-audit")), "{report:?}");
     let archive = algobanana::audit::verify::verify_export(&report.archive, &[], &Default::default())
@@ -294,11 +303,37 @@ async fn the_retention_policy_archives_and_prunes_while_the_host_runs() -> anyho
         ("system", "retention")
     );
     assert_eq!(pruned.payload["policy"], "retention_days = 30");
+    // The alerts themselves (their bodies) leave state.db too, all four
+    // received before the cut; the orders stay, and so does the record.
+    assert_eq!(run.alerts_removed, 4);
+    assert_eq!(alerts(&host)?, 0);
+    assert_eq!(host.orders()?.len(), 4);
+    let removed = left.iter().find(|e| e.action == "alerts.pruned").unwrap();
+    assert_eq!(removed.payload["removed"], 4);
+    let (token, _) = host.app.tokens.create("ops", "admin", Role::Admin, None)?;
+    let bearer = format!("Bearer {token}");
+    let gone = host
+        .request(
+            "GET",
+            &format!("/v1/alerts/{later_id}"),
+            &[("authorization", bearer.as_str())],
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!(gone.status, 404);
     // Nothing more to cut until the next checkpoint.
-    assert_eq!(host.app.apply_retention(now + 31 * day).await?, None);
+    assert_eq!(host.app.apply_retention(now + 31 * day).await?, Retention::default());
+    // A restart does not bring them back from the audit log, which still
+    // holds the last one's `alert.received`.
+    let (dir, tokens) = host.stop().await;
+    let host = TestHost::start_in(dir, tokens, Default::default()).await?;
+    assert_eq!(alerts(&host)?, 0);
 
     // Off by default.
     let plain = TestHost::start().await?;
-    assert_eq!(plain.app.apply_retention(now + 10_000 * day).await?, None);
+    assert_eq!(
+        plain.app.apply_retention(now + 10_000 * day).await?,
+        Retention::default()
+    );
     Ok(())
 }

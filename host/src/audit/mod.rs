@@ -84,6 +84,9 @@ pub mod action {
     pub const CONFIG_CHANGED: &str = "config.changed";
     /// Old events were archived and removed at a signed checkpoint.
     pub const AUDIT_PRUNED: &str = "audit.pruned";
+    /// Finished alerts (bodies and results) removed from `state.db` by the
+    /// retention policy.
+    pub const ALERTS_PRUNED: &str = "alerts.pruned";
     /// The audit signing key was rotated.
     pub const AUDIT_KEY_ROTATED: &str = "audit.key_rotated";
     /// The vault was created, re-keyed or its data key rotated.

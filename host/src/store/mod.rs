@@ -399,6 +399,58 @@ impl StateDb {
         Ok(v)
     }
 
+    /// Deletes up to `max` finished alerts (their bodies and results)
+    /// received before `before_ns`, oldest first, in one durable
+    /// transaction, and records the cut so that recovery never brings them
+    /// back from the audit log ([`StateDb::alerts_pruned_before_ns`]).
+    /// Unfinished alerts stay: they resume. Orders stay. Returns how many
+    /// rows went; call again while it returns `max`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn prune_alerts(&self, before_ns: i64, max: u32) -> Result<usize, StoreError> {
+        // Alert ids are UUIDv7, ordered by their millisecond: every id of
+        // an earlier millisecond sorts below this one, so the primary key
+        // bounds the scan (there is no index on the time column).
+        let ms = before_ns.max(0) / 1_000_000;
+        let below = format!("{:08x}-{:04x}-7000-8000-000000000000", ms >> 16, ms & 0xffff);
+        let removed = self.durable(|tx| {
+            // Overwritten, not only unlinked: a retention policy is also a
+            // promise about what is left in the file.
+            tx.execute_batch("PRAGMA secure_delete = ON")?;
+            let n = tx.execute(
+                "DELETE FROM alert WHERE id IN (SELECT id FROM alert WHERE id < ?1 AND received_at_ns < ?2
+                   AND status <> 'received' ORDER BY id LIMIT ?3)",
+                params![below, before_ns, max],
+            )?;
+            tx.execute(
+                "INSERT INTO state_meta(key, value) VALUES ('alerts_pruned_before_ns', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                [before_ns.to_string()],
+            )?;
+            Ok(n)
+        });
+        let back = self.with(|c| c.execute_batch("PRAGMA secure_delete = OFF"));
+        let removed = removed?;
+        back?;
+        Ok(removed)
+    }
+
+    /// The latest cut of [`StateDb::prune_alerts`], if any.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn alerts_pruned_before_ns(&self) -> Result<Option<i64>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT CAST(value AS INTEGER) FROM state_meta WHERE key = 'alerts_pruned_before_ns'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
     /// How many [`StateDb::durable`] commits this process made.
     pub fn durable_commits(&self) -> u64 {
         self.durable_commits.load(std::sync::atomic::Ordering::Relaxed)
@@ -798,6 +850,42 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn old_finished_alerts_are_pruned_in_chunks_and_the_cut_never_falls() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(&dir.path().join("state.db")).unwrap();
+        let day = 86_400_000_000_000i64;
+        let t0 = 1_780_000_000_000_000_000i64;
+        let id = |n: i64| {
+            let ms = (t0 + n * day) / 1_000_000;
+            format!("{:08x}-{:04x}-7{n:03x}-8000-000000000000", ms >> 16, ms & 0xffff)
+        };
+        for n in 0..5 {
+            db.insert_alert(&id(n), "r", t0 + n * day, "req", "text/plain", b"buy 1 AAPL")
+                .unwrap();
+            if n != 1 {
+                db.finish_alert(&id(n), true, "{}").unwrap();
+            }
+        }
+        db.commit().unwrap();
+        // Before day 3: 0 and 2 go, one per call; 1 is unfinished and stays.
+        let cut = t0 + 3 * day;
+        assert_eq!(db.prune_alerts(cut, 1).unwrap(), 1);
+        assert_eq!(db.prune_alerts(cut, 1).unwrap(), 1);
+        assert_eq!(db.prune_alerts(cut, 1).unwrap(), 0);
+        let left: Vec<String> = db
+            .with(|c| {
+                c.prepare("SELECT id FROM alert ORDER BY id")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(left, [id(1), id(3), id(4)]);
+        assert_eq!(db.alerts_pruned_before_ns().unwrap(), Some(cut));
+        assert_eq!(db.prune_alerts(t0, 10).unwrap(), 0);
+        assert_eq!(db.alerts_pruned_before_ns().unwrap(), Some(cut), "never lowered");
+    }
 
     fn put(db: &StateDb, plugin: &str, key: &str, value: Option<&[u8]>) {
         let k = key.to_owned();
