@@ -257,7 +257,12 @@ impl App {
     /// Whether any order is working (read beside the alerts' connection).
     async fn has_working_orders(&self) -> bool {
         let orders = self.orders.clone();
-        match tokio::task::spawn_blocking(move || orders.working()).await {
+        let one = crate::trading::orders::OrderQuery {
+            state: Some(crate::trading::orders::StateFilter::Working),
+            limit: Some(1),
+            ..Default::default()
+        };
+        match tokio::task::spawn_blocking(move || orders.list_aside(&one)).await {
             Ok(Ok(w)) => !w.is_empty(),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot read the working orders; the first reconciliation comes one interval after start");
