@@ -325,6 +325,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                         continue;
                     }
                     match Cidr::parse(entry) {
+                        // A proxy list that trusts everyone lets any client
+                        // name any address, and so pass any allowlist.
+                        Ok(c) if c.bits == 0 && field == "trusted_proxies" => p.push(format!(
+                            "{key}.{field}: `{entry}` trusts every address, so any client could name any source address; list only your reverse proxies"
+                        )),
                         Ok(c) => out.push(c),
                         Err(e) => p.push(format!(
                             "{key}.{field}: {e}; expected addresses, CIDRs or \"tradingview\""
@@ -1034,6 +1039,14 @@ rule_config = { default_quantity = "1" }
             err.contains("server.trusted_proxies:") && err.contains("proxy.local"),
             "{err}"
         );
+        // A route's own list is held to the same rule.
+        let err = parse_str(&GOOD.replace(
+            "name = \"default\"\n",
+            "name = \"default\"\ntrusted_proxies = [\"::/0\"]\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("trusted_proxies: `::/0` trusts every address"), "{err}");
     }
 
     #[test]
