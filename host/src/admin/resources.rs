@@ -85,7 +85,7 @@ pub async fn alerts(
     }
     args.push(rusqlite::types::Value::Integer(limit));
     let sql = format!(
-        "SELECT id, route, received_at_ns, request_id, content_type, body, status, result FROM alert{} ORDER BY id DESC LIMIT ?{}",
+        "SELECT {ALERT_COLUMNS} FROM alert{} ORDER BY id DESC LIMIT ?{}",
         if conds.is_empty() {
             String::new()
         } else {
@@ -102,6 +102,9 @@ pub async fn alerts(
         .map_err(state_unavailable)?;
     Ok(Json(rows).into_response())
 }
+
+/// The columns [`alert_json`] reads, in its order.
+const ALERT_COLUMNS: &str = "id, route, received_at_ns, request_id, content_type, body, status, result";
 
 /// One `alert` row as the API shows it.
 fn alert_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
@@ -136,11 +139,9 @@ pub async fn alert_one(
     let row = app
         .state
         .read_aside(|c| {
-            c.prepare_cached(
-                "SELECT id, route, received_at_ns, request_id, content_type, body, status, result FROM alert WHERE id = ?1",
-            )?
-            .query_row([id.to_string()], alert_json)
-            .optional()
+            c.prepare_cached(&format!("SELECT {ALERT_COLUMNS} FROM alert WHERE id = ?1"))?
+                .query_row([id.to_string()], alert_json)
+                .optional()
         })
         .map_err(state_unavailable)?;
     row.map(|v| Json(v).into_response()).ok_or_else(missing)
