@@ -155,6 +155,10 @@ pub struct App {
     pub refusals: crate::audit::throttle::Refusals,
     /// Notifications waiting to be tried again ([`crate::trading::notify`]).
     pub notify_waiting: std::sync::atomic::AtomicUsize,
+    /// Set when the server stops: background work that waits (a
+    /// notification's next attempt) ends its wait and leaves the rest to
+    /// the next start.
+    pub stopping: tokio::sync::watch::Sender<bool>,
     /// What other users of the machine can read of the data dir, found at
     /// open ([`crate::setup::exposure`]): printed by `serve`, recorded in
     /// `system.start`.
@@ -210,6 +214,7 @@ impl App {
         Ok(Arc::new(Self {
             refusals: crate::audit::throttle::Refusals::default(),
             notify_waiting: std::sync::atomic::AtomicUsize::new(0),
+            stopping: tokio::sync::watch::Sender::new(false),
             exposure,
             config,
             data_dir: data_dir.to_owned(),
@@ -454,6 +459,13 @@ impl App {
         // log holds are restored (see `crate::recovery`, above), orders
         // whose outcome the host never heard are looked up by client order
         // id (never resent), then alerts accepted but unfinished run again.
+        // Notifications the last run queued and did not deliver; before
+        // alerts resume, whose own are queued and sent as they finish.
+        match crate::trading::notify::resume(self).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(notifications = n, "sending notifications queued before the last stop"),
+            Err(e) => tracing::error!(error = %e, "cannot read the queued notifications; they wait for the next start"),
+        }
         match crate::pipeline::reconcile_unresolved(self).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(orders = n, "reconciled orders left without a known outcome"),
@@ -570,6 +582,7 @@ impl App {
             if let Err(e) = served {
                 tracing::error!(error = %e, "server stopped with an error");
             }
+            app.stopping.send_replace(true);
             reconciler.abort();
             refusal_flusher.abort();
             if let Some(r) = retention {

@@ -421,7 +421,7 @@ pub async fn run(
 /// Records the end of an alert: `alert.processed` (committed) and the
 /// alert's row, then commits the state database's batch.
 async fn finish(
-    app: &App,
+    app: &Arc<App>,
     route_name: &RouteName,
     ctx: &Context,
     report: AlertReport,
@@ -432,14 +432,14 @@ async fn finish(
         AlertStatus::PluginFailed => Outcome::Error,
     };
     let summary = serde_json::to_value(&report).unwrap_or(Value::Null);
-    app.audit
-        .record(
-            AuditEvent::new(ActorKind::System, "pipeline", action::ALERT_PROCESSED, outcome)
-                .resource(format!("route:{route_name}"))
-                .context(ctx)
-                .payload(summary.clone()),
-        )
-        .await?;
+    let processed = AuditEvent::new(ActorKind::System, "pipeline", action::ALERT_PROCESSED, outcome)
+        .resource(format!("route:{route_name}"))
+        .context(ctx)
+        .payload(summary.clone());
+    // The notifications' time is the event's: one queued again from the
+    // log (`crate::recovery`) is the same notification.
+    let finished_at = processed.ts_ns;
+    app.audit.record(processed).await?;
     app.state.finish_alert(
         &report.alert_id.to_string(),
         report.status == AlertStatus::Processed,
@@ -451,7 +451,16 @@ async fn finish(
     // Tried: committing while `alert.processed` syncs and writing the row
     // after it; no difference above the noise (docs/performance.md,
     // session 15), and this order keeps the row in the same commit.
+    // Its notifications are queued in the same batch (they commit with
+    // the alert, or not at all) and sent once it is committed.
+    let notifications = if app.config.notifications.is_empty() {
+        Vec::new()
+    } else {
+        let at = u64::try_from(finished_at).unwrap_or(0);
+        crate::trading::notify::queue(app, crate::trading::notify::of_summary(&summary, at), ctx)
+    };
     app.state.commit()?;
+    crate::trading::notify::send(app, notifications);
     Ok(report)
 }
 

@@ -12,7 +12,9 @@
 //! - an `alert.received` without its alert row: the row again, `received`
 //!   (it resumes), or finished with the result of its `alert.processed`
 //!   when that is in the log too. An alert row left `received` whose
-//!   `alert.processed` is in the log is finished the same way;
+//!   `alert.processed` is in the log is finished the same way, and an
+//!   alert finished here gets its notifications queued (they were lost
+//!   with its finish; `crate::trading::notify`);
 //! - an allowed `order.intent` without its order row: the row again, in
 //!   state `unknown`. Reconciliation then asks the broker by client order
 //!   id, and a rerun of its alert finds it and sends nothing;
@@ -88,6 +90,8 @@ pub struct Recovered {
     pub orders: Vec<String>,
     /// Events not used, and why.
     pub skipped: Vec<String>,
+    /// Notifications queued again for the alerts finished from the log.
+    pub notifications: usize,
 }
 
 impl Recovered {
@@ -232,7 +236,7 @@ pub async fn run(app: &App) -> Result<Recovered, RecoveryError> {
     };
 
     let mut alerts = Vec::new();
-    let mut finished: HashMap<String, (bool, String)> = HashMap::new();
+    let mut finished: HashMap<String, (bool, String, i64)> = HashMap::new();
     let mut orders = Vec::new();
     for row in &rows {
         // An invalid intent from the rule (`order.intent`, deny) got no row.
@@ -257,7 +261,7 @@ pub async fn run(app: &App) -> Result<Recovered, RecoveryError> {
             action::ALERT_PROCESSED => {
                 if let Some(id) = &row.correlation_id {
                     let processed = payload.get("status").and_then(Value::as_str) == Some("processed");
-                    finished.insert(id.clone(), (processed, row.payload.clone()));
+                    finished.insert(id.clone(), (processed, row.payload.clone(), row.ts_ns));
                 }
             }
             _ => match order_event(row, &payload) {
@@ -274,8 +278,8 @@ pub async fn run(app: &App) -> Result<Recovered, RecoveryError> {
         let mut restored = Recovered::default();
         for a in &alerts {
             let (status, result) = match finished.get(&a.id) {
-                Some((true, r)) => ("processed", Some(r.as_str())),
-                Some((false, r)) => ("failed", Some(r.as_str())),
+                Some((true, r, _)) => ("processed", Some(r.as_str())),
+                Some((false, r, _)) => ("failed", Some(r.as_str())),
                 None => ("received", None),
             };
             let n = tx.execute(
@@ -291,7 +295,7 @@ pub async fn run(app: &App) -> Result<Recovered, RecoveryError> {
         }
         // Rows that survived while their finish did not (one restored
         // above is not `received` and is left alone).
-        for (id, (processed, result)) in &finished {
+        for (id, (processed, result, _)) in &finished {
             let status = if *processed { "processed" } else { "failed" };
             let n = tx.execute(
                 "UPDATE alert SET status = ?2, result = ?3 WHERE id = ?1 AND status = 'received'",
@@ -340,6 +344,23 @@ pub async fn run(app: &App) -> Result<Recovered, RecoveryError> {
     out.alerts = restored.alerts;
     out.finished = restored.finished;
     out.orders = restored.orders;
+    // A finish that state.db lost lost its queued notifications with it
+    // (they commit in one batch): queued again, sent by
+    // `notify::resume` with the rest. One delivered before a power loss
+    // undid its commit is sent twice (delivery is at least once).
+    for id in &out.finished {
+        if let Some((_, result, ts_ns)) = finished.get(id) {
+            let report: Value = serde_json::from_str(result).unwrap_or(Value::Null);
+            let ctx = crate::audit::Context {
+                request_id: text(&report, "request_id"),
+                correlation_id: Some(id.clone()),
+                ..crate::audit::Context::default()
+            };
+            let at = u64::try_from(*ts_ns).unwrap_or(0);
+            let queued = crate::trading::notify::queue(app, crate::trading::notify::of_summary(&report, at), &ctx);
+            out.notifications += queued.len();
+        }
+    }
     if out.is_empty() {
         return Ok(out);
     }
@@ -370,6 +391,7 @@ pub async fn run(app: &App) -> Result<Recovered, RecoveryError> {
                 "finished": list(&out.finished), "finished_count": out.finished.len(),
                 "orders": list(&out.orders), "order_count": out.orders.len(),
                 "skipped": list(&out.skipped), "skipped_count": out.skipped.len(),
+                "notifications_queued": out.notifications,
             })),
         )
         .await?;

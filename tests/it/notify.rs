@@ -384,12 +384,153 @@ async fn an_unavailable_service_gets_the_notification_again_and_a_refusal_is_fin
 
     // A refusal is final: one attempt only.
     let refusing = Upstream::start_answering(400, Some("bad request")).await;
-    let _host = webhook_host_with_a_fill(&refusing).await?;
+    let host = webhook_host_with_a_fill(&refusing).await?;
     eventually(Duration::from_secs(10), || {
         (!refusing.requests().is_empty()).then_some(())
     })
     .await?;
     tokio::time::sleep(algobanana::trading::notify::RETRY_DELAYS[0] + Duration::from_millis(700)).await;
     assert_eq!(refusing.requests().len(), 1, "a refused notification is not sent again");
+    // Dropped, audited with the service's reason, and no longer queued.
+    let d = eventually(Duration::from_secs(10), || {
+        let d = dropped(&host);
+        (!d.is_empty()).then_some(d)
+    })
+    .await?;
+    assert_eq!(d.len(), 1, "{d:?}");
+    let reason = d[0].payload["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("the service refused it"), "{reason}");
+    assert_eq!(d[0].payload["attempts"], 1);
+    assert!(outbox(&host).is_empty());
+    Ok(())
+}
+
+/// The notifications `state.db` still holds, with their attempts.
+fn outbox(host: &TestHost) -> Vec<i64> {
+    host.app
+        .state
+        .with(|c| {
+            c.prepare("SELECT attempts FROM notify_outbox ORDER BY id")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        })
+        .unwrap()
+}
+
+/// The `notification.dropped` events.
+fn dropped(host: &TestHost) -> Vec<algobanana::audit::query::AuditRecord> {
+    host.audit(&Filter {
+        action: Some("notification.dropped".into()),
+        ..Filter::default()
+    })
+    .unwrap()
+}
+
+/// `config.toml` of a stopped host's data dir, edited.
+fn edit_config(dir: &std::path::Path, edit: impl FnOnce(String) -> String) -> anyhow::Result<()> {
+    let path = dir.join(algobanana::config::CONFIG_FILE);
+    std::fs::write(&path, edit(std::fs::read_to_string(&path)?))?;
+    Ok(())
+}
+
+/// A fill whose notification the service could not take is still queued
+/// in `state.db` when the host stops (the attempt counted), a stopped host
+/// tries nothing, and the next start sends it: to the address the config
+/// gives then (an operator who fixed a URL restarts), the same
+/// notification, and then nothing is left queued.
+#[tokio::test]
+async fn a_notification_not_yet_delivered_is_sent_at_the_next_start() -> anyhow::Result<()> {
+    let down = Upstream::start_answering(503, None).await;
+    let host = webhook_host_with_a_fill(&down).await?;
+    eventually(Duration::from_secs(10), || (outbox(&host) == [1]).then_some(())).await?;
+    let first = down.requests()[0].body.clone();
+    let (dir, tokens) = host.stop().await;
+    let tried = down.requests().len();
+    tokio::time::sleep(algobanana::trading::notify::RETRY_DELAYS[0] + Duration::from_millis(500)).await;
+    assert_eq!(down.requests().len(), tried, "a stopped host sends nothing");
+
+    let up = Upstream::start().await;
+    edit_config(dir.path(), |c| c.replace(&down.origin(), &up.origin()))?;
+    let host = TestHost::start_in(dir, tokens, Default::default()).await?;
+    let got = eventually(Duration::from_secs(10), || up.requests().first().cloned()).await?;
+    assert_eq!(
+        String::from_utf8_lossy(&got.body),
+        String::from_utf8_lossy(&first),
+        "the same notification"
+    );
+    assert!(
+        got.uri.starts_with("/hooks/algobanana"),
+        "sent to the configured path: {}",
+        got.uri
+    );
+    eventually(Duration::from_secs(10), || outbox(&host).is_empty().then_some(())).await?;
+    assert!(dropped(&host).is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(up.requests().len(), 1, "delivered once");
+    Ok(())
+}
+
+/// A queued notification whose `[[notifications]]` entry is gone at the
+/// next start is not sent: it is dropped, and the drop is audited with
+/// the reason.
+#[tokio::test]
+async fn a_queued_notification_whose_entry_is_gone_is_dropped_and_audited() -> anyhow::Result<()> {
+    let down = Upstream::start_answering(503, None).await;
+    let host = webhook_host_with_a_fill(&down).await?;
+    eventually(Duration::from_secs(10), || (outbox(&host) == [1]).then_some(())).await?;
+    let (dir, tokens) = host.stop().await;
+    edit_config(dir.path(), |c| {
+        let start = c.find("[[notifications]]").unwrap();
+        let end = start + c[start..].find("[secrets").unwrap();
+        format!("{}{}", &c[..start], &c[end..])
+    })?;
+    let host = TestHost::start_in(dir, tokens, Default::default()).await?;
+    assert!(outbox(&host).is_empty());
+    let d = dropped(&host);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].payload["notification"]["kind"], "fill");
+    assert!(
+        d[0].payload["reason"].as_str().unwrap().contains("notifications[0]"),
+        "{}",
+        d[0].payload["reason"]
+    );
+    assert_eq!(d[0].payload["attempts"], 1);
+    Ok(())
+}
+
+/// An alert whose finish `state.db` lost (a crash between the audit log's
+/// `alert.processed` and the batch that held its finish and its queued
+/// notifications) is finished from the log at the next start, and its
+/// notifications are queued and sent then: the same notification.
+#[tokio::test]
+async fn an_alert_finished_from_the_log_gets_its_notifications() -> anyhow::Result<()> {
+    let up = Upstream::start().await;
+    let host = webhook_host_with_a_fill(&up).await?;
+    let sent = eventually(Duration::from_secs(10), || up.requests().first().cloned()).await?;
+    eventually(Duration::from_secs(10), || outbox(&host).is_empty().then_some(())).await?;
+    let alert_id = serde_json::from_slice::<Value>(&sent.body)?["alert_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (dir, tokens) = host.stop().await;
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("state.db"))?;
+        conn.execute(
+            "UPDATE alert SET status = 'received', result = NULL WHERE id = ?1",
+            [&alert_id],
+        )?;
+    }
+    let host = TestHost::start_in(dir, tokens, Default::default()).await?;
+    let again = eventually(Duration::from_secs(10), || up.requests().get(1).cloned()).await?;
+    assert_eq!(
+        String::from_utf8_lossy(&again.body),
+        String::from_utf8_lossy(&sent.body)
+    );
+    let recovered = host.audit(&Filter {
+        action: Some("state.recovered".into()),
+        ..Filter::default()
+    })?;
+    assert_eq!(recovered[0].payload["notifications_queued"], 1);
+    eventually(Duration::from_secs(10), || outbox(&host).is_empty().then_some(())).await?;
     Ok(())
 }

@@ -101,6 +101,10 @@ pub mod action {
     pub const ROUTE_CHANGED: &str = "route.changed";
     /// A risk limit was changed through the admin API.
     pub const LIMITS_CHANGED: &str = "limits.changed";
+    /// A notification will not be delivered: its service refused it, it
+    /// was given up after its last attempt, or its notifier or its
+    /// `[[notifications]]` entry is gone (the payload says which).
+    pub const NOTIFICATION_DROPPED: &str = "notification.dropped";
 }
 
 /// Who acted.
@@ -164,8 +168,9 @@ impl Outcome {
     }
 }
 
-/// Request context carried into every event a request causes.
-#[derive(Debug, Clone, Default)]
+/// Request context carried into every event a request causes (stored
+/// with a queued notification, so that its later attempts carry it too).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct Context {
     /// The request id.
     pub request_id: Option<String>,

@@ -293,14 +293,11 @@ async fn receive_inner(
         let app = app.clone();
         let route = route.clone();
         tokio::spawn(async move {
-            let ctx = accepted.ctx.clone();
             let report = pipeline::run(&app, &route, accepted, incoming).await;
             // The alert leaves the intake queue when it is finished, also
-            // when that is after its 202.
+            // when that is after its 202. (Its notifications were queued
+            // with its finish: `pipeline::finish`.)
             drop(permit);
-            if let Ok(r) = &report {
-                crate::trading::notify::spawn(&app, crate::trading::notify::of_report(r), ctx);
-            }
             report
         })
     };

@@ -183,6 +183,20 @@ CREATE TABLE IF NOT EXISTS state_meta(
   value TEXT NOT NULL
 ) STRICT;
 
+-- Notifications not yet delivered (crate::trading::notify): one row per
+-- notification and `[[notifications]]` entry (`target`, its index, and the
+-- notifier it named), written in the batch of the alert's finish, deleted
+-- when it is delivered or dropped; a start sends what is left.
+CREATE TABLE IF NOT EXISTS notify_outbox(
+  id INTEGER PRIMARY KEY,
+  target INTEGER NOT NULL,
+  plugin TEXT NOT NULL,
+  notification TEXT NOT NULL,
+  context TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  created_ns INTEGER NOT NULL
+) STRICT;
+
 CREATE TABLE IF NOT EXISTS compiled_component(
   digest TEXT NOT NULL,
   engine TEXT NOT NULL,

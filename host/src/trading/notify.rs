@@ -3,17 +3,38 @@
 //! plugins. They run in a task of their own after the alert's result is
 //! known, so a slow or failing notifier never delays or blocks an order;
 //! each call is an audited `plugin.call` like any other.
+//!
+//! A notification is queued in `state.db` (`notify_outbox`) before it is
+//! sent: one row per notification and entry, written in the same batch as
+//! the alert's finish, so the two commit together. The row goes when the
+//! notification is delivered, or when it is dropped (refused by the
+//! service, given up after its last attempt, its notifier disabled, its
+//! entry gone), and every drop is audited as `notification.dropped` with
+//! the reason. What is left at a stop or a crash is sent at the next start
+//! ([`resume`]), so a fill is not lost because the host restarted while
+//! the chat service was down. Delivery is at least once: a crash between
+//! a delivery and its row's removal sends it again at the start (the
+//! notification names its alert and client order id, so a receiver can
+//! tell). An alert whose finish `state.db` lost and the audit log restored
+//! (`crate::recovery`) gets its notifications queued then.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use serde_json::json;
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::audit::Context;
-use crate::pipeline::{AlertReport, AlertStatus, OrderOutcome};
-use crate::plugins::bindings::types::{Notification, NotificationKind};
+use crate::audit::{ActorKind, AuditEvent, Context, Outcome, action};
+use crate::config::NotificationConfig;
+use crate::plugins::bindings::types::{Notification, NotificationKind, NotifyError};
+use crate::plugins::invoke::{CallError, Returned, TrapCause};
+use crate::store::StoreError;
 
-fn kind_name(k: NotificationKind) -> &'static str {
+/// The configured name of a kind (`[[notifications]] on`).
+pub fn kind_name(k: NotificationKind) -> &'static str {
     match k {
         NotificationKind::Fill => "fill",
         NotificationKind::Rejection => "rejection",
@@ -22,85 +43,259 @@ fn kind_name(k: NotificationKind) -> &'static str {
     }
 }
 
-/// The notifications one alert's report gives rise to.
-pub fn of_report(report: &AlertReport) -> Vec<Notification> {
-    let at = u64::try_from(crate::audit::now_ns()).unwrap_or(0);
-    let base = |kind, coid: Option<String>, symbol: Option<String>, summary: String, details: serde_json::Value| {
-        Notification {
-            kind,
-            route: report.route.to_string(),
-            alert_id: report.alert_id.to_string(),
-            client_order_id: coid,
-            symbol,
-            summary,
-            details: details.to_string(),
-            at,
-        }
+fn kind_of(name: &str) -> Option<NotificationKind> {
+    Some(match name {
+        "fill" => NotificationKind::Fill,
+        "rejection" => NotificationKind::Rejection,
+        "error" => NotificationKind::Error,
+        "kill_switch" => NotificationKind::KillSwitch,
+        _ => return None,
+    })
+}
+
+/// A string field, or a number's text (a decimal in either form).
+fn plain(v: &Value, key: &str) -> Option<String> {
+    match v.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The notifications an alert's result gives rise to, read from the
+/// result as it is recorded (`alert.processed`, the alert's row): the same
+/// function serves a finished alert and one restored from the audit log.
+/// `at` is when the alert finished (UTC ns).
+pub fn of_summary(report: &Value, at: u64) -> Vec<Notification> {
+    let route = plain(report, "route").unwrap_or_default();
+    let alert_id = plain(report, "alert_id").unwrap_or_default();
+    let base = |kind, coid: Option<String>, symbol: Option<String>, summary: String, details: Value| Notification {
+        kind,
+        route: route.clone(),
+        alert_id: alert_id.clone(),
+        client_order_id: coid,
+        symbol,
+        summary,
+        details: details.to_string(),
+        at,
     };
     let mut out = Vec::new();
-    if report.status != AlertStatus::Processed {
-        let message = report.error.as_ref().map_or("failed", |e| e.message.as_str());
+    if report.get("status").and_then(Value::as_str) != Some("processed") {
+        let error = report.get("error").cloned().unwrap_or(Value::Null);
+        let message = plain(&error, "message").unwrap_or_else(|| "failed".to_owned());
         out.push(base(
             NotificationKind::Error,
             None,
             None,
-            format!("Alert on route {} failed: {message}", report.route),
-            json!({ "error": report.error }),
+            format!("Alert on route {route} failed: {message}"),
+            json!({ "error": error }),
         ));
     }
-    for o in &report.orders {
-        let kind = match o.outcome {
-            OrderOutcome::Filled | OrderOutcome::PartiallyFilled => NotificationKind::Fill,
-            OrderOutcome::Rejected => NotificationKind::Rejection,
-            OrderOutcome::Error => NotificationKind::Error,
-            OrderOutcome::Accepted | OrderOutcome::Canceled | OrderOutcome::Duplicate => continue,
+    for o in report.get("orders").and_then(Value::as_array).into_iter().flatten() {
+        let kind = match o.get("outcome").and_then(Value::as_str) {
+            Some("filled" | "partially_filled") => NotificationKind::Fill,
+            Some("rejected") => NotificationKind::Rejection,
+            Some("error") => NotificationKind::Error,
+            _ => continue,
         };
-        let coid = o.client_order_id.as_ref().map(ToString::to_string);
-        let (symbol, what) = match &o.intent {
-            Some(i) => (
-                Some(i.symbol.as_str().to_owned()),
-                format!(
-                    "{} {} {}",
-                    serde_json::to_value(i.side)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
-                    i.quantity,
-                    i.symbol.as_str()
-                ),
-            ),
+        let coid = plain(o, "client_order_id");
+        let (symbol, what) = match o.get("intent").filter(|i| i.is_object()) {
+            Some(i) => {
+                let symbol = plain(i, "symbol").unwrap_or_default();
+                let what = format!(
+                    "{} {} {symbol}",
+                    plain(i, "side").unwrap_or_default(),
+                    plain(i, "quantity").unwrap_or_default()
+                );
+                (Some(symbol), what)
+            }
             None => (None, "order".to_owned()),
         };
+        let reason = plain(o, "reason");
         let summary = match kind {
             NotificationKind::Fill => {
                 let price = o
-                    .ack
-                    .as_ref()
-                    .and_then(|a| a.average_fill_price)
+                    .get("ack")
+                    .and_then(|a| plain(a, "average_fill_price"))
                     .map(|p| format!(" @ {p}"))
                     .unwrap_or_default();
-                format!("Filled {what}{price} (route {})", report.route)
+                format!("Filled {what}{price} (route {route})")
             }
             NotificationKind::Rejection => format!(
-                "Rejected {what} (route {}): {}",
-                report.route,
-                o.reason.as_deref().unwrap_or("no reason given")
+                "Rejected {what} (route {route}): {}",
+                reason.as_deref().unwrap_or("no reason given")
             ),
             _ => format!(
-                "Order error {what} (route {}): {}",
-                report.route,
-                o.reason.as_deref().unwrap_or("unknown")
+                "Order error {what} (route {route}): {}",
+                reason.as_deref().unwrap_or("unknown")
             ),
         };
-        out.push(base(
-            kind,
-            coid,
-            symbol,
-            summary,
-            serde_json::to_value(o).unwrap_or_default(),
-        ));
+        out.push(base(kind, coid, symbol, summary, o.clone()));
     }
     out
+}
+
+/// Whether `target` wants `n`: its kinds, and its routes (the kill switch
+/// stops every route, so no route filter applies to it).
+fn wants(target: &NotificationConfig, n: &Notification) -> bool {
+    target.on.iter().any(|k| k == kind_name(n.kind))
+        && (n.kind == NotificationKind::KillSwitch
+            || target.routes.as_ref().is_none_or(|routes| routes.contains(&n.route)))
+}
+
+/// A notification as its outbox row keeps it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    kind: String,
+    route: String,
+    alert_id: String,
+    client_order_id: Option<String>,
+    symbol: Option<String>,
+    summary: String,
+    details: String,
+    at: u64,
+}
+
+impl Stored {
+    fn of(n: &Notification) -> Self {
+        Self {
+            kind: kind_name(n.kind).to_owned(),
+            route: n.route.clone(),
+            alert_id: n.alert_id.clone(),
+            client_order_id: n.client_order_id.clone(),
+            symbol: n.symbol.clone(),
+            summary: n.summary.clone(),
+            details: n.details.clone(),
+            at: n.at,
+        }
+    }
+
+    fn into_notification(self) -> Option<Notification> {
+        Some(Notification {
+            kind: kind_of(&self.kind)?,
+            route: self.route,
+            alert_id: self.alert_id,
+            client_order_id: self.client_order_id,
+            symbol: self.symbol,
+            summary: self.summary,
+            details: self.details,
+            at: self.at,
+        })
+    }
+}
+
+/// One notification for one `[[notifications]]` entry, queued.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// Its outbox row (`None`: it could not be stored, and lives in
+    /// memory only).
+    id: Option<i64>,
+    /// The entry's index in `[[notifications]]`.
+    target: usize,
+    notification: Notification,
+    ctx: Context,
+    /// Attempts made so far.
+    attempts: usize,
+}
+
+/// Waits before each retry of a notification the service could not take
+/// (`unavailable`: unreachable, 5xx, 429; or the notifier's deadline):
+/// the WIT contract says the host may try again later, and a fill a trader
+/// never hears of because the chat service hiccuped once is a lost fill.
+/// Five attempts over about two and a half minutes, each an audited
+/// `plugin.call`; then it is dropped (`notification.dropped`). A restart
+/// in between gives it one attempt at the start and the rest of this
+/// schedule after it.
+pub const RETRY_DELAYS: [Duration; 4] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+];
+
+/// Notifications waiting to be tried again, at most, per host
+/// ([`App::notify_waiting`]): a service that is down during a busy hour
+/// cannot pile up retries without bound (past this, a failed notification
+/// is dropped, and the drop is audited).
+pub const MAX_WAITING: usize = 1_000;
+
+/// A queued notification older than this at a start is dropped (audited)
+/// rather than sent: after a day down, a burst of stale fills is noise,
+/// and the orders' states are in the admin API.
+pub const RESUME_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Queues `notifications` for every entry that wants them, in the open
+/// batch of `state.db`: called before the batch that finishes the alert
+/// commits, so the rows commit with it. Send the result with [`send`]
+/// once that commit is done. A failure to store is logged, and the
+/// notifications are still sent, from memory.
+pub fn queue(app: &App, notifications: Vec<Notification>, ctx: &Context) -> Vec<Queued> {
+    let mut out = Vec::new();
+    for n in notifications {
+        for (target, entry) in app.config.notifications.iter().enumerate() {
+            if wants(entry, &n) {
+                out.push(Queued {
+                    id: None,
+                    target,
+                    notification: n.clone(),
+                    ctx: ctx.clone(),
+                    attempts: 0,
+                });
+            }
+        }
+    }
+    if out.is_empty() {
+        return out;
+    }
+    let now = crate::audit::now_ns();
+    let context = serde_json::to_string(ctx).unwrap_or_else(|_| "{}".to_owned());
+    let stored = app.state.with_tx(|c| {
+        let mut insert = c.prepare_cached(
+            "INSERT INTO notify_outbox(target, plugin, notification, context, created_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        out.iter()
+            .map(|q| {
+                let plugin = app.config.notifications[q.target].plugin.as_str();
+                let n = serde_json::to_string(&Stored::of(&q.notification)).unwrap_or_default();
+                insert.execute(params![q.target, plugin, n, context, now])?;
+                Ok(c.last_insert_rowid())
+            })
+            .collect::<rusqlite::Result<Vec<i64>>>()
+    });
+    match stored {
+        Ok(ids) => {
+            for (q, id) in out.iter_mut().zip(ids) {
+                q.id = Some(id);
+            }
+        }
+        Err(e) => tracing::error!(
+            error = %e,
+            "cannot queue notifications in state.db; they are sent now, but a stop before they are delivered loses them"
+        ),
+    }
+    out
+}
+
+/// Sends queued notifications in the background, in order.
+pub fn send(app: &Arc<App>, queued: Vec<Queued>) {
+    if queued.is_empty() {
+        return;
+    }
+    let app = app.clone();
+    tokio::spawn(async move {
+        for q in queued {
+            first_attempt(&app, q).await;
+        }
+    });
+}
+
+/// Queues and sends: for notifications that are not part of an alert's
+/// finish (the kill switch).
+pub fn notify(app: &Arc<App>, notifications: Vec<Notification>, ctx: &Context) {
+    if app.config.notifications.is_empty() {
+        return;
+    }
+    send(app, queue(app, notifications, ctx));
 }
 
 /// Tells the operator the kill switch changed, whoever changed it (a
@@ -115,114 +310,439 @@ pub fn kill_switch(
     reason: &str,
     ctx: &Context,
 ) {
-    spawn(
+    notify(
         app,
         vec![Notification {
-            kind: crate::plugins::bindings::types::NotificationKind::KillSwitch,
+            kind: NotificationKind::KillSwitch,
             route: route.to_owned(),
             alert_id: String::new(),
             client_order_id: None,
             symbol: None,
             summary: format!("Kill switch {} → {} by {by}: {reason}", from.as_str(), to.as_str()),
-            details: serde_json::json!({ "from": from.as_str(), "to": to.as_str(), "by": by, "reason": reason })
-                .to_string(),
+            details: json!({ "from": from.as_str(), "to": to.as_str(), "by": by, "reason": reason }).to_string(),
             at: u64::try_from(crate::audit::now_ns()).unwrap_or(0),
         }],
-        ctx.clone(),
+        ctx,
     );
 }
 
-/// Waits before each retry of a notification the service could not take
-/// (`unavailable`: unreachable, 5xx, 429; or the notifier's deadline):
-/// the WIT contract says the host may try again later, and a fill a trader
-/// never hears of because the chat service hiccuped once is a lost fill.
-/// Five attempts over about two and a half minutes, each an audited
-/// `plugin.call`; retries live in memory, so a restart drops them (the
-/// audit log still has every attempt).
-pub const RETRY_DELAYS: [std::time::Duration; 4] = [
-    std::time::Duration::from_secs(1),
-    std::time::Duration::from_secs(5),
-    std::time::Duration::from_secs(30),
-    std::time::Duration::from_secs(120),
-];
-
-/// Notifications waiting to be tried again, at most, per host
-/// ([`App::notify_waiting`]): a service that is down during a busy hour
-/// cannot pile up retries without bound (past this, a failed notification
-/// is not retried, and says so in the log).
-pub const MAX_WAITING: usize = 1_000;
-
-/// Sends `notifications` in the background.
-pub fn spawn(app: &Arc<App>, notifications: Vec<Notification>, ctx: Context) {
-    if app.config.notifications.is_empty() || notifications.is_empty() {
-        return;
-    }
-    let app = app.clone();
-    tokio::spawn(async move {
-        for n in notifications {
-            for target in &app.config.notifications {
-                if !target.on.iter().any(|k| k == kind_name(n.kind)) {
-                    continue;
-                }
-                // The kill switch stops every route: no route filter applies.
-                if let Some(routes) = &target.routes
-                    && n.kind != crate::plugins::bindings::types::NotificationKind::KillSwitch
-                    && !routes.contains(&n.route)
-                {
-                    continue;
-                }
-                let Some(plugin) = app.registry.get(&target.plugin) else {
-                    continue;
-                };
-                let settings = target.settings.to_string();
-                if deliver(&app, &plugin, &n, &settings, &ctx).await {
-                    continue;
-                }
-                // Tried again in a task of its own, so that the next
-                // notifications are not held up by this one's waits.
-                if app.notify_waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_WAITING {
-                    app.notify_waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(notifier = %target.plugin, "notification not retried: {MAX_WAITING} are already waiting");
-                    continue;
-                }
-                let (app, n, ctx) = (app.clone(), n.clone(), ctx.clone());
-                tokio::spawn(async move {
-                    for delay in RETRY_DELAYS {
-                        tokio::time::sleep(delay).await;
-                        if deliver(&app, &plugin, &n, &settings, &ctx).await {
-                            break;
-                        }
-                    }
-                    app.notify_waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                });
-            }
-        }
-    });
+/// One row of the outbox, as read at a start.
+struct Row {
+    id: i64,
+    target: usize,
+    plugin: String,
+    notification: String,
+    context: String,
+    attempts: usize,
+    created_ns: i64,
 }
 
-/// One attempt: true when it is over (sent, or refused for good), false
-/// when the service could not take it and a later attempt may succeed.
-async fn deliver(
-    app: &App,
-    plugin: &crate::plugins::LoadedPlugin,
-    n: &Notification,
-    settings: &str,
-    ctx: &Context,
-) -> bool {
-    use crate::plugins::bindings::types::NotifyError;
-    use crate::plugins::invoke::{Returned, TrapCause};
-    match app
-        .registry
-        .call_notifier(plugin, n.clone(), settings.to_owned(), &app.audit, ctx)
-        .await
-    {
-        Ok(called) => !matches!(
-            called.returned,
-            Returned::GuestError(NotifyError::Unavailable(_)) | Returned::Trap(TrapCause::Deadline { .. })
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, notifier = %plugin.name, "notification not sent");
-            true
+/// At start: sends what the outbox still holds (the notifications of the
+/// last run that were not delivered), dropping, audited, those whose
+/// `[[notifications]]` entry no longer wants them and those older than
+/// [`RESUME_MAX_AGE`]. Run before alerts resume, whose own notifications
+/// are queued and sent as they finish. Returns how many it sends.
+///
+/// # Errors
+/// [`StoreError`] when the outbox cannot be read.
+pub async fn resume(app: &Arc<App>) -> Result<usize, StoreError> {
+    let rows = app.state.with(|c| {
+        let mut s = c.prepare(
+            "SELECT id, target, plugin, notification, context, attempts, created_ns FROM notify_outbox ORDER BY id",
+        )?;
+        s.query_map([], |r| {
+            Ok(Row {
+                id: r.get(0)?,
+                target: usize::try_from(r.get::<_, i64>(1)?).unwrap_or(usize::MAX),
+                plugin: r.get(2)?,
+                notification: r.get(3)?,
+                context: r.get(4)?,
+                attempts: usize::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
+                created_ns: r.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<Row>>>()
+    })?;
+    let now = crate::audit::now_ns();
+    let max_age = i64::try_from(RESUME_MAX_AGE.as_nanos()).unwrap_or(i64::MAX);
+    let mut queued = Vec::new();
+    for row in rows {
+        let ctx: Context = serde_json::from_str(&row.context).unwrap_or_default();
+        let Some(notification) = serde_json::from_str::<Stored>(&row.notification)
+            .ok()
+            .and_then(Stored::into_notification)
+        else {
+            let reason = "its stored form cannot be read (state.db was edited, or written by a newer version)";
+            dropped(
+                app,
+                Some(row.id),
+                row.target,
+                &row.plugin,
+                &ctx,
+                row.attempts,
+                json!(null),
+                reason,
+            )
+            .await;
+            continue;
+        };
+        let q = Queued {
+            id: Some(row.id),
+            target: row.target,
+            notification,
+            ctx,
+            attempts: row.attempts,
+        };
+        let entry = app.config.notifications.get(row.target);
+        if !entry.is_some_and(|e| e.plugin.as_str() == row.plugin && wants(e, &q.notification)) {
+            let reason = format!(
+                "notifications[{}], which it was queued for, is gone, names another notifier than `{}`, or no longer wants it",
+                row.target, row.plugin
+            );
+            drop_queued(app, &q, &reason).await;
+            continue;
         }
+        if now.saturating_sub(row.created_ns) > max_age {
+            let reason = format!(
+                "queued {} h before this start, more than the {} h after which a notification is no longer sent",
+                now.saturating_sub(row.created_ns) / 3_600_000_000_000,
+                RESUME_MAX_AGE.as_secs() / 3600
+            );
+            drop_queued(app, &q, &reason).await;
+            continue;
+        }
+        queued.push(q);
+    }
+    let n = queued.len();
+    send(app, queued);
+    Ok(n)
+}
+
+/// What one attempt leaves to do.
+enum Step {
+    /// Nothing: delivered, dropped, or left queued for the next start.
+    Over,
+    /// Try again later; why this attempt failed.
+    Again(String),
+}
+
+/// The first attempt of a notification (at its alert's finish, or at a
+/// start); one the service could not take goes on in a task of its own,
+/// so that the next notifications are not held up by its waits.
+async fn first_attempt(app: &Arc<App>, mut q: Queued) {
+    if *app.stopping.borrow() {
+        // Left queued: the next start sends it.
+        return;
+    }
+    let Step::Again(why) = attempt(app, &mut q).await else {
+        return;
+    };
+    if RETRY_DELAYS.get(q.attempts.saturating_sub(1)).is_none() {
+        let reason = format!("given up after {} attempts; the last: {why}", q.attempts);
+        drop_queued(app, &q, &reason).await;
+        return;
+    }
+    if app.notify_waiting.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING {
+        app.notify_waiting.fetch_sub(1, Ordering::Relaxed);
+        let reason = format!(
+            "not tried again: {MAX_WAITING} notifications are already waiting for another attempt (is the service down?); this attempt: {why}"
+        );
+        drop_queued(app, &q, &reason).await;
+        return;
+    }
+    tokio::spawn(retry(app.clone(), q, why));
+}
+
+/// The later attempts, [`RETRY_DELAYS`] apart; a stop ends the waiting
+/// and leaves the notification queued for the next start.
+async fn retry(app: Arc<App>, mut q: Queued, mut why: String) {
+    let mut stopping = app.stopping.subscribe();
+    loop {
+        let Some(delay) = RETRY_DELAYS.get(q.attempts.saturating_sub(1)) else {
+            let reason = format!("given up after {} attempts; the last: {why}", q.attempts);
+            drop_queued(&app, &q, &reason).await;
+            break;
+        };
+        tokio::select! {
+            () = tokio::time::sleep(*delay) => {}
+            _ = stopping.wait_for(|stopped| *stopped) => break,
+        }
+        match attempt(&app, &mut q).await {
+            Step::Over => break,
+            Step::Again(w) => why = w,
+        }
+    }
+    app.notify_waiting.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// One attempt, and what it means for the outbox row.
+async fn attempt(app: &App, q: &mut Queued) -> Step {
+    let Some(entry) = app.config.notifications.get(q.target) else {
+        drop_queued(app, q, "its [[notifications]] entry is gone").await;
+        return Step::Over;
+    };
+    let Some(plugin) = app.registry.get(&entry.plugin) else {
+        drop_queued(app, q, &format!("notifier `{}` is not loaded", entry.plugin)).await;
+        return Step::Over;
+    };
+    q.attempts += 1;
+    let called = app
+        .registry
+        .call_notifier(
+            &plugin,
+            q.notification.clone(),
+            entry.settings.to_string(),
+            &app.audit,
+            &q.ctx,
+        )
+        .await;
+    let refused = match called {
+        Ok(called) => match called.returned {
+            Returned::Ok(()) => {
+                remove(app, q);
+                return Step::Over;
+            }
+            Returned::GuestError(NotifyError::Unavailable(m)) => {
+                record_attempt(app, q);
+                return Step::Again(format!("the service could not take it: {m}"));
+            }
+            Returned::Trap(cause @ TrapCause::Deadline { .. }) => {
+                record_attempt(app, q);
+                return Step::Again(cause.describe(plugin.name.as_str()));
+            }
+            Returned::GuestError(NotifyError::Rejected(m)) => format!("the service refused it: {m}"),
+            Returned::GuestError(NotifyError::InvalidConfig(m)) => format!(
+                "the notifier says its settings are wrong: {m}; fix `settings` of notifications[{}]",
+                q.target
+            ),
+            Returned::Trap(cause) => cause.describe(plugin.name.as_str()),
+        },
+        Err(CallError::Audit(e)) => {
+            // Not the notification's fault: the log cannot record the
+            // call (a stop, a full disk). It stays queued.
+            tracing::warn!(error = %e, notifier = %plugin.name, "notification not sent; it stays queued for the next start");
+            return Step::Over;
+        }
+        Err(e) => e.to_string(),
+    };
+    drop_queued(app, q, &refused).await;
+    Step::Over
+}
+
+/// Deletes a delivered notification's row (in the open batch).
+fn remove(app: &App, q: &Queued) {
+    if let Some(id) = q.id
+        && let Err(e) = app
+            .state
+            .with_tx(|c| c.execute("DELETE FROM notify_outbox WHERE id = ?1", [id]))
+    {
+        tracing::warn!(error = %e, "a delivered notification stays queued; the next start sends it again");
+    }
+}
+
+/// Counts a failed attempt on the row, so a start continues the schedule.
+fn record_attempt(app: &App, q: &Queued) {
+    if let Some(id) = q.id {
+        let attempts = i64::try_from(q.attempts).unwrap_or(i64::MAX);
+        if let Err(e) = app.state.with_tx(|c| {
+            c.execute(
+                "UPDATE notify_outbox SET attempts = ?2 WHERE id = ?1",
+                params![id, attempts],
+            )
+        }) {
+            tracing::warn!(error = %e, "cannot count a notification's attempt");
+        }
+    }
+}
+
+async fn drop_queued(app: &App, q: &Queued, reason: &str) {
+    let plugin = app
+        .config
+        .notifications
+        .get(q.target)
+        .map_or("", |e| e.plugin.as_str())
+        .to_owned();
+    let n = &q.notification;
+    let what = json!({
+        "kind": kind_name(n.kind), "route": n.route, "alert_id": n.alert_id,
+        "client_order_id": n.client_order_id, "summary": n.summary,
+    });
+    dropped(app, q.id, q.target, &plugin, &q.ctx, q.attempts, what, reason).await;
+}
+
+/// Audits a notification that will not be delivered, then deletes its
+/// row. When the event cannot be recorded, the row stays (the next start
+/// decides again, and records it then).
+#[allow(clippy::too_many_arguments)]
+async fn dropped(
+    app: &App,
+    id: Option<i64>,
+    target: usize,
+    plugin: &str,
+    ctx: &Context,
+    attempts: usize,
+    notification: Value,
+    reason: &str,
+) {
+    tracing::warn!(notifier = %plugin, target, reason, "notification dropped");
+    let event = AuditEvent::new(
+        ActorKind::System,
+        "notify",
+        action::NOTIFICATION_DROPPED,
+        Outcome::Failure,
+    )
+    .resource(format!("notifications[{target}]"))
+    .context(ctx)
+    .payload(json!({
+        "notifier": plugin, "target": target, "attempts": attempts,
+        "notification": notification, "reason": reason,
+    }));
+    if let Err(e) = app.audit.record(event).await {
+        tracing::warn!(error = %e, "cannot audit a dropped notification; it stays queued for the next start");
+        return;
+    }
+    if let Some(id) = id
+        && let Err(e) = app
+            .state
+            .with_tx(|c| c.execute("DELETE FROM notify_outbox WHERE id = ?1", [id]))
+    {
+        tracing::warn!(error = %e, "cannot remove a dropped notification's row");
+    }
+}
+
+/// Rows in the outbox now (the open batch included).
+///
+/// # Errors
+/// [`StoreError`].
+pub fn queued(app: &App) -> Result<u64, StoreError> {
+    app.state
+        .with(|c| c.query_row("SELECT count(*) FROM notify_outbox", [], |r| r.get(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Value {
+        json!({
+            "alert_id": "0190e7a2-0000-7000-8000-000000000001",
+            "request_id": "req-1",
+            "route": "default",
+            "status": "processed",
+            "orders": [
+                {
+                    "index": 0, "account": "main", "client_order_id": "ab-1",
+                    "intent": { "symbol": "AAPL", "side": "buy", "quantity": "2" },
+                    "outcome": "filled", "reason": null,
+                    "ack": { "average_fill_price": "190.35", "status": "filled" }
+                },
+                {
+                    "index": 1, "account": "main", "client_order_id": "ab-2",
+                    "intent": { "symbol": "MSFT", "side": "sell", "quantity": "0.5" },
+                    "outcome": "rejected", "reason": "max_order_quantity", "ack": null
+                },
+                {
+                    "index": 2, "account": "main", "client_order_id": null, "intent": null,
+                    "outcome": "error", "reason": "quantity: not a decimal number", "ack": null
+                },
+                {
+                    "index": 3, "account": "main", "client_order_id": "ab-4",
+                    "intent": { "symbol": "TSLA", "side": "buy", "quantity": "1" },
+                    "outcome": "accepted", "reason": null, "ack": null
+                }
+            ],
+            "error": null
+        })
+    }
+
+    #[test]
+    fn a_result_gives_one_notification_per_fill_rejection_and_error() {
+        let got = of_summary(&report(), 7);
+        let summaries: Vec<&str> = got.iter().map(|n| n.summary.as_str()).collect();
+        assert_eq!(
+            summaries,
+            [
+                "Filled buy 2 AAPL @ 190.35 (route default)",
+                "Rejected sell 0.5 MSFT (route default): max_order_quantity",
+                "Order error order (route default): quantity: not a decimal number",
+            ]
+        );
+        assert_eq!(got[0].kind, NotificationKind::Fill);
+        assert_eq!(got[0].client_order_id.as_deref(), Some("ab-1"));
+        assert_eq!(got[0].symbol.as_deref(), Some("AAPL"));
+        assert_eq!(got[0].alert_id, "0190e7a2-0000-7000-8000-000000000001");
+        assert_eq!(got[0].at, 7);
+        let details: Value = serde_json::from_str(&got[0].details).unwrap();
+        assert_eq!(details["ack"]["average_fill_price"], "190.35");
+        assert_eq!(got[1].kind, NotificationKind::Rejection);
+        assert_eq!(got[2].kind, NotificationKind::Error);
+        assert_eq!(got[2].symbol, None);
+    }
+
+    #[test]
+    fn a_failed_alert_is_an_error_notification() {
+        let failed = json!({
+            "alert_id": "a", "route": "r", "status": "rule_error", "orders": [],
+            "error": { "kind": "rule_error", "message": "no symbol" }
+        });
+        let got = of_summary(&failed, 1);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].kind, NotificationKind::Error);
+        assert_eq!(got[0].summary, "Alert on route r failed: no symbol");
+    }
+
+    #[test]
+    fn the_stored_form_round_trips_every_kind() {
+        for kind in [
+            NotificationKind::Fill,
+            NotificationKind::Rejection,
+            NotificationKind::Error,
+            NotificationKind::KillSwitch,
+        ] {
+            let n = Notification {
+                kind,
+                route: "r".into(),
+                alert_id: "a".into(),
+                client_order_id: Some("c".into()),
+                symbol: None,
+                summary: "s".into(),
+                details: "{}".into(),
+                at: 9,
+            };
+            let text = serde_json::to_string(&Stored::of(&n)).unwrap();
+            let back = serde_json::from_str::<Stored>(&text)
+                .unwrap()
+                .into_notification()
+                .unwrap();
+            assert_eq!(back.kind, kind);
+            assert_eq!(
+                (back.summary, back.at, back.client_order_id),
+                (n.summary, 9, n.client_order_id)
+            );
+        }
+    }
+
+    #[test]
+    fn an_entry_wants_its_kinds_and_routes_and_every_kill_switch() {
+        let entry = NotificationConfig {
+            plugin: crate::domain::ids::PluginName::new("n").unwrap(),
+            on: vec!["fill".into(), "kill_switch".into()],
+            routes: Some(vec!["a".into()]),
+            settings: json!({}),
+        };
+        let n = |kind, route: &str| Notification {
+            kind,
+            route: route.into(),
+            alert_id: String::new(),
+            client_order_id: None,
+            symbol: None,
+            summary: String::new(),
+            details: String::new(),
+            at: 0,
+        };
+        assert!(wants(&entry, &n(NotificationKind::Fill, "a")));
+        assert!(!wants(&entry, &n(NotificationKind::Fill, "b")));
+        assert!(!wants(&entry, &n(NotificationKind::Rejection, "a")));
+        assert!(wants(&entry, &n(NotificationKind::KillSwitch, "b")));
     }
 }
