@@ -278,7 +278,7 @@ impl App {
     }
 
     /// One reconciliation sweep, its outcome logged (each step is audited).
-    async fn reconcile_sweep(&self) {
+    async fn reconcile_sweep(self: &Arc<Self>) {
         match crate::trading::reconcile::sweep(self).await {
             Ok(s) if !s.unknown_at_broker.is_empty() || !s.unreachable.is_empty() => {
                 tracing::warn!(sweep = ?s, "reconciliation found drift");

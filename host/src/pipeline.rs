@@ -935,10 +935,11 @@ async fn place(
     }
     if let Some(why) = ambiguous {
         app.orders.transition(order_id, OrderState::Unknown, None, Some(&why))?;
-        let (state, detail, r) = reconcile_one(app, broker, a.settings, order_id, coid.as_str(), ctx).await?;
-        receipt = r;
-        result.reason = Some(format!("{why}; {detail}"));
-        result.outcome = match state {
+        let found = reconcile_one(app, broker, a.settings, order_id, coid.as_str(), ctx).await?;
+        receipt = found.receipt;
+        result.reason = Some(format!("{why}; {}", found.detail));
+        result.ack = found.ack;
+        result.outcome = match found.state {
             OrderState::Filled => OrderOutcome::Filled,
             OrderState::PartiallyFilled => OrderOutcome::PartiallyFilled,
             OrderState::Accepted | OrderState::Submitted => OrderOutcome::Accepted,
@@ -948,6 +949,19 @@ async fn place(
         };
     }
     Ok((result, receipt))
+}
+
+/// What [`reconcile_one`] learned about an order.
+#[derive(Debug)]
+pub struct Reconciled {
+    /// Its state now.
+    pub state: OrderState,
+    /// What the broker said, for operators.
+    pub detail: String,
+    /// The broker's answer, when it had the order.
+    pub ack: Option<OrderAck>,
+    /// Resolves when `order.reconciled` is committed.
+    pub receipt: Receipt,
 }
 
 /// Asks the broker about one order by client order id and records what it
@@ -962,7 +976,7 @@ pub async fn reconcile_one(
     order_id: i64,
     coid: &str,
     ctx: &Context,
-) -> Result<(OrderState, String, Receipt), PipelineError> {
+) -> Result<Reconciled, PipelineError> {
     let called = app
         .registry
         .call_broker(
@@ -975,7 +989,7 @@ pub async fn reconcile_one(
             ctx,
         )
         .await?;
-    let (state, detail) = match called.returned {
+    let (state, detail, found) = match called.returned {
         Returned::Ok(BrokerReply::Ack(ack)) => match convert::ack(&ack) {
             Ok(ack) => {
                 let (_, state) = order_outcome(ack.status);
@@ -987,18 +1001,23 @@ pub async fn reconcile_one(
                     ack.filled_quantity,
                     ack.average_fill_price,
                 )?;
-                (state, format!("the broker reports the order as {}", state.as_str()))
+                (state, format!("the broker reports the order as {}", state.as_str()), Some(ack))
             }
-            Err(_) => (OrderState::Unknown, "the broker's answer could not be read; the state stays unknown".to_owned()),
+            Err(_) => (
+                OrderState::Unknown,
+                "the broker's answer could not be read; the state stays unknown".to_owned(),
+                None,
+            ),
         },
         Returned::GuestError(wit::BrokerError::NotFound(_)) => {
             let why = "the broker has no order with this id, so it was never placed; it was not resent";
             app.orders.transition(order_id, OrderState::Rejected, None, Some(why))?;
-            (OrderState::Rejected, why.to_owned())
+            (OrderState::Rejected, why.to_owned(), None)
         }
         _ => (
             OrderState::Unknown,
             "the broker could not say whether it has the order; the state stays unknown and reconciliation will ask again".to_owned(),
+            None,
         ),
     };
     let receipt = app
@@ -1015,7 +1034,12 @@ pub async fn reconcile_one(
             .payload(json!({ "client_order_id": coid, "state": state, "detail": detail })),
         )
         .await?;
-    Ok((state, detail, receipt))
+    Ok(Reconciled {
+        state,
+        detail,
+        ack: found,
+        receipt,
+    })
 }
 
 /// At start: every order that may have reached a broker without a known
@@ -1024,7 +1048,7 @@ pub async fn reconcile_one(
 ///
 /// # Errors
 /// [`PipelineError`] when the audit or the store fails.
-pub async fn reconcile_unresolved(app: &App) -> Result<usize, PipelineError> {
+pub async fn reconcile_unresolved(app: &Arc<App>) -> Result<usize, PipelineError> {
     let mut n = 0;
     for o in app.orders.unresolved()? {
         let Some((account, broker)) = app
@@ -1049,7 +1073,7 @@ pub async fn reconcile_unresolved(app: &App) -> Result<usize, PipelineError> {
                 Some("the host stopped before the broker answered"),
             )?;
         }
-        reconcile_one(
+        let found = reconcile_one(
             app,
             &broker,
             &account.settings.to_string(),
@@ -1058,6 +1082,7 @@ pub async fn reconcile_unresolved(app: &App) -> Result<usize, PipelineError> {
             &ctx,
         )
         .await?;
+        crate::trading::notify::reconciled(app, &o, &found, &ctx);
         n += 1;
     }
     Ok(n)

@@ -534,3 +534,42 @@ async fn an_alert_finished_from_the_log_gets_its_notifications() -> anyhow::Resu
     eventually(Duration::from_secs(10), || outbox(&host).is_empty().then_some(())).await?;
     Ok(())
 }
+
+/// A working order that fills after its alert was answered is notified
+/// when reconciliation learns of it: a fill naming the alert and the
+/// order, sent once.
+#[tokio::test]
+async fn a_fill_learned_by_reconciliation_is_notified_once() -> anyhow::Result<()> {
+    let up = Upstream::start().await;
+    let host = HostBuilder::new()
+        .plugin("probe", algobanana_tests::plugins::HTTP_PROBE, "broker")
+        .grant("http = [\"http://127.0.0.1:9\"]\nallow_loopback = true\nsecrets = [\"k\"]\n")
+        .route("probe", "tradingview", "probe")
+        .broker_settings(serde_json::json!({ "has_order": true }))
+        .builtin("notify-webhook", "notifier")
+        .grant(&format!(
+            "http = [{:?}]\nallow_loopback = true\nsecrets = [\"k\"]\n",
+            up.origin()
+        ))
+        .toml(&format!(
+            "[secrets.k]\nvalue = \"v\"\n[trading]\nreconcile_interval_s = 1\nresponse_budget_ms = 30000\n[[notifications]]\nplugin = \"notify-webhook\"\non = [\"fill\"]\nsettings = {{ url = \"{}/hooks/fills\" }}\n",
+            up.origin()
+        ))
+        .start()
+        .await?;
+    let placed = host.alert("probe", "text/plain", "buy 1 AAPL at 100").await?.json();
+    assert_eq!(placed["orders"][0]["outcome"], "accepted", "{placed}");
+    let got = eventually(Duration::from_secs(10), || up.requests().first().cloned()).await?;
+    let n = body(&got);
+    assert_eq!(n["kind"], "fill");
+    assert_eq!(n["alert_id"], placed["alert_id"]);
+    assert_eq!(n["client_order_id"], placed["orders"][0]["client_order_id"]);
+    assert_eq!(n["summary"], "Filled buy 1 AAPL (route probe)");
+    assert_eq!(n["details"]["learned_by"], "reconciliation");
+    assert_eq!(n["details"]["ack"]["filled_quantity"], "1");
+    // Filled, so no longer working: later sweeps notify nothing more.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(up.requests().len(), 1);
+    eventually(Duration::from_secs(10), || outbox(&host).is_empty().then_some(())).await?;
+    Ok(())
+}

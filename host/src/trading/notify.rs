@@ -29,9 +29,11 @@ use serde_json::{Value, json};
 use crate::app::App;
 use crate::audit::{ActorKind, AuditEvent, Context, Outcome, action};
 use crate::config::NotificationConfig;
+use crate::domain::order::OrderAck;
 use crate::plugins::bindings::types::{Notification, NotificationKind, NotifyError};
 use crate::plugins::invoke::{CallError, Returned, TrapCause};
 use crate::store::StoreError;
+use crate::trading::orders::{OrderRow, OrderState};
 
 /// The configured name of a kind (`[[notifications]] on`).
 pub fn kind_name(k: NotificationKind) -> &'static str {
@@ -69,70 +71,130 @@ fn plain(v: &Value, key: &str) -> Option<String> {
 pub fn of_summary(report: &Value, at: u64) -> Vec<Notification> {
     let route = plain(report, "route").unwrap_or_default();
     let alert_id = plain(report, "alert_id").unwrap_or_default();
-    let base = |kind, coid: Option<String>, symbol: Option<String>, summary: String, details: Value| Notification {
-        kind,
-        route: route.clone(),
-        alert_id: alert_id.clone(),
-        client_order_id: coid,
-        symbol,
-        summary,
-        details: details.to_string(),
-        at,
-    };
     let mut out = Vec::new();
     if report.get("status").and_then(Value::as_str) != Some("processed") {
         let error = report.get("error").cloned().unwrap_or(Value::Null);
         let message = plain(&error, "message").unwrap_or_else(|| "failed".to_owned());
-        out.push(base(
-            NotificationKind::Error,
-            None,
-            None,
-            format!("Alert on route {route} failed: {message}"),
-            json!({ "error": error }),
-        ));
+        out.push(Notification {
+            kind: NotificationKind::Error,
+            route: route.clone(),
+            alert_id: alert_id.clone(),
+            client_order_id: None,
+            symbol: None,
+            summary: format!("Alert on route {route} failed: {message}"),
+            details: json!({ "error": error }).to_string(),
+            at,
+        });
     }
-    for o in report.get("orders").and_then(Value::as_array).into_iter().flatten() {
-        let kind = match o.get("outcome").and_then(Value::as_str) {
-            Some("filled" | "partially_filled") => NotificationKind::Fill,
-            Some("rejected") => NotificationKind::Rejection,
-            Some("error") => NotificationKind::Error,
-            _ => continue,
-        };
-        let coid = plain(o, "client_order_id");
-        let (symbol, what) = match o.get("intent").filter(|i| i.is_object()) {
-            Some(i) => {
-                let symbol = plain(i, "symbol").unwrap_or_default();
-                let what = format!(
-                    "{} {} {symbol}",
-                    plain(i, "side").unwrap_or_default(),
-                    plain(i, "quantity").unwrap_or_default()
-                );
-                (Some(symbol), what)
-            }
-            None => (None, "order".to_owned()),
-        };
-        let reason = plain(o, "reason");
-        let summary = match kind {
-            NotificationKind::Fill => {
-                let price = o
-                    .get("ack")
-                    .and_then(|a| plain(a, "average_fill_price"))
-                    .map(|p| format!(" @ {p}"))
-                    .unwrap_or_default();
-                format!("Filled {what}{price} (route {route})")
-            }
-            NotificationKind::Rejection => format!(
-                "Rejected {what} (route {route}): {}",
-                reason.as_deref().unwrap_or("no reason given")
-            ),
-            _ => format!(
-                "Order error {what} (route {route}): {}",
-                reason.as_deref().unwrap_or("unknown")
-            ),
-        };
-        out.push(base(kind, coid, symbol, summary, o.clone()));
-    }
+    out.extend(
+        report
+            .get("orders")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|o| of_order(&route, &alert_id, o, at)),
+    );
     out
+}
+
+/// The notification of one order (an entry of a result's `orders`, or
+/// what reconciliation learned, in the same shape): fills (a partial one
+/// says how much), rejections and errors; `None` for the rest.
+fn of_order(route: &str, alert_id: &str, o: &Value, at: u64) -> Option<Notification> {
+    let outcome = o.get("outcome").and_then(Value::as_str)?;
+    let kind = match outcome {
+        "filled" | "partially_filled" => NotificationKind::Fill,
+        "rejected" => NotificationKind::Rejection,
+        "error" => NotificationKind::Error,
+        _ => return None,
+    };
+    let (symbol, what) = match o.get("intent").filter(|i| i.is_object()) {
+        Some(i) => {
+            let symbol = plain(i, "symbol").unwrap_or_default();
+            let what = format!(
+                "{} {} {symbol}",
+                plain(i, "side").unwrap_or_default(),
+                plain(i, "quantity").unwrap_or_default()
+            );
+            (Some(symbol), what)
+        }
+        None => (None, "order".to_owned()),
+    };
+    let reason = plain(o, "reason");
+    let summary = match kind {
+        NotificationKind::Fill => {
+            let ack = o.get("ack").cloned().unwrap_or(Value::Null);
+            let price = plain(&ack, "average_fill_price")
+                .map(|p| format!(" @ {p}"))
+                .unwrap_or_default();
+            match plain(&ack, "filled_quantity").filter(|_| outcome == "partially_filled") {
+                Some(filled) => format!("Partially filled {filled} of {what}{price} (route {route})"),
+                None => format!("Filled {what}{price} (route {route})"),
+            }
+        }
+        NotificationKind::Rejection => format!(
+            "Rejected {what} (route {route}): {}",
+            reason.as_deref().unwrap_or("no reason given")
+        ),
+        _ => format!(
+            "Order error {what} (route {route}): {}",
+            reason.as_deref().unwrap_or("unknown")
+        ),
+    };
+    Some(Notification {
+        kind,
+        route: route.to_owned(),
+        alert_id: alert_id.to_owned(),
+        client_order_id: plain(o, "client_order_id"),
+        symbol,
+        summary,
+        details: o.to_string(),
+        at,
+    })
+}
+
+/// The notification of what reconciliation learned about an order after
+/// its alert was answered (a working limit order that filled, one the
+/// broker rejected later): a fill when more is filled than `o` said, a
+/// rejection when it was not rejected before; `None` otherwise (a cancel
+/// or an expiry has no notification kind).
+pub fn of_reconciled(
+    o: &OrderRow,
+    state: OrderState,
+    ack: Option<&OrderAck>,
+    detail: &str,
+    at: u64,
+) -> Option<Notification> {
+    let outcome = match state {
+        OrderState::Filled | OrderState::PartiallyFilled => {
+            let before = o
+                .filled_quantity
+                .as_deref()
+                .and_then(|q| q.parse::<rust_decimal::Decimal>().ok())
+                .unwrap_or_default();
+            let now = ack.map(|a| a.filled_quantity).unwrap_or_default();
+            if now <= before && o.state == state {
+                return None;
+            }
+            if state == OrderState::Filled {
+                "filled"
+            } else {
+                "partially_filled"
+            }
+        }
+        OrderState::Rejected if o.state != OrderState::Rejected => "rejected",
+        _ => return None,
+    };
+    let order = json!({
+        "client_order_id": o.client_order_id,
+        "account": o.account,
+        "intent": serde_json::from_str::<Value>(&o.intent).unwrap_or(Value::Null),
+        "outcome": outcome,
+        "reason": (outcome == "rejected").then_some(detail),
+        "ack": ack,
+        "learned_by": "reconciliation",
+    });
+    of_order(&o.route, &o.alert_id, &order, at)
 }
 
 /// Whether `target` wants `n`: its kinds, and its routes (the kill switch
@@ -324,6 +386,19 @@ pub fn kill_switch(
         }],
         ctx,
     );
+}
+
+/// Notifies what reconciliation learned about `o` (see
+/// [`of_reconciled`]), queued in the batch that holds the order's new
+/// state.
+pub fn reconciled(app: &Arc<App>, o: &OrderRow, found: &crate::pipeline::Reconciled, ctx: &Context) {
+    if app.config.notifications.is_empty() {
+        return;
+    }
+    let at = u64::try_from(crate::audit::now_ns()).unwrap_or(0);
+    if let Some(n) = of_reconciled(o, found.state, found.ack.as_ref(), &found.detail, at) {
+        notify(app, vec![n], ctx);
+    }
 }
 
 /// One row of the outbox, as read at a start.
@@ -689,6 +764,89 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].kind, NotificationKind::Error);
         assert_eq!(got[0].summary, "Alert on route r failed: no symbol");
+    }
+
+    fn row(state: OrderState, filled: Option<&str>) -> OrderRow {
+        OrderRow {
+            id: 1,
+            client_order_id: "ab-1".into(),
+            alert_id: "al-1".into(),
+            route: "swing".into(),
+            account: "main".into(),
+            broker: "alpaca".into(),
+            state,
+            sent: true,
+            intent: r#"{"symbol":"AAPL","side":"buy","quantity":"10"}"#.into(),
+            broker_order_id: None,
+            reason: None,
+            filled_quantity: filled.map(str::to_owned),
+            average_fill_price: None,
+            created_at_ns: 0,
+            updated_at_ns: 0,
+        }
+    }
+
+    fn ack(status: crate::domain::order::OrderStatus, filled: &str) -> OrderAck {
+        OrderAck {
+            client_order_id: "ab-1".into(),
+            broker_order_id: "b-1".into(),
+            status,
+            filled_quantity: filled.parse().unwrap(),
+            average_fill_price: Some("190.5".parse().unwrap()),
+            message: None,
+        }
+    }
+
+    #[test]
+    fn reconciliation_notifies_more_filled_and_a_new_rejection_only() {
+        use crate::domain::order::OrderStatus as S;
+        let partial = ack(S::PartiallyFilled, "4");
+        let n = of_reconciled(
+            &row(OrderState::Accepted, None),
+            OrderState::PartiallyFilled,
+            Some(&partial),
+            "",
+            5,
+        )
+        .unwrap();
+        assert_eq!(n.kind, NotificationKind::Fill);
+        assert_eq!(n.summary, "Partially filled 4 of buy 10 AAPL @ 190.5 (route swing)");
+        assert_eq!(
+            (n.alert_id.as_str(), n.client_order_id.as_deref()),
+            ("al-1", Some("ab-1"))
+        );
+        // The same partial fill seen again: nothing new.
+        let same = row(OrderState::PartiallyFilled, Some("4"));
+        assert!(of_reconciled(&same, OrderState::PartiallyFilled, Some(&partial), "", 5).is_none());
+        // Filled further, then completely.
+        let more = ack(S::PartiallyFilled, "7");
+        assert!(of_reconciled(&same, OrderState::PartiallyFilled, Some(&more), "", 5).is_some());
+        let full = ack(S::Filled, "10");
+        let n = of_reconciled(
+            &row(OrderState::PartiallyFilled, Some("7")),
+            OrderState::Filled,
+            Some(&full),
+            "",
+            5,
+        )
+        .unwrap();
+        assert_eq!(n.summary, "Filled buy 10 AAPL @ 190.5 (route swing)");
+        // Rejected later: once.
+        let n = of_reconciled(
+            &row(OrderState::Unknown, None),
+            OrderState::Rejected,
+            None,
+            "never placed",
+            5,
+        )
+        .unwrap();
+        assert_eq!(n.kind, NotificationKind::Rejection);
+        assert_eq!(n.summary, "Rejected buy 10 AAPL (route swing): never placed");
+        assert!(of_reconciled(&row(OrderState::Rejected, None), OrderState::Rejected, None, "x", 5).is_none());
+        // Still working, canceled, unknown: nothing.
+        for state in [OrderState::Accepted, OrderState::Canceled, OrderState::Unknown] {
+            assert!(of_reconciled(&row(OrderState::Submitted, None), state, None, "", 5).is_none());
+        }
     }
 
     #[test]

@@ -5,10 +5,14 @@
 //! working but the broker no longer lists are looked up by client order id
 //! and their state updated; orders the broker lists that the host never
 //! sent are drift. Each sweep is an audit event with the positions it saw;
-//! each drift is an `order.drift` event. Reconciliation never places or
-//! cancels anything.
+//! each drift is an `order.drift` event. What it learns after an alert was
+//! answered is notified like the alert's own result: a working order that
+//! filled (or filled further) is a fill, one the broker rejected later a
+//! rejection (`crate::trading::notify::of_reconciled`). Reconciliation
+//! never places or cancels anything.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde_json::json;
 
@@ -36,7 +40,7 @@ pub struct Sweep {
 ///
 /// # Errors
 /// [`PipelineError`] when the audit or the store fails.
-pub async fn sweep(app: &App) -> Result<Sweep, PipelineError> {
+pub async fn sweep(app: &Arc<App>) -> Result<Sweep, PipelineError> {
     let mut out = Sweep::default();
     let mut seen = BTreeSet::new();
     let ctx = Context::default();
@@ -104,7 +108,12 @@ pub async fn sweep(app: &App) -> Result<Sweep, PipelineError> {
             .filter(|o| o.broker == acct.broker.as_str() && o.route == route_name.as_str() && o.account == acct.name)
         {
             if o.state == OrderState::Intent || !open_ids.contains(o.client_order_id.as_str()) {
-                reconcile_one(app, &broker, &settings, o.id, &o.client_order_id, &ctx).await?;
+                let found = reconcile_one(app, &broker, &settings, o.id, &o.client_order_id, &ctx).await?;
+                let story = Context {
+                    correlation_id: Some(o.alert_id.clone()),
+                    ..Context::default()
+                };
+                crate::trading::notify::reconciled(app, o, &found, &story);
                 out.refreshed += 1;
             }
         }
