@@ -226,7 +226,7 @@ impl HostBuilder {
             ));
             tokens.insert(r.name.clone(), token);
         }
-        text.push_str(&self.extra_toml);
+        text.push_str(&with_test_budget(&self.extra_toml));
         std::fs::write(dir.path().join(algobanana::config::CONFIG_FILE), text)?;
         if let Some(secrets) = &self.vault {
             use algobanana::vault::{DEFAULT_KEY_FILE, KdfParams, Unlock, Vault, unlock};
@@ -251,6 +251,31 @@ impl HostBuilder {
     pub async fn start(self) -> anyhow::Result<TestHost> {
         let (dir, tokens) = self.write()?;
         TestHost::start_in(dir, tokens, self.options).await
+    }
+}
+
+/// The response budget of test hosts unless a test sets its own.
+///
+/// Tests read an alert's outcome from its answer. With the whole suite on
+/// two cores a first alert sometimes took longer than the default 2.5 s
+/// budget and was answered 202 ("still processing"): the host's contract,
+/// not a failure, yet the test then failed reading an outcome that was not
+/// in the answer. The tests of the 202 itself set a short budget.
+pub const TEST_RESPONSE_BUDGET_MS: u64 = 30_000;
+
+/// `extra` (the config's extra TOML) with `response_budget_ms` set in its
+/// `[trading]` table (made if missing), unless it sets it already.
+fn with_test_budget(extra: &str) -> String {
+    let line = format!("response_budget_ms = {TEST_RESPONSE_BUDGET_MS}\n");
+    if extra.contains("response_budget_ms") {
+        return extra.to_owned();
+    }
+    match extra.find("[trading]\n") {
+        Some(at) => {
+            let after = at + "[trading]\n".len();
+            format!("{}{line}{}", &extra[..after], &extra[after..])
+        }
+        None => format!("{extra}\n[trading]\n{line}"),
     }
 }
 
@@ -719,4 +744,20 @@ pub fn proc_status_kib(field: &str) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_test_budget;
+
+    #[test]
+    fn the_test_budget_joins_the_trading_table_or_makes_one_and_never_overrides() {
+        let set = with_test_budget("[trading]\ndedupe_window_s = 0\n");
+        assert_eq!(set, "[trading]\nresponse_budget_ms = 30000\ndedupe_window_s = 0\n");
+        let made = with_test_budget("[risk]\nmax_order_quantity = 10\n");
+        let parsed: toml::Table = made.parse().unwrap();
+        assert_eq!(parsed["trading"]["response_budget_ms"].as_integer(), Some(30_000));
+        let own = "[trading]\nresponse_budget_ms = 50\n";
+        assert_eq!(with_test_budget(own), own);
+    }
 }
