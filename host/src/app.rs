@@ -155,6 +155,9 @@ pub struct App {
     pub refusals: crate::audit::throttle::Refusals,
     /// Notifications waiting to be tried again ([`crate::trading::notify`]).
     pub notify_waiting: std::sync::atomic::AtomicUsize,
+    /// Orders at a broker this host never sent that were notified as
+    /// drift (once each per run: every sweep finds them again).
+    pub drift_notified: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Set when the server stops: background work that waits (a
     /// notification's next attempt) ends its wait and leaves the rest to
     /// the next start.
@@ -215,6 +218,7 @@ impl App {
             refusals: crate::audit::throttle::Refusals::default(),
             notify_waiting: std::sync::atomic::AtomicUsize::new(0),
             stopping: tokio::sync::watch::Sender::new(false),
+            drift_notified: std::sync::Mutex::default(),
             exposure,
             config,
             data_dir: data_dir.to_owned(),
@@ -514,6 +518,25 @@ impl App {
                 }
             })
         };
+        // A halt (a full disk, a read-only data dir) is told to the
+        // operator once, as an `error` notification: `/healthz` says it
+        // too, but nobody watches that at 3 a.m. Sent only if the call can
+        // be audited, so a halted audit log stays silent (its halt is in
+        // the log and on stderr).
+        let halt_watch = (!self.config.notifications.is_empty()).then(|| {
+            let app = self.clone();
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    if let Some(reason) = app.halted() {
+                        crate::trading::notify::halted(&app, &reason);
+                        return;
+                    }
+                }
+            })
+        });
         // `[audit] retention_days`: a minute after start, then daily.
         let retention = self.config.audit.retention_days.map(|_| {
             let app = self.clone();
@@ -585,6 +608,9 @@ impl App {
             app.stopping.send_replace(true);
             reconciler.abort();
             refusal_flusher.abort();
+            if let Some(w) = halt_watch {
+                w.abort();
+            }
             if let Some(r) = retention {
                 r.abort();
             }

@@ -566,3 +566,97 @@ async fn a_fill_learned_by_reconciliation_is_notified_once() -> anyhow::Result<(
     eventually(Duration::from_secs(10), || outbox(&host).is_empty().then_some(())).await?;
     Ok(())
 }
+
+/// A broker account that lists a working order this host never sent is
+/// told as an `error` once, though every sweep finds it again.
+#[tokio::test]
+async fn drift_is_notified_once() -> anyhow::Result<()> {
+    let up = Upstream::start().await;
+    let host = HostBuilder::new()
+        .plugin("probe", algobanana_tests::plugins::HTTP_PROBE, "broker")
+        .grant("http = [\"http://127.0.0.1:9\"]\nallow_loopback = true\nsecrets = [\"k\"]\n")
+        .route("probe", "tradingview", "probe")
+        .broker_settings(serde_json::json!({ "open_orders": ["stray-1"] }))
+        .builtin("notify-webhook", "notifier")
+        .grant(&format!(
+            "http = [{:?}]\nallow_loopback = true\nsecrets = [\"k\"]\n",
+            up.origin()
+        ))
+        .toml(&format!(
+            "[secrets.k]\nvalue = \"v\"\n[trading]\nreconcile_interval_s = 1\n[[notifications]]\nplugin = \"notify-webhook\"\non = [\"error\"]\nroutes = [\"probe\"]\nsettings = {{ url = \"{}/hooks/errors\" }}\n",
+            up.origin()
+        ))
+        .start()
+        .await?;
+    let got = eventually(Duration::from_secs(10), || up.requests().first().cloned()).await?;
+    let n = body(&got);
+    assert_eq!(n["kind"], "error");
+    assert_eq!(n["route"], "probe");
+    assert_eq!(n["client_order_id"], "stray-1");
+    assert!(
+        n["summary"].as_str().unwrap().starts_with("Drift on probe:probe/main"),
+        "{}",
+        n["summary"]
+    );
+    // Two more sweeps find it again; no second notification.
+    let sweeps = |host: &TestHost| {
+        host.audit(&Filter {
+            action: Some("order.drift".into()),
+            ..Filter::default()
+        })
+        .map(|d| d.len())
+        .unwrap_or(0)
+    };
+    let seen = sweeps(&host);
+    eventually(Duration::from_secs(10), || (sweeps(&host) >= seen + 2).then_some(())).await?;
+    assert_eq!(up.requests().len(), 1);
+    Ok(())
+}
+
+/// When the host stops taking alerts (here `state.db` is full), every
+/// entry that takes errors hears it once, whatever its routes, with the
+/// reason.
+#[tokio::test]
+async fn a_halt_is_notified_once_with_its_reason() -> anyhow::Result<()> {
+    let up = Upstream::start().await;
+    let host = HostBuilder::new()
+        .route("other", "tradingview", "paper")
+        .builtin("notify-webhook", "notifier")
+        .grant(&format!(
+            "http = [{:?}]\nallow_loopback = true\nsecrets = [\"k\"]\n",
+            up.origin()
+        ))
+        .toml(&format!(
+            "[secrets.k]\nvalue = \"v\"\n[[notifications]]\nplugin = \"notify-webhook\"\non = [\"error\"]\nroutes = [\"other\"]\nsettings = {{ url = \"{}/hooks/errors\" }}\n",
+            up.origin()
+        ))
+        .start()
+        .await?;
+    // The disk fills: state.db may not grow past its present size.
+    host.app.state.with(|c| {
+        let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        c.pragma_update(None, "max_page_count", pages)
+    })?;
+    let mut refused = false;
+    for i in 0..200 {
+        let reply = host
+            .alert("default", "text/plain", &format!("buy 1 AAPL at {}", 100 + i))
+            .await?;
+        if reply.status >= 500 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "state.db filled up");
+    let got = eventually(Duration::from_secs(10), || up.requests().first().cloned()).await?;
+    let n = body(&got);
+    assert_eq!(n["kind"], "error");
+    let summary = n["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("algobanana stopped taking alerts: state database") && summary.contains("full"),
+        "{summary}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(up.requests().len(), 1, "once");
+    Ok(())
+}

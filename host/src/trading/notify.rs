@@ -197,11 +197,13 @@ pub fn of_reconciled(
     of_order(&o.route, &o.alert_id, &order, at)
 }
 
-/// Whether `target` wants `n`: its kinds, and its routes (the kill switch
-/// stops every route, so no route filter applies to it).
+/// Whether `target` wants `n`: its kinds, and its routes. No route filter
+/// applies to what concerns the whole host: the kill switch (it stops
+/// every route) and what names no route (a halt).
 fn wants(target: &NotificationConfig, n: &Notification) -> bool {
     target.on.iter().any(|k| k == kind_name(n.kind))
         && (n.kind == NotificationKind::KillSwitch
+            || n.route.is_empty()
             || target.routes.as_ref().is_none_or(|routes| routes.contains(&n.route)))
 }
 
@@ -399,6 +401,62 @@ pub fn reconciled(app: &Arc<App>, o: &OrderRow, found: &crate::pipeline::Reconci
     if let Some(n) = of_reconciled(o, found.state, found.ack.as_ref(), &found.detail, at) {
         notify(app, vec![n], ctx);
     }
+}
+
+/// Tells the operator, as an `error`, that a broker account lists a
+/// working order this host never sent (`order.drift`): once per order and
+/// run, though every sweep finds it again.
+pub fn drift(app: &Arc<App>, route: &str, account: &str, client_order_id: &str, broker_order_id: &str) {
+    if app.config.notifications.is_empty() {
+        return;
+    }
+    let first = app
+        .drift_notified
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(format!("{account}\u{0}{client_order_id}"));
+    if !first {
+        return;
+    }
+    notify(
+        app,
+        vec![Notification {
+            kind: NotificationKind::Error,
+            route: route.to_owned(),
+            alert_id: String::new(),
+            client_order_id: Some(client_order_id.to_owned()),
+            symbol: None,
+            summary: format!(
+                "Drift on {account}: the broker lists a working order this host never sent ({client_order_id}); check it at the broker"
+            ),
+            details: json!({
+                "drift": "the broker has a working order this host never sent", "account": account,
+                "client_order_id": client_order_id, "broker_order_id": broker_order_id,
+            })
+            .to_string(),
+            at: u64::try_from(crate::audit::now_ns()).unwrap_or(0),
+        }],
+        &Context::default(),
+    );
+}
+
+/// Tells the operator, as an `error` for every entry that takes errors,
+/// that the host stopped taking alerts and why.
+pub fn halted(app: &Arc<App>, reason: &str) {
+    notify(
+        app,
+        vec![Notification {
+            kind: NotificationKind::Error,
+            route: String::new(),
+            alert_id: String::new(),
+            client_order_id: None,
+            symbol: None,
+            summary: format!("algobanana stopped taking alerts: {reason}"),
+            details: json!({ "halted": reason }).to_string(),
+            at: u64::try_from(crate::audit::now_ns()).unwrap_or(0),
+        }],
+        &Context::default(),
+    );
 }
 
 /// One row of the outbox, as read at a start.

@@ -120,6 +120,13 @@ pub async fn sweep(app: &Arc<App>) -> Result<Sweep, PipelineError> {
         for a in &open {
             if !app.orders.was_sent(&a.client_order_id)? {
                 out.unknown_at_broker.push(a.client_order_id.clone());
+                crate::trading::notify::drift(
+                    app,
+                    route_name.as_str(),
+                    &account,
+                    &a.client_order_id,
+                    &a.broker_order_id,
+                );
                 drop(
                     app.audit
                         .append(
