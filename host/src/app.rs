@@ -113,6 +113,9 @@ pub struct AppOptions {
     /// is opened with the key file `DATA_DIR/keys/vault.key` if present;
     /// otherwise start is refused as locked.
     pub vault: Option<std::sync::Arc<crate::vault::Vault>>,
+    /// The window of `[[notifications]] max_per_minute` (`None`: a minute;
+    /// tests shorten it).
+    pub notify_window: Option<std::time::Duration>,
 }
 
 /// Everything a request needs.
@@ -155,6 +158,11 @@ pub struct App {
     pub refusals: crate::audit::throttle::Refusals,
     /// Notifications waiting to be tried again ([`crate::trading::notify`]).
     pub notify_waiting: std::sync::atomic::AtomicUsize,
+    /// Each `[[notifications]]` entry's rate window
+    /// ([`crate::trading::notify`]).
+    pub notify_windows: std::sync::Mutex<std::collections::HashMap<usize, crate::trading::notify::Window>>,
+    /// How long a rate window is: a minute.
+    pub notify_window: std::time::Duration,
     /// Orders at a broker this host never sent that were notified as
     /// drift (once each per run: every sweep finds them again).
     pub drift_notified: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -219,6 +227,8 @@ impl App {
             notify_waiting: std::sync::atomic::AtomicUsize::new(0),
             stopping: tokio::sync::watch::Sender::new(false),
             drift_notified: std::sync::Mutex::default(),
+            notify_windows: std::sync::Mutex::default(),
+            notify_window: options.notify_window.unwrap_or(std::time::Duration::from_secs(60)),
             exposure,
             config,
             data_dir: data_dir.to_owned(),

@@ -660,3 +660,100 @@ async fn a_halt_is_notified_once_with_its_reason() -> anyhow::Result<()> {
     assert_eq!(up.requests().len(), 1, "once");
     Ok(())
 }
+
+/// A host whose webhook notifier takes fills, at most 2 a window of
+/// `window`.
+async fn rate_limited_host(up: &Upstream, window: Duration) -> anyhow::Result<TestHost> {
+    HostBuilder::new()
+        .options(algobanana::app::AppOptions {
+            notify_window: Some(window),
+            ..Default::default()
+        })
+        .builtin("notify-webhook", "notifier")
+        .grant(&format!(
+            "http = [{:?}]\nallow_loopback = true\nsecrets = [\"k\"]\n",
+            up.origin()
+        ))
+        .toml(&format!(
+            "[secrets.k]\nvalue = \"v\"\n[[notifications]]\nplugin = \"notify-webhook\"\non = [\"fill\"]\nmax_per_minute = 2\nsettings = {{ url = \"{}/hooks/fills\" }}\n",
+            up.origin()
+        ))
+        .start()
+        .await
+}
+
+/// `n` filled alerts, at prices from `from` on (distinct signals); their
+/// ids.
+async fn fills(host: &TestHost, from: usize, n: usize) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for i in from..from + n {
+        let reply = host
+            .alert("default", "text/plain", &format!("buy 1 AAPL at {i}"))
+            .await?
+            .json();
+        assert_eq!(reply["orders"][0]["outcome"], "filled", "{reply}");
+        ids.push(reply["alert_id"].as_str().unwrap().to_owned());
+    }
+    Ok(ids)
+}
+
+/// Past `max_per_minute`, an entry's notifications are held and told in
+/// one summary when the window ends: the service gets the first 2 fills,
+/// then one summary of the other 3 naming their alerts; nothing is left
+/// queued, and the next window starts afresh.
+#[tokio::test]
+async fn past_the_rate_the_rest_of_a_window_is_one_summary() -> anyhow::Result<()> {
+    let up = Upstream::start().await;
+    let host = rate_limited_host(&up, Duration::from_secs(10)).await?;
+    let ids = fills(&host, 100, 5).await?;
+    let got = eventually(Duration::from_secs(30), || {
+        let r = up.requests();
+        (r.len() >= 3).then_some(r)
+    })
+    .await?;
+    let bodies: Vec<Value> = got.iter().map(body).collect();
+    assert_eq!(
+        (bodies[0]["alert_id"].as_str(), bodies[1]["alert_id"].as_str()),
+        (Some(ids[0].as_str()), Some(ids[1].as_str()))
+    );
+    let summary = &bodies[2];
+    assert_eq!(summary["kind"], "fill");
+    let text = summary["summary"].as_str().unwrap();
+    assert!(
+        text.starts_with(
+            "3 more notifications within 10 s, not sent one by one (notifications[0] sends at most 2 a minute): 3 fills"
+        ),
+        "{text}"
+    );
+    assert_eq!(summary["details"]["held"], 3);
+    assert_eq!(summary["details"]["alert_ids"], serde_json::json!(ids[2..]));
+    assert_eq!(summary["route"], "default");
+    eventually(Duration::from_secs(10), || outbox(&host).is_empty().then_some(())).await?;
+    // A new window: the next fill goes out on its own.
+    let next = fills(&host, 200, 1).await?;
+    let got = eventually(Duration::from_secs(10), || up.requests().get(3).cloned()).await?;
+    assert_eq!(body(&got)["alert_id"], next[0].as_str());
+    assert_eq!(up.requests().len(), 4);
+    Ok(())
+}
+
+/// A window's summary is an outbox row from the first notification it
+/// holds, kept up to date: a stop before the window ends leaves it queued,
+/// and the next start sends it as it stood.
+#[tokio::test]
+async fn a_summary_not_yet_sent_survives_a_restart() -> anyhow::Result<()> {
+    let up = Upstream::start().await;
+    let host = rate_limited_host(&up, Duration::from_secs(600)).await?;
+    let ids = fills(&host, 100, 4).await?;
+    eventually(Duration::from_secs(10), || (up.requests().len() == 2).then_some(())).await?;
+    eventually(Duration::from_secs(10), || (outbox(&host) == [0]).then_some(())).await?;
+    let (dir, tokens) = host.stop().await;
+    assert_eq!(up.requests().len(), 2, "the summary waits for the window's end");
+    let host = TestHost::start_in(dir, tokens, Default::default()).await?;
+    let got = eventually(Duration::from_secs(10), || up.requests().get(2).cloned()).await?;
+    let summary = body(&got);
+    assert_eq!(summary["details"]["held"], 2);
+    assert_eq!(summary["details"]["alert_ids"], serde_json::json!(ids[2..]));
+    eventually(Duration::from_secs(10), || outbox(&host).is_empty().then_some(())).await?;
+    Ok(())
+}

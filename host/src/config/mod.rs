@@ -74,7 +74,16 @@ pub struct NotificationConfig {
     pub routes: Option<Vec<String>>,
     /// The notifier's settings, a JSON object.
     pub settings: serde_json::Value,
+    /// At most this many notifications a minute go out one by one; the
+    /// rest of the minute's are told in one summary at its end (`None`: no
+    /// limit). Chat services limit webhooks (Discord 30 a minute, a
+    /// Telegram group 20), and a burst of fills past that would be
+    /// refused with 429s, retried, and dropped.
+    pub max_per_minute: Option<u32>,
 }
+
+/// The default of `[[notifications]] max_per_minute`.
+pub const DEFAULT_NOTIFICATIONS_PER_MINUTE: u32 = 20;
 
 /// `[trading]`, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -118,6 +118,9 @@ pub struct RawNotification {
     /// The notifier's settings.
     #[serde(default)]
     pub settings: Option<toml::Table>,
+    /// At most this many a minute, the rest told in one summary (default
+    /// 20; 0: no limit).
+    pub max_per_minute: Option<i64>,
 }
 
 /// `[trading]`.

@@ -462,12 +462,26 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             }
         }
         let settings = table_json(rn.settings.as_ref(), &format!("{key}.settings"), &mut p);
+        let max_per_minute = match rn.max_per_minute {
+            None => Some(super::DEFAULT_NOTIFICATIONS_PER_MINUTE),
+            Some(0) => None,
+            Some(n) => match u32::try_from(n) {
+                Ok(n) if n <= 10_000 => Some(n),
+                _ => {
+                    p.push(format!(
+                        "{key}.max_per_minute: {n} is out of range; expected 1 to 10000 notifications a minute, or 0 for no limit"
+                    ));
+                    None
+                }
+            },
+        };
         if let Some(plugin) = plugin {
             notifications.push(NotificationConfig {
                 plugin,
                 on,
                 routes: rn.routes.clone(),
                 settings,
+                max_per_minute,
             });
         }
     }
@@ -979,6 +993,31 @@ rule_config = { default_quantity = "1" }
             "broker_settings = { initial_cash = 100000, currency = \"USD\" }",
         );
         assert!(parse_str(&fine).is_ok());
+    }
+
+    #[test]
+    fn a_notification_rate_defaults_to_20_a_minute_and_0_lifts_it() {
+        let with = |extra: &str| {
+            parse_str(&format!(
+                "{GOOD}\n[plugins.hook]\nsource = \"builtin:notify-webhook\"\nworld = \"notifier\"\n[[notifications]]\nplugin = \"hook\"\nsettings = {{ url = \"https://example.com/h\" }}\n{extra}"
+            ))
+        };
+        assert_eq!(with("").unwrap().notifications[0].max_per_minute, Some(20));
+        assert_eq!(
+            with("max_per_minute = 0").unwrap().notifications[0].max_per_minute,
+            None
+        );
+        assert_eq!(
+            with("max_per_minute = 5").unwrap().notifications[0].max_per_minute,
+            Some(5)
+        );
+        for bad in ["-1", "10001"] {
+            let err = with(&format!("max_per_minute = {bad}")).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("notifications[0].max_per_minute: {bad} is out of range")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -18,8 +18,8 @@
 //! tell). An alert whose finish `state.db` lost and the audit log restored
 //! (`crate::recovery`) gets its notifications queued then.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::params;
@@ -260,6 +260,97 @@ pub struct Queued {
     ctx: Context,
     /// Attempts made so far.
     attempts: usize,
+    /// A rate window's summary: what it tells, final when the window
+    /// ends ([`Window`]), and when that is.
+    summary: Option<(Arc<Mutex<Held>>, tokio::time::Instant)>,
+}
+
+/// One `[[notifications]]` entry's rate window (`max_per_minute`): the
+/// first `max_per_minute` notifications of a window go out one by one; the
+/// rest are held and told in one summary when the window ends. The
+/// summary is an outbox row like the others, kept up to date as the window
+/// holds more, so a stop or a crash before the window's end sends it at
+/// the next start. Host-wide notifications (the kill switch, a halt) are
+/// never held.
+#[derive(Debug)]
+pub struct Window {
+    start: tokio::time::Instant,
+    sent: u32,
+    held: Option<Arc<Mutex<Held>>>,
+}
+
+/// What a window held back.
+#[derive(Debug)]
+pub struct Held {
+    /// The summary's outbox row.
+    row: Option<i64>,
+    target: usize,
+    limit: u32,
+    window: Duration,
+    total: u32,
+    kinds: std::collections::BTreeMap<&'static str, u32>,
+    routes: std::collections::BTreeSet<String>,
+    /// The first [`HELD_ALERTS_LISTED`] alerts, without repeats.
+    alerts: Vec<String>,
+    /// The window ended and its summary was taken: nothing more joins it.
+    closed: bool,
+}
+
+/// Alert ids a summary lists, at most.
+const HELD_ALERTS_LISTED: usize = 20;
+
+impl Held {
+    fn add(&mut self, n: &Notification) {
+        self.total += 1;
+        *self.kinds.entry(kind_name(n.kind)).or_default() += 1;
+        self.routes.insert(n.route.clone());
+        if !n.alert_id.is_empty() && self.alerts.len() < HELD_ALERTS_LISTED && !self.alerts.contains(&n.alert_id) {
+            self.alerts.push(n.alert_id.clone());
+        }
+    }
+
+    /// The summary as it stands: of the most severe kind it holds, on its
+    /// one route (or none, when it spans several).
+    fn notification(&self, at: u64) -> Notification {
+        let kind = if self.kinds.contains_key("error") {
+            NotificationKind::Error
+        } else if self.kinds.contains_key("rejection") {
+            NotificationKind::Rejection
+        } else {
+            NotificationKind::Fill
+        };
+        let counts: Vec<String> = self
+            .kinds
+            .iter()
+            .map(|(k, n)| format!("{n} {k}{}", if *n == 1 { "" } else { "s" }))
+            .collect();
+        let route = match self.routes.len() {
+            1 => self.routes.iter().next().cloned().unwrap_or_default(),
+            _ => String::new(),
+        };
+        Notification {
+            kind,
+            route,
+            alert_id: String::new(),
+            client_order_id: None,
+            symbol: None,
+            summary: format!(
+                "{} more notification{} within {} s, not sent one by one (notifications[{}] sends at most {} a minute): {}; the audit log and GET /v1/orders have each",
+                self.total,
+                if self.total == 1 { "" } else { "s" },
+                self.window.as_secs(),
+                self.target,
+                self.limit,
+                counts.join(", ")
+            ),
+            details: json!({
+                "held": self.total, "kinds": self.kinds, "routes": self.routes,
+                "alert_ids": self.alerts, "max_per_minute": self.limit,
+            })
+            .to_string(),
+            at,
+        }
+    }
 }
 
 /// Waits before each retry of a notification the service could not take
@@ -295,41 +386,126 @@ pub const RESUME_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// notifications are still sent, from memory.
 pub fn queue(app: &App, notifications: Vec<Notification>, ctx: &Context) -> Vec<Queued> {
     let mut out = Vec::new();
-    for n in notifications {
-        for (target, entry) in app.config.notifications.iter().enumerate() {
-            if wants(entry, &n) {
-                out.push(Queued {
+    // Summaries that hold one more now: their rows are brought up to date.
+    let mut grown: Vec<Arc<Mutex<Held>>> = Vec::new();
+    let now = tokio::time::Instant::now();
+    {
+        let mut windows = app.notify_windows.lock().unwrap_or_else(PoisonError::into_inner);
+        for n in notifications {
+            for (target, entry) in app.config.notifications.iter().enumerate() {
+                if !wants(entry, &n) {
+                    continue;
+                }
+                let one = Queued {
                     id: None,
                     target,
                     notification: n.clone(),
                     ctx: ctx.clone(),
                     attempts: 0,
+                    summary: None,
+                };
+                let host_wide = n.kind == NotificationKind::KillSwitch || n.route.is_empty();
+                let Some(limit) = entry.max_per_minute.filter(|_| !host_wide) else {
+                    out.push(one);
+                    continue;
+                };
+                let w = windows.entry(target).or_insert(Window {
+                    start: now,
+                    sent: 0,
+                    held: None,
                 });
+                if now.duration_since(w.start) >= app.notify_window {
+                    *w = Window {
+                        start: now,
+                        sent: 0,
+                        held: None,
+                    };
+                }
+                if w.sent < limit {
+                    w.sent += 1;
+                    out.push(one);
+                    continue;
+                }
+                match &w.held {
+                    Some(held) => {
+                        let mut h = held.lock().unwrap_or_else(PoisonError::into_inner);
+                        if h.closed {
+                            // Its summary is on its way: this one goes alone.
+                            out.push(one);
+                        } else {
+                            h.add(&n);
+                            drop(h);
+                            grown.push(held.clone());
+                        }
+                    }
+                    None => {
+                        let mut h = Held {
+                            row: None,
+                            target,
+                            limit,
+                            window: app.notify_window,
+                            total: 0,
+                            kinds: std::collections::BTreeMap::new(),
+                            routes: std::collections::BTreeSet::new(),
+                            alerts: Vec::new(),
+                            closed: false,
+                        };
+                        h.add(&n);
+                        let held = Arc::new(Mutex::new(h));
+                        w.held = Some(held.clone());
+                        out.push(Queued {
+                            ctx: Context::default(),
+                            summary: Some((held, w.start + app.notify_window)),
+                            ..one
+                        });
+                    }
+                }
             }
         }
     }
-    if out.is_empty() {
+    if out.is_empty() && grown.is_empty() {
         return out;
     }
-    let now = crate::audit::now_ns();
-    let context = serde_json::to_string(ctx).unwrap_or_else(|_| "{}".to_owned());
+    let now_ns = crate::audit::now_ns();
+    let at = u64::try_from(now_ns).unwrap_or(0);
+    for q in &mut out {
+        if let Some((held, _)) = &q.summary {
+            q.notification = held.lock().unwrap_or_else(PoisonError::into_inner).notification(at);
+        }
+    }
     let stored = app.state.with_tx(|c| {
         let mut insert = c.prepare_cached(
             "INSERT INTO notify_outbox(target, plugin, notification, context, created_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        out.iter()
+        let ids = out
+            .iter()
             .map(|q| {
                 let plugin = app.config.notifications[q.target].plugin.as_str();
                 let n = serde_json::to_string(&Stored::of(&q.notification)).unwrap_or_default();
-                insert.execute(params![q.target, plugin, n, context, now])?;
+                let context = serde_json::to_string(&q.ctx).unwrap_or_else(|_| "{}".to_owned());
+                insert.execute(params![q.target, plugin, n, context, now_ns])?;
                 Ok(c.last_insert_rowid())
             })
-            .collect::<rusqlite::Result<Vec<i64>>>()
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        for held in &grown {
+            let h = held.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(row) = h.row {
+                let n = serde_json::to_string(&Stored::of(&h.notification(at))).unwrap_or_default();
+                c.execute(
+                    "UPDATE notify_outbox SET notification = ?2 WHERE id = ?1",
+                    params![row, n],
+                )?;
+            }
+        }
+        Ok(ids)
     });
     match stored {
         Ok(ids) => {
             for (q, id) in out.iter_mut().zip(ids) {
                 q.id = Some(id);
+                if let Some((held, _)) = &q.summary {
+                    held.lock().unwrap_or_else(PoisonError::into_inner).row = Some(id);
+                }
             }
         }
         Err(e) => tracing::error!(
@@ -345,12 +521,46 @@ pub fn send(app: &Arc<App>, queued: Vec<Queued>) {
     if queued.is_empty() {
         return;
     }
+    let (summaries, queued): (Vec<Queued>, Vec<Queued>) = queued.into_iter().partition(|q| q.summary.is_some());
+    // A window's summary waits for the window's end, in a task of its own.
+    for q in summaries {
+        tokio::spawn(summary_at_window_end(app.clone(), q));
+    }
     let app = app.clone();
     tokio::spawn(async move {
         for q in queued {
             first_attempt(&app, q).await;
         }
     });
+}
+
+/// Sends a rate window's summary when the window ends, as it stands then.
+async fn summary_at_window_end(app: Arc<App>, mut q: Queued) {
+    let Some((held, end)) = q.summary.clone() else { return };
+    let mut stopping = app.stopping.subscribe();
+    tokio::select! {
+        () = tokio::time::sleep_until(end) => {}
+        // Left queued, as it stands: the next start sends it.
+        _ = stopping.wait_for(|stopped| *stopped) => return,
+    }
+    let at = u64::try_from(crate::audit::now_ns()).unwrap_or(0);
+    {
+        let mut h = held.lock().unwrap_or_else(PoisonError::into_inner);
+        h.closed = true;
+        q.notification = h.notification(at);
+    }
+    if let Some(id) = q.id {
+        let n = serde_json::to_string(&Stored::of(&q.notification)).unwrap_or_default();
+        if let Err(e) = app.state.with_tx(|c| {
+            c.execute(
+                "UPDATE notify_outbox SET notification = ?2 WHERE id = ?1",
+                params![id, n],
+            )
+        }) {
+            tracing::warn!(error = %e, "cannot store a notification summary as sent");
+        }
+    }
+    first_attempt(&app, q).await;
 }
 
 /// Queues and sends: for notifications that are not part of an alert's
@@ -525,6 +735,7 @@ pub async fn resume(app: &Arc<App>) -> Result<usize, StoreError> {
             notification,
             ctx,
             attempts: row.attempts,
+            summary: None,
         };
         let entry = app.config.notifications.get(row.target);
         if !entry.is_some_and(|e| e.plugin.as_str() == row.plugin && wants(e, &q.notification)) {
@@ -908,6 +1119,54 @@ mod tests {
     }
 
     #[test]
+    fn a_summary_takes_the_most_severe_kind_and_names_a_route_only_if_one() {
+        let mut held = Held {
+            row: None,
+            target: 1,
+            limit: 20,
+            window: Duration::from_secs(60),
+            total: 0,
+            kinds: std::collections::BTreeMap::new(),
+            routes: std::collections::BTreeSet::new(),
+            alerts: Vec::new(),
+            closed: false,
+        };
+        let n = |kind, route: &str, alert: &str| Notification {
+            kind,
+            route: route.into(),
+            alert_id: alert.into(),
+            client_order_id: None,
+            symbol: None,
+            summary: String::new(),
+            details: String::new(),
+            at: 0,
+        };
+        held.add(&n(NotificationKind::Fill, "a", "al-1"));
+        let one = held.notification(3);
+        assert_eq!((one.kind, one.route.as_str()), (NotificationKind::Fill, "a"));
+        assert!(
+            one.summary.starts_with("1 more notification within 60 s"),
+            "{}",
+            one.summary
+        );
+        held.add(&n(NotificationKind::Rejection, "a", "al-1"));
+        held.add(&n(NotificationKind::Fill, "b", "al-2"));
+        let mixed = held.notification(3);
+        assert_eq!((mixed.kind, mixed.route.as_str()), (NotificationKind::Rejection, ""));
+        assert!(
+            mixed
+                .summary
+                .ends_with("2 fills, 1 rejection; the audit log and GET /v1/orders have each"),
+            "{}",
+            mixed.summary
+        );
+        let details: Value = serde_json::from_str(&mixed.details).unwrap();
+        assert_eq!(details["alert_ids"], json!(["al-1", "al-2"]), "each alert once");
+        held.add(&n(NotificationKind::Error, "b", "al-3"));
+        assert_eq!(held.notification(3).kind, NotificationKind::Error);
+    }
+
+    #[test]
     fn the_stored_form_round_trips_every_kind() {
         for kind in [
             NotificationKind::Fill,
@@ -945,6 +1204,7 @@ mod tests {
             on: vec!["fill".into(), "kill_switch".into()],
             routes: Some(vec!["a".into()]),
             settings: json!({}),
+            max_per_minute: None,
         };
         let n = |kind, route: &str| Notification {
             kind,
