@@ -163,9 +163,6 @@ pub struct App {
     pub notify_windows: std::sync::Mutex<std::collections::HashMap<usize, crate::trading::notify::Window>>,
     /// How long a rate window is: a minute.
     pub notify_window: std::time::Duration,
-    /// Orders at a broker this host never sent that were notified as
-    /// drift (once each per run: every sweep finds them again).
-    pub drift_notified: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Set when the server stops: background work that waits (a
     /// notification's next attempt) ends its wait and leaves the rest to
     /// the next start.
@@ -226,7 +223,6 @@ impl App {
             refusals: crate::audit::throttle::Refusals::default(),
             notify_waiting: std::sync::atomic::AtomicUsize::new(0),
             stopping: tokio::sync::watch::Sender::new(false),
-            drift_notified: std::sync::Mutex::default(),
             notify_windows: std::sync::Mutex::default(),
             notify_window: options.notify_window.unwrap_or(std::time::Duration::from_secs(60)),
             exposure,

@@ -863,6 +863,8 @@ async fn place(
     // Recorded in state `intent`: every later order's rails count it (the
     // counts here, the position through `in_flight`), so the locks end now.
     let order_id = app.orders.insert(&new, None)?;
+    // Until this placement is over, a reconciliation sweep leaves it alone.
+    let _placing = app.orders.placing(order_id);
     drop(rails);
     drop(account_guard);
 

@@ -568,7 +568,8 @@ async fn a_fill_learned_by_reconciliation_is_notified_once() -> anyhow::Result<(
 }
 
 /// A broker account that lists a working order this host never sent is
-/// told as an `error` once, though every sweep finds it again.
+/// told as an `error` once, though every sweep finds it again (the order
+/// is remembered in `state.db`).
 #[tokio::test]
 async fn drift_is_notified_once() -> anyhow::Result<()> {
     let up = Upstream::start().await;

@@ -217,6 +217,35 @@ async fn the_kill_switch_holds_across_restarts_and_lets_only_what_it_should_thro
         .alert("default", "application/json", r#"{"kill_switch":"off"}"#)
         .await?;
     assert_eq!(off.status, 422, "a webhook cannot release it");
+    // Nor loosen it: `reduce_only` while it is `on` changes nothing, says
+    // so, and the attempt is audited.
+    let looser = host
+        .alert(
+            "default",
+            "application/json",
+            r#"{"kill_switch":"reduce_only","reason":"calmer now"}"#,
+        )
+        .await?;
+    assert_eq!(looser.status, 200);
+    assert_eq!(looser.json()["kill_switch"], "on", "{}", looser.json());
+    assert!(
+        looser.json()["unchanged"]
+            .as_str()
+            .unwrap()
+            .contains("a webhook cannot loosen it"),
+        "{}",
+        looser.json()
+    );
+    let denied = host.audit(&Filter {
+        action: Some("config.changed".into()),
+        ..Filter::default()
+    })?;
+    let denied = denied
+        .iter()
+        .find(|e| e.outcome == "deny")
+        .expect("the attempt is audited");
+    assert_eq!(denied.payload["reason"], "calmer now");
+    assert_eq!(denied.payload["kill_switch"]["to"], "on");
     let exit = r#"{"ticker":"AAPL","action":"sell","quantity":"10","price":"100","sentiment":"flat"}"#;
     let blocked = order(&host, "buy 1 AAPL at 102").await?;
     assert!(
@@ -272,9 +301,10 @@ async fn the_kill_switch_holds_across_restarts_and_lets_only_what_it_should_thro
         action: Some("config.changed".into()),
         ..Filter::default()
     })?;
+    // The changes (the webhook's attempt to loosen it is a `deny`).
     let kills: Vec<&Value> = changes
         .iter()
-        .filter(|c| c.resource.as_deref() == Some("kill_switch"))
+        .filter(|c| c.resource.as_deref() == Some("kill_switch") && c.outcome == "success")
         .map(|c| &c.payload)
         .collect();
     assert_eq!(kills.len(), 2, "{kills:?}");
@@ -421,6 +451,54 @@ async fn after_a_crash_orders_are_reconciled_and_unfinished_alerts_resume_once()
     let (dir, tokens) = host.stop().await;
     let host = TestHost::start_in(dir, tokens, Default::default()).await?;
     assert_eq!(place_calls(&host), 1);
+    Ok(())
+}
+
+/// A sweep that runs while an alert is placing an order leaves that order
+/// to its alert. The order is working by its state but not yet at the
+/// broker: asking the broker found nothing and rejected it, and the
+/// broker's answer then could not be recorded (seen with the sweep at
+/// start, beside a host's first alert).
+#[tokio::test]
+async fn a_sweep_leaves_an_order_being_placed_to_its_alert() -> anyhow::Result<()> {
+    let host = HostBuilder::new()
+        .plugin("probe", HTTP_PROBE, "broker")
+        .limit("deadline_ms", 5000)
+        .grant("http = [\"http://127.0.0.1:9\"]\nallow_loopback = true\nsecrets = [\"k\"]\n")
+        .route("slow", "tradingview", "probe")
+        // Once placed, the broker lists it as working: later sweeps have
+        // nothing to ask either.
+        .broker_settings(json!({ "busy_ms": 2500, "open_orders": ["slow-1"] }))
+        .toml("[secrets.k]\nvalue = \"v\"\n[trading]\nreconcile_interval_s = 1\n")
+        .start()
+        .await?;
+    let sweeps = |host: &TestHost| {
+        host.audit(&Filter {
+            action: Some("reconcile.sweep".into()),
+            ..Filter::default()
+        })
+        .map(|s| s.len())
+        .unwrap_or(0)
+    };
+    let before = sweeps(&host);
+    let reply = host
+        .alert(
+            "slow",
+            "application/json",
+            r#"{"ticker":"AAPL","action":"buy","quantity":"1","price":"100","signalId":"slow-1"}"#,
+        )
+        .await?
+        .json();
+    assert!(sweeps(&host) > before, "a sweep ran during the placement");
+    assert_eq!(reply["orders"][0]["client_order_id"], "slow-1", "{reply}");
+    assert_eq!(reply["orders"][0]["outcome"], "accepted", "{reply}");
+    let orders = host.orders()?;
+    assert_eq!(orders[0].state, OrderState::Accepted, "{orders:?}");
+    let asked = host.audit(&Filter {
+        action: Some("order.reconciled".into()),
+        ..Filter::default()
+    })?;
+    assert!(asked.is_empty(), "the sweep did not ask about it: {asked:?}");
     Ok(())
 }
 
@@ -599,6 +677,71 @@ async fn periodic_reconciliation_refreshes_working_orders_and_reports_drift() ->
     })?;
     assert!(!sweeps.is_empty());
     assert_eq!(place_calls(&host), 1);
+    Ok(())
+}
+
+/// A working order at the broker that this host never sent throws the
+/// kill switch to reduce-only (the default `trading.on_drift`), audited
+/// with the reason, once: an operator who looked and released it is not
+/// overruled by the sweeps that find the same order again. With
+/// `on_drift = "report"` it is only recorded.
+#[tokio::test]
+async fn drift_throws_the_kill_switch_to_reduce_only_once() -> anyhow::Result<()> {
+    use algobanana::trading::risk::KillSwitch;
+    let start = |policy: &str| {
+        HostBuilder::new()
+            .plugin("probe", HTTP_PROBE, "broker")
+            .grant("http = [\"http://127.0.0.1:9\"]\nallow_loopback = true\nsecrets = [\"k\"]\n")
+            .route("probe", "tradingview", "probe")
+            .broker_settings(json!({ "open_orders": ["stray-1"] }))
+            .toml(&format!(
+                "[secrets.k]\nvalue = \"v\"\n[trading]\nreconcile_interval_s = 1\n{policy}"
+            ))
+            .start()
+    };
+    let drifts = |host: &TestHost| {
+        host.audit(&Filter {
+            action: Some("order.drift".into()),
+            ..Filter::default()
+        })
+        .map(|d| d.len())
+        .unwrap_or(0)
+    };
+    let host = start("").await?;
+    eventually(Duration::from_secs(10), || {
+        (host.app.kill_switch().ok()? == KillSwitch::ReduceOnly).then_some(())
+    })
+    .await?;
+    let thrown = host.audit(&Filter {
+        action: Some("config.changed".into()),
+        ..Filter::default()
+    })?;
+    let thrown = thrown.last().unwrap();
+    assert_eq!(thrown.actor_id, "reconcile");
+    let reason = thrown.payload["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("stray-1 at probe:probe/main") && reason.contains("algobanana kill-switch off"),
+        "{reason}"
+    );
+    // The operator looks and releases it; the next sweeps find the same
+    // order and leave the switch alone.
+    algobanana::trading::kill::set(
+        &host.app.state,
+        &host.app.audit,
+        KillSwitch::Off,
+        algobanana::audit::ActorKind::User,
+        "ops",
+        &algobanana::audit::Context::default(),
+        "a manual order of mine",
+    )
+    .await?;
+    let seen = drifts(&host);
+    eventually(Duration::from_secs(10), || (drifts(&host) >= seen + 2).then_some(())).await?;
+    assert_eq!(host.app.kill_switch()?, KillSwitch::Off);
+
+    let reporting = start("on_drift = \"report\"\n").await?;
+    eventually(Duration::from_secs(10), || (drifts(&reporting) >= 1).then_some(())).await?;
+    assert_eq!(reporting.app.kill_switch()?, KillSwitch::Off);
     Ok(())
 }
 

@@ -96,6 +96,9 @@ pub struct TradingConfig {
     pub response_budget: Duration,
     /// How often to reconcile with the brokers (`None`: only at start).
     pub reconcile_interval: Option<Duration>,
+    /// What a reconciliation does when a broker lists a working order this
+    /// host never sent.
+    pub on_drift: DriftPolicy,
 }
 
 impl Default for TradingConfig {
@@ -105,6 +108,35 @@ impl Default for TradingConfig {
             max_signal_age: Some(Duration::from_secs(300)),
             response_budget: Duration::from_millis(2500),
             reconcile_interval: Some(Duration::from_secs(300)),
+            on_drift: DriftPolicy::ReduceOnly,
+        }
+    }
+}
+
+/// `[trading] on_drift`: what unexplained activity in a broker account (a
+/// working order this host never sent) does, besides its `order.drift`
+/// event and its notification. Each such order does it once: the order is
+/// remembered (`state.db`, `drift_seen`), so an operator who looked and
+/// released the kill switch is not overruled by the next sweep; a new
+/// unexplained order throws it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriftPolicy {
+    /// Recorded and notified only.
+    Report,
+    /// The kill switch goes to `reduce_only` (exits stay possible) unless
+    /// it is stricter already: the default, per docs/trading.md §11.
+    ReduceOnly,
+    /// The kill switch goes `on`: nothing reaches a broker.
+    Stop,
+}
+
+impl DriftPolicy {
+    /// The configured name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Report => "report",
+            Self::ReduceOnly => "reduce_only",
+            Self::Stop => "stop",
         }
     }
 }

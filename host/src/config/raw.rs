@@ -137,6 +137,10 @@ pub struct RawTrading {
     /// many ms, else 202 while it continues (default 2,500: under
     /// TradingView's 3 s timeout).
     pub response_budget_ms: Option<u64>,
+    /// A working order at a broker that this host never sent: `report`,
+    /// `reduce_only` (default: the kill switch goes reduce-only) or `stop`
+    /// (the kill switch goes on).
+    pub on_drift: Option<String>,
 }
 
 /// Where a secret's value comes from: exactly one of the two.

@@ -508,6 +508,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             Some(0) => None,
             Some(n) => Some(Duration::from_secs(n)),
         },
+        on_drift: match raw.trading.on_drift.as_deref() {
+            None => d.on_drift,
+            Some("report") => super::DriftPolicy::Report,
+            Some("reduce_only") => super::DriftPolicy::ReduceOnly,
+            Some("stop") => super::DriftPolicy::Stop,
+            Some(other) => {
+                p.push(format!(
+                    "trading.on_drift: `{other}` is not a policy; expected \"report\", \"reduce_only\" (the default) or \"stop\""
+                ));
+                d.on_drift
+            }
+        },
         response_budget: match raw.trading.response_budget_ms {
             None => d.response_budget,
             Some(n) if (10..=60_000).contains(&n) => Duration::from_millis(n),
@@ -1018,6 +1030,24 @@ rule_config = { default_quantity = "1" }
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn the_drift_policy_defaults_to_reduce_only_and_is_checked() {
+        use crate::config::DriftPolicy;
+        assert_eq!(parse_str(GOOD).unwrap().trading.on_drift, DriftPolicy::ReduceOnly);
+        for (name, policy) in [
+            ("report", DriftPolicy::Report),
+            ("reduce_only", DriftPolicy::ReduceOnly),
+            ("stop", DriftPolicy::Stop),
+        ] {
+            let c = parse_str(&format!("{GOOD}\n[trading]\non_drift = \"{name}\"\n")).unwrap();
+            assert_eq!(c.trading.on_drift, policy);
+        }
+        let err = parse_str(&format!("{GOOD}\n[trading]\non_drift = \"panic\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trading.on_drift: `panic` is not a policy"), "{err}");
     }
 
     #[test]

@@ -440,7 +440,9 @@ async fn kill_switch_action(
         .chars()
         .take(256)
         .collect::<String>();
-    let from = crate::trading::kill::set(
+    // A webhook throws it and never loosens it: `reduce_only` while it is
+    // `on` changes nothing (and says so).
+    let (from, changed) = crate::trading::kill::escalate(
         &app.state,
         &app.audit,
         to,
@@ -455,6 +457,21 @@ async fn kill_switch_action(
         kind: "state_unavailable",
         message: format!("the kill switch could not be set: {e:#}"),
     })?;
+    if !changed {
+        return Ok(Some(
+            (
+                StatusCode::OK,
+                Json(json!({
+                    "kill_switch": from.as_str(), "previous": from.as_str(),
+                    "unchanged": format!(
+                        "the kill switch is {} already, at least as strict as {}; a webhook cannot loosen it (use `algobanana kill-switch` or the admin API)",
+                        from.as_str(), to.as_str()
+                    ),
+                })),
+            )
+                .into_response(),
+        ));
+    }
     crate::trading::notify::kill_switch(app, from, to, &format!("route {route}"), route, &reason, ctx);
     Ok(Some(
         (

@@ -197,6 +197,16 @@ CREATE TABLE IF NOT EXISTS notify_outbox(
   created_ns INTEGER NOT NULL
 ) STRICT;
 
+-- Working orders a broker listed that this host never sent (drift),
+-- each acted on once (`[trading] on_drift`, crate::trading::reconcile).
+CREATE TABLE IF NOT EXISTS drift_seen(
+  account TEXT NOT NULL,
+  client_order_id TEXT NOT NULL,
+  broker_order_id TEXT NOT NULL,
+  first_seen_ns INTEGER NOT NULL,
+  PRIMARY KEY (account, client_order_id)
+) STRICT, WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS compiled_component(
   digest TEXT NOT NULL,
   engine TEXT NOT NULL,

@@ -55,6 +55,39 @@ pub async fn set(
     Ok(from)
 }
 
+/// Throws the kill switch to `to` unless it is at least as strict
+/// already (`on` is stricter than `reduce_only`): for the actors that may
+/// throw it and never release it (a webhook, a reconciliation's drift).
+/// Returns the setting it found and whether it changed; an attempt that
+/// changed nothing is audited too (outcome `deny`, with the reason).
+///
+/// # Errors
+/// When the change cannot be audited or stored (then it did not happen).
+pub async fn escalate(
+    state: &StateDb,
+    audit: &AuditLog,
+    to: KillSwitch,
+    actor_kind: ActorKind,
+    actor: &str,
+    ctx: &Context,
+    reason: &str,
+) -> anyhow::Result<(KillSwitch, bool)> {
+    let from = current(state)?;
+    if from.strictness() >= to.strictness() {
+        let mut e = event(from, to, actor_kind, actor, ctx, reason);
+        e.outcome = Outcome::Deny;
+        e.payload["kill_switch"]["to"] = json!(from.as_str());
+        e.payload["unchanged"] = json!(format!(
+            "asked for {}, but it is {} already, at least as strict; only the command line or an admin can loosen it",
+            to.as_str(),
+            from.as_str()
+        ));
+        audit.record(e).await?;
+        return Ok((from, false));
+    }
+    Ok((set(state, audit, to, actor_kind, actor, ctx, reason).await?, true))
+}
+
 /// Sets the kill switch without the audit log (the server holds it): the
 /// change takes effect at once and the server audits it before its next
 /// order decision.

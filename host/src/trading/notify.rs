@@ -614,18 +614,10 @@ pub fn reconciled(app: &Arc<App>, o: &OrderRow, found: &crate::pipeline::Reconci
 }
 
 /// Tells the operator, as an `error`, that a broker account lists a
-/// working order this host never sent (`order.drift`): once per order and
-/// run, though every sweep finds it again.
+/// working order this host never sent (`order.drift`); the sweep calls it
+/// at the order's first sight only.
 pub fn drift(app: &Arc<App>, route: &str, account: &str, client_order_id: &str, broker_order_id: &str) {
     if app.config.notifications.is_empty() {
-        return;
-    }
-    let first = app
-        .drift_notified
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(format!("{account}\u{0}{client_order_id}"));
-    if !first {
         return;
     }
     notify(

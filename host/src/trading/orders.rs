@@ -209,6 +209,24 @@ pub struct Orders {
     db: StateDb,
     /// The settled prefix of the daily-loss replay (see [`Orders::realized_since`]).
     settled: std::sync::Arc<std::sync::Mutex<Settled>>,
+    /// Orders whose alert is placing them now ([`Orders::placing`]).
+    placing: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
+}
+
+/// Marks an order as being placed by its alert until dropped.
+#[derive(Debug)]
+pub struct Placing {
+    set: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i64>>>,
+    id: i64,
+}
+
+impl Drop for Placing {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
+    }
 }
 
 /// Average-cost positions per (`account/broker`, symbol): quantity (signed)
@@ -386,7 +404,34 @@ impl Orders {
         Self {
             db,
             settled: std::sync::Arc::default(),
+            placing: std::sync::Arc::default(),
         }
+    }
+
+    /// Marks order `id` as being placed by its alert (from its row to the
+    /// broker's answer, and the lookup after an unclear one) until the
+    /// guard drops. A reconciliation sweep leaves such an order alone: it
+    /// is working by its state but not yet at the broker, so asking the
+    /// broker would find nothing and reject an order about to be placed
+    /// (seen: the start's sweep beside the first alert rejected its order,
+    /// and the broker's fill then could not be recorded).
+    pub fn placing(&self, id: i64) -> Placing {
+        self.placing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id);
+        Placing {
+            set: self.placing.clone(),
+            id,
+        }
+    }
+
+    /// Whether order `id` is being placed now ([`Orders::placing`]).
+    pub fn is_placing(&self, id: i64) -> bool {
+        self.placing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&id)
     }
 
     /// An order already sent with this client order id, or with the same

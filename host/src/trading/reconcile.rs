@@ -5,7 +5,9 @@
 //! working but the broker no longer lists are looked up by client order id
 //! and their state updated; orders the broker lists that the host never
 //! sent are drift. Each sweep is an audit event with the positions it saw;
-//! each drift is an `order.drift` event. What it learns after an alert was
+//! each drift is an `order.drift` event, and the first sight of each such
+//! order is notified and acted on per `[trading] on_drift` (by default the
+//! kill switch goes reduce-only). What it learns after an alert was
 //! answered is notified like the alert's own result: a working order that
 //! filled (or filled further) is a fill, one the broker rejected later a
 //! rejection (`crate::trading::notify::of_reconciled`). Reconciliation
@@ -18,10 +20,12 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::audit::{ActorKind, AuditEvent, Context, Outcome, action};
+use crate::config::DriftPolicy;
 use crate::pipeline::{PipelineError, reconcile_one};
 use crate::plugins::convert;
 use crate::plugins::invoke::{BrokerCall, BrokerReply, Returned};
 use crate::trading::orders::OrderState;
+use crate::trading::risk::KillSwitch;
 
 /// What one sweep found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -32,6 +36,9 @@ pub struct Sweep {
     pub refreshed: usize,
     /// Open orders at a broker that the host never sent.
     pub unknown_at_broker: Vec<String>,
+    /// Those of them seen for the first time (acted on per
+    /// `[trading] on_drift`).
+    pub new_at_broker: Vec<String>,
     /// Accounts whose broker could not answer.
     pub unreachable: Vec<String>,
 }
@@ -107,6 +114,10 @@ pub async fn sweep(app: &Arc<App>) -> Result<Sweep, PipelineError> {
             .iter()
             .filter(|o| o.broker == acct.broker.as_str() && o.route == route_name.as_str() && o.account == acct.name)
         {
+            // An order its alert is placing now is that alert's to settle.
+            if app.orders.is_placing(o.id) {
+                continue;
+            }
             if o.state == OrderState::Intent || !open_ids.contains(o.client_order_id.as_str()) {
                 let found = reconcile_one(app, &broker, &settings, o.id, &o.client_order_id, &ctx).await?;
                 let story = Context {
@@ -120,13 +131,23 @@ pub async fn sweep(app: &Arc<App>) -> Result<Sweep, PipelineError> {
         for a in &open {
             if !app.orders.was_sent(&a.client_order_id)? {
                 out.unknown_at_broker.push(a.client_order_id.clone());
-                crate::trading::notify::drift(
-                    app,
-                    route_name.as_str(),
-                    &account,
-                    &a.client_order_id,
-                    &a.broker_order_id,
-                );
+                let first = app.state.with_tx(|c| {
+                    c.execute(
+                        "INSERT OR IGNORE INTO drift_seen(account, client_order_id, broker_order_id, first_seen_ns)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        rusqlite::params![account, a.client_order_id, a.broker_order_id, crate::audit::now_ns()],
+                    )
+                })? == 1;
+                if first {
+                    out.new_at_broker.push(format!("{} at {account}", a.client_order_id));
+                    crate::trading::notify::drift(
+                        app,
+                        route_name.as_str(),
+                        &account,
+                        &a.client_order_id,
+                        &a.broker_order_id,
+                    );
+                }
                 drop(
                     app.audit
                         .append(
@@ -136,6 +157,7 @@ pub async fn sweep(app: &Arc<App>) -> Result<Sweep, PipelineError> {
                                     "account": account, "client_order_id": a.client_order_id,
                                     "broker_order_id": a.broker_order_id,
                                     "drift": "the broker has a working order this host never sent",
+                                    "first_seen": first,
                                 })),
                         )
                         .await?,
@@ -155,5 +177,43 @@ pub async fn sweep(app: &Arc<App>) -> Result<Sweep, PipelineError> {
             )
             .await?;
     }
+    on_drift(app, &out.new_at_broker, &ctx).await;
     Ok(out)
+}
+
+/// Applies `[trading] on_drift` to the orders seen at a broker for the
+/// first time: the kill switch goes `reduce_only` (the default) or `on`,
+/// never looser than it is, audited and notified like any change.
+async fn on_drift(app: &Arc<App>, new: &[String], ctx: &Context) {
+    let to = match app.config.trading.on_drift {
+        DriftPolicy::Report => return,
+        DriftPolicy::ReduceOnly => KillSwitch::ReduceOnly,
+        DriftPolicy::Stop => KillSwitch::On,
+    };
+    if new.is_empty() {
+        return;
+    }
+    const LISTED: usize = 5;
+    let listed = new.iter().take(LISTED).cloned().collect::<Vec<_>>().join(", ");
+    let more = new.len().saturating_sub(LISTED);
+    let reason = format!(
+        "trading.on_drift = {}: a broker lists {} working order{} this host never sent ({listed}{}); review them at the broker, then release the switch with `algobanana kill-switch off` or the admin API",
+        app.config.trading.on_drift.as_str(),
+        new.len(),
+        if new.len() == 1 { "" } else { "s" },
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        },
+    );
+    match crate::trading::kill::escalate(&app.state, &app.audit, to, ActorKind::System, "reconcile", ctx, &reason).await
+    {
+        Ok((from, true)) => {
+            tracing::warn!(kill_switch = to.as_str(), "{reason}");
+            crate::trading::notify::kill_switch(app, from, to, "reconciliation", "", &reason, ctx);
+        }
+        Ok((_, false)) => {}
+        Err(e) => tracing::error!(error = %e, "drift: the kill switch could not be thrown ({reason})"),
+    }
 }

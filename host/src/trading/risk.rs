@@ -35,6 +35,15 @@ impl KillSwitch {
         }
     }
 
+    /// How much it stops: `off` < `reduce_only` < `on`.
+    pub fn strictness(self) -> u8 {
+        match self {
+            Self::Off => 0,
+            Self::ReduceOnly => 1,
+            Self::On => 2,
+        }
+    }
+
     /// Parses a stored or typed name.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
