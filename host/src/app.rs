@@ -507,6 +507,21 @@ impl App {
                 }
             })
         };
+        // Orders left `unknown` (a broker that did not list an order sent
+        // moments ago) are asked about again once their grace has passed.
+        let unknown_resolver = {
+            let app = self.clone();
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(crate::trading::reconcile::UNKNOWN_EVERY);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    if let Err(e) = crate::trading::reconcile::resolve_unknown(&app).await {
+                        tracing::error!(error = %e, "asking about unknown orders failed; asked again shortly");
+                    }
+                }
+            })
+        };
         // Summaries of throttled refusals, written soon after their window
         // ends even when no further refusal comes to roll it over.
         let refusal_flusher = {
@@ -614,6 +629,7 @@ impl App {
             app.stopping.send_replace(true);
             reconciler.abort();
             refusal_flusher.abort();
+            unknown_resolver.abort();
             if let Some(w) = halt_watch {
                 w.abort();
             }

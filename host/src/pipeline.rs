@@ -892,6 +892,7 @@ async fn place(
         client_order_id: coid.to_string(),
         order,
     };
+    let sent_at_ns = crate::audit::now_ns();
     let called = app.registry.call_broker(broker, op, &app.audit, ctx).await?;
     let mut receipt = called.receipt;
     let mut ambiguous = None;
@@ -937,7 +938,7 @@ async fn place(
     }
     if let Some(why) = ambiguous {
         app.orders.transition(order_id, OrderState::Unknown, None, Some(&why))?;
-        let found = reconcile_one(app, broker, a.settings, order_id, coid.as_str(), ctx).await?;
+        let found = reconcile_one(app, broker, a.settings, order_id, coid.as_str(), sent_at_ns, ctx).await?;
         receipt = found.receipt;
         result.reason = Some(format!("{why}; {}", found.detail));
         result.ack = found.ack;
@@ -967,7 +968,14 @@ pub struct Reconciled {
 }
 
 /// Asks the broker about one order by client order id and records what it
-/// says. Never places anything.
+/// says. Never places anything. A broker that has no such order is taken
+/// at its word only `[trading] not_found_grace_s` (30 s) after the order
+/// was sent (`sent_at_ns`): brokers can take a moment to list an order
+/// they were sent moments ago (Binance answers -2013 for an order its
+/// matching engine has not finished with), and an order booked as never
+/// placed that then fills is a position the host does not know of. Until
+/// then it stays `unknown` and is asked again
+/// (`crate::trading::reconcile::resolve_unknown`).
 ///
 /// # Errors
 /// [`PipelineError`] when the audit or the store fails.
@@ -977,6 +985,7 @@ pub async fn reconcile_one(
     settings: &str,
     order_id: i64,
     coid: &str,
+    sent_at_ns: i64,
     ctx: &Context,
 ) -> Result<Reconciled, PipelineError> {
     let called = app
@@ -1011,6 +1020,19 @@ pub async fn reconcile_one(
                 None,
             ),
         },
+        Returned::GuestError(wit::BrokerError::NotFound(_))
+            if crate::audit::now_ns().saturating_sub(sent_at_ns)
+                < i64::try_from(app.config.trading.not_found_grace.as_nanos()).unwrap_or(i64::MAX) =>
+        {
+            (
+                OrderState::Unknown,
+                format!(
+                    "the broker does not list it yet; it is asked again until {} s after it was sent, then counted as never placed if still missing; it was not resent",
+                    app.config.trading.not_found_grace.as_secs()
+                ),
+                None,
+            )
+        }
         Returned::GuestError(wit::BrokerError::NotFound(_)) => {
             let why = "the broker has no order with this id, so it was never placed; it was not resent";
             app.orders.transition(order_id, OrderState::Rejected, None, Some(why))?;
@@ -1081,6 +1103,7 @@ pub async fn reconcile_unresolved(app: &Arc<App>) -> Result<usize, PipelineError
             &account.settings.to_string(),
             o.id,
             &o.client_order_id,
+            o.created_at_ns,
             &ctx,
         )
         .await?;

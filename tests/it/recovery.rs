@@ -159,7 +159,12 @@ async fn an_interrupted_alert_whose_rows_a_power_loss_undid_resumes_and_sends_no
 
 #[tokio::test]
 async fn finished_alerts_are_restored_as_finished_and_an_edited_event_is_not_used() -> anyhow::Result<()> {
-    let host = TestHost::start().await?;
+    // The paper broker's book rolls back with state.db: its "no such
+    // order" is final at once, no grace needed.
+    let host = HostBuilder::new()
+        .toml("[trading]\nnot_found_grace_s = 0\n")
+        .start()
+        .await?;
     let (dir, tokens) = host.stop().await;
     let before = snapshot(dir.path())?;
     let host = TestHost::start_in(dir, tokens, Default::default()).await?;

@@ -333,7 +333,7 @@ async fn an_ambiguous_broker_failure_is_reconciled_by_client_order_id_never_rese
         .broker_settings(json!({ "place": "ambiguous", "has_order": true }))
         .route("lost", "tradingview", "probe")
         .broker_settings(json!({ "place": "unavailable", "has_order": false }))
-        .toml("[secrets.k]\nvalue = \"v\"\n")
+        .toml("[secrets.k]\nvalue = \"v\"\n[trading]\nnot_found_grace_s = 1\n")
         .start()
         .await?;
     let found = host.alert("found", "text/plain", "buy 1 AAPL at 100").await?.json();
@@ -346,27 +346,49 @@ async fn an_ambiguous_broker_failure_is_reconciled_by_client_order_id_never_rese
             .contains("the broker reports the order as filled"),
         "{o}"
     );
+    // The broker does not list the other one. Sent a moment ago, it may
+    // yet appear (brokers can take a moment to list an order): unknown,
+    // not never placed, until the grace (here 1 s) has passed…
     let lost = host.alert("lost", "text/plain", "buy 1 AAPL at 100").await?.json();
     let o = &lost["orders"][0];
-    assert_eq!(o["outcome"], "rejected", "{o}");
+    assert_eq!(o["outcome"], "error", "{o}");
     assert!(
         o["reason"]
             .as_str()
             .unwrap()
-            .contains("was never placed; it was not resent"),
+            .contains("the broker does not list it yet"),
         "{o}"
     );
+    assert_eq!(host.orders()?[1].state, OrderState::Unknown);
+    // …then it is asked again, and still missing, it was never placed.
+    let orders = eventually(Duration::from_secs(15), || {
+        let o = host.orders().ok()?;
+        (o[1].state == OrderState::Rejected).then_some(o)
+    })
+    .await?;
+    assert!(
+        orders[1]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("was never placed; it was not resent"),
+        "{orders:?}"
+    );
+    assert_eq!(orders[0].state, OrderState::Filled);
     assert_eq!(place_calls(&host), 2, "one placement each, no retry");
-    assert_eq!(calls(&host, "get-order").len(), 2);
-    let states: Vec<OrderState> = host.orders()?.iter().map(|o| o.state).collect();
-    assert_eq!(states, [OrderState::Filled, OrderState::Rejected]);
+    assert_eq!(calls(&host, "get-order").len(), 3);
     Ok(())
 }
 
 #[tokio::test]
 async fn a_broker_whose_kv_writes_cannot_be_saved_places_nothing_and_the_audit_shows_its_answer() -> anyhow::Result<()>
 {
-    let host = TestHost::start().await?;
+    // The paper broker's book is its kv in state.db: its "no such order"
+    // is final at once, no grace needed.
+    let host = HostBuilder::new()
+        .toml("[trading]\nnot_found_grace_s = 0\n")
+        .start()
+        .await?;
     // The state database refuses the paper broker's book writes, as a full
     // or failing disk would, while everything else in it keeps working.
     let conn = rusqlite::Connection::open(host.path().join("state.db"))?;
@@ -415,7 +437,10 @@ async fn a_broker_whose_kv_writes_cannot_be_saved_places_nothing_and_the_audit_s
 
 #[tokio::test]
 async fn after_a_crash_orders_are_reconciled_and_unfinished_alerts_resume_once() -> anyhow::Result<()> {
-    let host = TestHost::start().await?;
+    let host = HostBuilder::new()
+        .toml("[trading]\nnot_found_grace_s = 1\n")
+        .start()
+        .await?;
     let (dir, tokens) = host.stop().await;
     // The state a kill -9 leaves between recording an intent and the broker
     // call, and an alert accepted but not yet run.
@@ -434,10 +459,20 @@ async fn after_a_crash_orders_are_reconciled_and_unfinished_alerts_resume_once()
         )?;
     }
     let host = TestHost::start_in(dir, tokens, Default::default()).await?;
+    // Sent (by its row) a moment before the crash: the broker may not list
+    // it yet, so it is unknown until its grace has passed, then asked again.
     let orders = host.orders()?;
     assert_eq!(orders[0].client_order_id, "ab-crashed");
-    assert_eq!(orders[0].state, OrderState::Rejected, "paper never had it");
-    assert!(orders[0].reason.as_deref().unwrap().contains("never placed"));
+    assert_eq!(orders[0].state, OrderState::Unknown, "{orders:?}");
+    let orders = eventually(Duration::from_secs(15), || {
+        let o = host.orders().ok()?;
+        (o[0].state == OrderState::Rejected).then_some(o)
+    })
+    .await?;
+    assert!(
+        orders[0].reason.as_deref().unwrap().contains("never placed"),
+        "paper never had it: {orders:?}"
+    );
     let resumed = host.app.orders.of_alert("01a24200-0000-7000-8000-000000000002")?;
     assert_eq!(resumed.len(), 1);
     assert_eq!(resumed[0].state, OrderState::Filled, "the unfinished alert ran");

@@ -99,6 +99,9 @@ pub struct TradingConfig {
     /// What a reconciliation does when a broker lists a working order this
     /// host never sent.
     pub on_drift: DriftPolicy,
+    /// How long after an order was sent a broker's "no such order" is not
+    /// yet taken to mean it was never placed.
+    pub not_found_grace: Duration,
 }
 
 impl Default for TradingConfig {
@@ -109,6 +112,7 @@ impl Default for TradingConfig {
             response_budget: Duration::from_millis(2500),
             reconcile_interval: Some(Duration::from_secs(300)),
             on_drift: DriftPolicy::ReduceOnly,
+            not_found_grace: Duration::from_secs(30),
         }
     }
 }

@@ -141,6 +141,10 @@ pub struct RawTrading {
     /// `reduce_only` (default: the kill switch goes reduce-only) or `stop`
     /// (the kill switch goes on).
     pub on_drift: Option<String>,
+    /// Seconds after an order was sent during which a broker's "no such
+    /// order" is asked again rather than taken as "never placed" (default
+    /// 30; 0: at once).
+    pub not_found_grace_s: Option<u64>,
 }
 
 /// Where a secret's value comes from: exactly one of the two.

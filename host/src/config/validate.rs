@@ -508,6 +508,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             Some(0) => None,
             Some(n) => Some(Duration::from_secs(n)),
         },
+        not_found_grace: match raw.trading.not_found_grace_s {
+            None => d.not_found_grace,
+            Some(n) if n <= 3600 => Duration::from_secs(n),
+            Some(n) => {
+                p.push(format!(
+                    "trading.not_found_grace_s: {n} is out of range; expected 0 to 3600 seconds"
+                ));
+                d.not_found_grace
+            }
+        },
         on_drift: match raw.trading.on_drift.as_deref() {
             None => d.on_drift,
             Some("report") => super::DriftPolicy::Report,
@@ -1048,6 +1058,14 @@ rule_config = { default_quantity = "1" }
             .unwrap_err()
             .to_string();
         assert!(err.contains("trading.on_drift: `panic` is not a policy"), "{err}");
+        assert_eq!(
+            parse_str(GOOD).unwrap().trading.not_found_grace,
+            Duration::from_secs(30)
+        );
+        let err = parse_str(&format!("{GOOD}\n[trading]\nnot_found_grace_s = 3601\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trading.not_found_grace_s: 3601 is out of range"), "{err}");
     }
 
     #[test]

@@ -693,6 +693,22 @@ impl Orders {
         })
     }
 
+    /// Orders in state `unknown`, oldest first, on the read-only side
+    /// connection: a lookup of the `orders_in_flight` partial index (few
+    /// rows), not a scan of the history, so it can run every few seconds.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub fn unknown_aside(&self) -> Result<Vec<OrderRow>, StoreError> {
+        self.db.read_aside(|c| {
+            let mut s = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM orders INDEXED BY orders_in_flight
+                 WHERE sent = 1 AND state IN ('intent', 'submitted', 'unknown') AND state = 'unknown' ORDER BY id"
+            ))?;
+            s.query_map([], row)?.collect()
+        })
+    }
+
     /// Every working order (handed to a broker and not final), oldest
     /// first: what reconciliation refreshes. Read on the read-only side
     /// connection ([`Orders::list_aside`]; a scan of the table, see
@@ -869,6 +885,8 @@ mod tests {
 
         let working: Vec<i64> = orders.working().unwrap().iter().map(|o| o.id).collect();
         assert_eq!(working, [accepted, partial, intent, unknown]);
+        let unknown_only: Vec<i64> = orders.unknown_aside().unwrap().iter().map(|o| o.id).collect();
+        assert_eq!(unknown_only, [unknown], "through the in-flight index");
         assert!(orders.was_sent("c-accepted").unwrap());
         assert!(orders.was_sent("c-7").unwrap());
         assert!(!orders.was_sent("c-refused").unwrap(), "refused by a rail: never sent");

@@ -119,7 +119,8 @@ pub async fn sweep(app: &Arc<App>) -> Result<Sweep, PipelineError> {
                 continue;
             }
             if o.state == OrderState::Intent || !open_ids.contains(o.client_order_id.as_str()) {
-                let found = reconcile_one(app, &broker, &settings, o.id, &o.client_order_id, &ctx).await?;
+                let found =
+                    reconcile_one(app, &broker, &settings, o.id, &o.client_order_id, o.created_at_ns, &ctx).await?;
                 let story = Context {
                     correlation_id: Some(o.alert_id.clone()),
                     ..Context::default()
@@ -216,4 +217,63 @@ async fn on_drift(app: &Arc<App>, new: &[String], ctx: &Context) {
         Ok((_, false)) => {}
         Err(e) => tracing::error!(error = %e, "drift: the kill switch could not be thrown ({reason})"),
     }
+}
+
+/// How often [`resolve_unknown`] looks for orders to ask about again.
+pub const UNKNOWN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Asks again about the orders left `unknown` (an unclear placement whose
+/// broker did not list the order yet, or could not say): each one whose
+/// `[trading] not_found_grace_s` has passed since it was sent, so that the
+/// answer is final (found, or never placed), and notified like any
+/// reconciliation. Run every [`UNKNOWN_EVERY`] by the server; an order its
+/// alert is placing now is left to it. Returns how many it asked about.
+///
+/// # Errors
+/// [`PipelineError`] when the audit or the store fails.
+pub async fn resolve_unknown(app: &Arc<App>) -> Result<usize, PipelineError> {
+    let orders = app.orders.clone();
+    let unknown = tokio::task::spawn_blocking(move || orders.unknown_aside())
+        .await
+        .map_err(|e| {
+            PipelineError::from(crate::store::StoreError {
+                path: std::path::PathBuf::from("state.db"),
+                message: format!("reading the unknown orders stopped: {e}"),
+            })
+        })??;
+    let due_before = crate::audit::now_ns()
+        .saturating_sub(i64::try_from(app.config.trading.not_found_grace.as_nanos()).unwrap_or(i64::MAX));
+    let mut n = 0;
+    for o in unknown {
+        if !o.sent || o.created_at_ns > due_before || app.orders.is_placing(o.id) {
+            continue;
+        }
+        let Some((account, broker)) = app
+            .config
+            .routes
+            .iter()
+            .find(|(name, _)| name.as_str() == o.route)
+            .and_then(|(_, r)| r.accounts.iter().find(|a| a.name == o.account))
+            .and_then(|a| app.registry.get(&a.broker).map(|b| (a, b)))
+        else {
+            continue;
+        };
+        let ctx = Context {
+            correlation_id: Some(o.alert_id.clone()),
+            ..Context::default()
+        };
+        let found = reconcile_one(
+            app,
+            &broker,
+            &account.settings.to_string(),
+            o.id,
+            &o.client_order_id,
+            o.created_at_ns,
+            &ctx,
+        )
+        .await?;
+        crate::trading::notify::reconciled(app, &o, &found, &ctx);
+        n += 1;
+    }
+    Ok(n)
 }
