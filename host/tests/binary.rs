@@ -456,7 +456,7 @@ fn kill_9_between_the_intent_and_the_broker_answer_never_orders_twice() {
     let config = std::fs::read_to_string(&config_path).unwrap();
     let config = config.replace("broker = \"paper\"", "broker = \"probe\"\nlive = false")
         + &format!(
-            "\n[plugins.probe]\nsource = {:?}\nworld = \"broker\"\n[plugins.probe.grant]\nhttp = [\"http://127.0.0.1:9\"]\nallow_loopback = true\nsecrets = [\"k\"]\n[secrets.k]\nvalue = \"v\"\n",
+            "\n[plugins.probe]\nsource = {:?}\nworld = \"broker\"\n[plugins.probe.grant]\nhttp = [\"http://127.0.0.1:9\"]\nallow_loopback = true\nsecrets = [\"k\"]\n[secrets.k]\nvalue = \"v\"\n[trading]\nnot_found_grace_s = 1\n",
             wasm.display().to_string()
         );
     let config = config.replace(
@@ -491,8 +491,21 @@ fn kill_9_between_the_intent_and_the_broker_answer_never_orders_twice() {
     let _ = client.join();
 
     // Restart: reconciliation asks the broker (it has no such order), the
-    // alert resumes and finds its order already recorded.
+    // alert resumes and finds its order already recorded. Sent a moment
+    // before the crash, the order may not be listed yet: it stays unknown
+    // for its grace (here 1 s), then is asked again and is never placed.
     let (mut server, _) = start(&data);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state: String = conn
+            .query_row("SELECT state FROM orders", [], |r| r.get(0))
+            .unwrap_or_default();
+        if state == "rejected" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the order is still {state}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
