@@ -963,6 +963,9 @@ pub struct Reconciled {
     pub detail: String,
     /// The broker's answer, when it had the order.
     pub ack: Option<OrderAck>,
+    /// The order's state and fill before this lookup changed them (read
+    /// with the change); `None` when it changed nothing.
+    pub before: Option<(OrderState, Option<rust_decimal::Decimal>)>,
     /// Resolves when `order.reconciled` is committed.
     pub receipt: Receipt,
 }
@@ -1000,18 +1003,19 @@ pub async fn reconcile_one(
             ctx,
         )
         .await?;
+    let mut before = None;
     let (state, detail, found) = match called.returned {
         Returned::Ok(BrokerReply::Ack(ack)) => match convert::ack(&ack) {
             Ok(ack) => {
                 let (_, state) = order_outcome(ack.status);
-                app.orders.settle(
+                before = Some(app.orders.settle_seen(
                     order_id,
                     state,
                     Some(&ack.broker_order_id),
                     None,
                     ack.filled_quantity,
                     ack.average_fill_price,
-                )?;
+                )?);
                 (state, format!("the broker reports the order as {}", state.as_str()), Some(ack))
             }
             Err(_) => (
@@ -1035,7 +1039,10 @@ pub async fn reconcile_one(
         }
         Returned::GuestError(wit::BrokerError::NotFound(_)) => {
             let why = "the broker has no order with this id, so it was never placed; it was not resent";
-            app.orders.transition(order_id, OrderState::Rejected, None, Some(why))?;
+            before = Some((
+                app.orders.transition(order_id, OrderState::Rejected, None, Some(why))?,
+                None,
+            ));
             (OrderState::Rejected, why.to_owned(), None)
         }
         _ => (
@@ -1062,6 +1069,7 @@ pub async fn reconcile_one(
         state,
         detail,
         ack: found,
+        before,
         receipt,
     })
 }

@@ -155,25 +155,25 @@ fn of_order(route: &str, alert_id: &str, o: &Value, at: u64) -> Option<Notificat
 
 /// The notification of what reconciliation learned about an order after
 /// its alert was answered (a working limit order that filled, one the
-/// broker rejected later): a fill when more is filled than `o` said, a
-/// rejection when it was not rejected before; `None` otherwise (a cancel
-/// or an expiry has no notification kind).
+/// broker rejected later), given what the lookup found (`state`, `ack`)
+/// and what it changed (`before`: the state and fill it found, read with
+/// its change): a fill when more is filled than before, a rejection when
+/// it was not rejected before; `None` otherwise (a cancel or an expiry
+/// has no notification kind, and a lookup that changed nothing, such as
+/// one that repeats another's answer, tells nothing new).
 pub fn of_reconciled(
     o: &OrderRow,
     state: OrderState,
     ack: Option<&OrderAck>,
     detail: &str,
+    before: Option<(OrderState, Option<rust_decimal::Decimal>)>,
     at: u64,
 ) -> Option<Notification> {
+    let (was, filled_before) = before?;
     let outcome = match state {
         OrderState::Filled | OrderState::PartiallyFilled => {
-            let before = o
-                .filled_quantity
-                .as_deref()
-                .and_then(|q| q.parse::<rust_decimal::Decimal>().ok())
-                .unwrap_or_default();
             let now = ack.map(|a| a.filled_quantity).unwrap_or_default();
-            if now <= before && o.state == state {
+            if now <= filled_before.unwrap_or_default() && was == state {
                 return None;
             }
             if state == OrderState::Filled {
@@ -182,7 +182,7 @@ pub fn of_reconciled(
                 "partially_filled"
             }
         }
-        OrderState::Rejected if o.state != OrderState::Rejected => "rejected",
+        OrderState::Rejected if was != OrderState::Rejected => "rejected",
         _ => return None,
     };
     let order = json!({
@@ -608,7 +608,7 @@ pub fn reconciled(app: &Arc<App>, o: &OrderRow, found: &crate::pipeline::Reconci
         return;
     }
     let at = u64::try_from(crate::audit::now_ns()).unwrap_or(0);
-    if let Some(n) = of_reconciled(o, found.state, found.ack.as_ref(), &found.detail, at) {
+    if let Some(n) = of_reconciled(o, found.state, found.ack.as_ref(), &found.detail, found.before, at) {
         notify(app, vec![n], ctx);
     }
 }
@@ -1061,12 +1061,15 @@ mod tests {
     #[test]
     fn reconciliation_notifies_more_filled_and_a_new_rejection_only() {
         use crate::domain::order::OrderStatus as S;
+        let o = row(OrderState::Accepted, None);
+        let dec = |s: &str| Some(s.parse::<rust_decimal::Decimal>().unwrap());
         let partial = ack(S::PartiallyFilled, "4");
         let n = of_reconciled(
-            &row(OrderState::Accepted, None),
+            &o,
             OrderState::PartiallyFilled,
             Some(&partial),
             "",
+            Some((OrderState::Accepted, None)),
             5,
         )
         .unwrap();
@@ -1077,37 +1080,47 @@ mod tests {
             ("al-1", Some("ab-1"))
         );
         // The same partial fill seen again: nothing new.
-        let same = row(OrderState::PartiallyFilled, Some("4"));
-        assert!(of_reconciled(&same, OrderState::PartiallyFilled, Some(&partial), "", 5).is_none());
+        let again = Some((OrderState::PartiallyFilled, dec("4")));
+        assert!(of_reconciled(&o, OrderState::PartiallyFilled, Some(&partial), "", again, 5).is_none());
         // Filled further, then completely.
         let more = ack(S::PartiallyFilled, "7");
-        assert!(of_reconciled(&same, OrderState::PartiallyFilled, Some(&more), "", 5).is_some());
+        assert!(of_reconciled(&o, OrderState::PartiallyFilled, Some(&more), "", again, 5).is_some());
         let full = ack(S::Filled, "10");
-        let n = of_reconciled(
-            &row(OrderState::PartiallyFilled, Some("7")),
-            OrderState::Filled,
-            Some(&full),
-            "",
-            5,
-        )
-        .unwrap();
+        let before = Some((OrderState::PartiallyFilled, dec("7")));
+        let n = of_reconciled(&o, OrderState::Filled, Some(&full), "", before, 5).unwrap();
         assert_eq!(n.summary, "Filled buy 10 AAPL @ 190.5 (route swing)");
+        // A second lookup that finds it filled already: nothing new, even
+        // though the row it read first was older.
+        let done = Some((OrderState::Filled, dec("10")));
+        assert!(of_reconciled(&o, OrderState::Filled, Some(&full), "", done, 5).is_none());
         // Rejected later: once.
         let n = of_reconciled(
-            &row(OrderState::Unknown, None),
+            &o,
             OrderState::Rejected,
             None,
             "never placed",
+            Some((OrderState::Unknown, None)),
             5,
         )
         .unwrap();
         assert_eq!(n.kind, NotificationKind::Rejection);
         assert_eq!(n.summary, "Rejected buy 10 AAPL (route swing): never placed");
-        assert!(of_reconciled(&row(OrderState::Rejected, None), OrderState::Rejected, None, "x", 5).is_none());
-        // Still working, canceled, unknown: nothing.
+        assert!(
+            of_reconciled(
+                &o,
+                OrderState::Rejected,
+                None,
+                "x",
+                Some((OrderState::Rejected, None)),
+                5
+            )
+            .is_none()
+        );
+        // Still working, canceled, unknown, or nothing changed: nothing.
         for state in [OrderState::Accepted, OrderState::Canceled, OrderState::Unknown] {
-            assert!(of_reconciled(&row(OrderState::Submitted, None), state, None, "", 5).is_none());
+            assert!(of_reconciled(&o, state, None, "", Some((OrderState::Submitted, None)), 5).is_none());
         }
+        assert!(of_reconciled(&o, OrderState::Filled, Some(&full), "", None, 5).is_none());
     }
 
     #[test]

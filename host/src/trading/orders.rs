@@ -426,12 +426,19 @@ impl Orders {
         }
     }
 
-    /// Whether order `id` is being placed now ([`Orders::placing`]).
-    pub fn is_placing(&self, id: i64) -> bool {
+    /// Claims order `id` for one lookup at its broker (a sweep, the
+    /// resolver of unknown orders): `None` when its alert is placing it or
+    /// another lookup has it, so two never settle and notify the same
+    /// answer twice.
+    pub fn claim(&self, id: i64) -> Option<Placing> {
         self.placing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&id)
+            .insert(id)
+            .then(|| Placing {
+                set: self.placing.clone(),
+                id,
+            })
     }
 
     /// An order already sent with this client order id, or with the same
@@ -499,10 +506,32 @@ impl Orders {
         filled: rust_decimal::Decimal,
         average: Option<rust_decimal::Decimal>,
     ) -> Result<OrderState, StoreError> {
+        self.settle_seen(id, to, broker_order_id, reason, filled, average)
+            .map(|(from, _)| from)
+    }
+
+    /// [`Orders::settle`], returning also what was filled before it (read
+    /// in the same transaction): what a lookup changed, for its
+    /// notification.
+    ///
+    /// # Errors
+    /// [`StoreError`], including a transition the table does not allow.
+    pub fn settle_seen(
+        &self,
+        id: i64,
+        to: OrderState,
+        broker_order_id: Option<&str>,
+        reason: Option<&str>,
+        filled: rust_decimal::Decimal,
+        average: Option<rust_decimal::Decimal>,
+    ) -> Result<(OrderState, Option<rust_decimal::Decimal>), StoreError> {
         self.db.with_tx(|tx| {
+            let before: Option<String> = tx
+                .prepare_cached("SELECT filled_quantity FROM orders WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))?;
             let from = move_state(tx, id, to, broker_order_id, reason)?;
             set_fill(tx, id, filled, average)?;
-            Ok(from)
+            Ok((from, before.and_then(|b| b.parse().ok())))
         })
     }
 

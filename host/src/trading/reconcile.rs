@@ -114,11 +114,12 @@ pub async fn sweep(app: &Arc<App>) -> Result<Sweep, PipelineError> {
             .iter()
             .filter(|o| o.broker == acct.broker.as_str() && o.route == route_name.as_str() && o.account == acct.name)
         {
-            // An order its alert is placing now is that alert's to settle.
-            if app.orders.is_placing(o.id) {
-                continue;
-            }
             if o.state == OrderState::Intent || !open_ids.contains(o.client_order_id.as_str()) {
+                // An order its alert is placing now is that alert's to
+                // settle; one another lookup has is that lookup's.
+                let Some(_claim) = app.orders.claim(o.id) else {
+                    continue;
+                };
                 let found =
                     reconcile_one(app, &broker, &settings, o.id, &o.client_order_id, o.created_at_ns, &ctx).await?;
                 let story = Context {
@@ -245,9 +246,12 @@ pub async fn resolve_unknown(app: &Arc<App>) -> Result<usize, PipelineError> {
         .saturating_sub(i64::try_from(app.config.trading.not_found_grace.as_nanos()).unwrap_or(i64::MAX));
     let mut n = 0;
     for o in unknown {
-        if !o.sent || o.created_at_ns > due_before || app.orders.is_placing(o.id) {
+        if !o.sent || o.created_at_ns > due_before {
             continue;
         }
+        let Some(_claim) = app.orders.claim(o.id) else {
+            continue;
+        };
         let Some((account, broker)) = app
             .config
             .routes
