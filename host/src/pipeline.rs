@@ -1083,21 +1083,7 @@ pub async fn reconcile_one(
 pub async fn reconcile_unresolved(app: &Arc<App>) -> Result<usize, PipelineError> {
     let mut n = 0;
     for o in app.orders.unresolved()? {
-        let Some((account, broker)) = app
-            .config
-            .routes
-            .iter()
-            .find(|(name, _)| name.as_str() == o.route)
-            .and_then(|(_, r)| r.accounts.iter().find(|a| a.name == o.account))
-            .and_then(|a| app.registry.get(&a.broker).map(|b| (a, b)))
-        else {
-            continue;
-        };
-        let ctx = Context {
-            correlation_id: Some(o.alert_id.clone()),
-            ..Context::default()
-        };
-        if o.state == OrderState::Intent {
+        if o.state == OrderState::Intent && account_of(app, &o).is_some() {
             app.orders.transition(
                 o.id,
                 OrderState::Unknown,
@@ -1105,18 +1091,54 @@ pub async fn reconcile_unresolved(app: &Arc<App>) -> Result<usize, PipelineError
                 Some("the host stopped before the broker answered"),
             )?;
         }
-        let found = reconcile_one(
-            app,
-            &broker,
-            &account.settings.to_string(),
-            o.id,
-            &o.client_order_id,
-            o.created_at_ns,
-            &ctx,
-        )
-        .await?;
-        crate::trading::notify::reconciled(app, &o, &found, &ctx);
-        n += 1;
+        if ask_about(app, &o).await?.is_some() {
+            n += 1;
+        }
     }
     Ok(n)
+}
+
+/// The configured account of `o` (its route's, by name) and its loaded
+/// broker; `None` when the route, the account or the plugin is gone.
+fn account_of<'a>(
+    app: &'a App,
+    o: &crate::trading::orders::OrderRow,
+) -> Option<(&'a crate::config::AccountConfig, Arc<crate::plugins::LoadedPlugin>)> {
+    app.config
+        .routes
+        .iter()
+        .find(|(name, _)| name.as_str() == o.route)
+        .and_then(|(_, r)| r.accounts.iter().find(|a| a.name == o.account))
+        .and_then(|a| app.registry.get(&a.broker).map(|b| (a, b)))
+}
+
+/// Asks `o`'s broker about it ([`reconcile_one`], in the story of its
+/// alert) and notifies what that changed; `None` (nothing asked) when its
+/// account or broker is no longer configured.
+///
+/// # Errors
+/// [`PipelineError`] when the audit or the store fails.
+pub async fn ask_about(
+    app: &Arc<App>,
+    o: &crate::trading::orders::OrderRow,
+) -> Result<Option<Reconciled>, PipelineError> {
+    let Some((account, broker)) = account_of(app, o) else {
+        return Ok(None);
+    };
+    let ctx = Context {
+        correlation_id: Some(o.alert_id.clone()),
+        ..Context::default()
+    };
+    let found = reconcile_one(
+        app,
+        &broker,
+        &account.settings.to_string(),
+        o.id,
+        &o.client_order_id,
+        o.created_at_ns,
+        &ctx,
+    )
+    .await?;
+    crate::trading::notify::reconciled(app, o, &found, &ctx);
+    Ok(Some(found))
 }

@@ -252,32 +252,9 @@ pub async fn resolve_unknown(app: &Arc<App>) -> Result<usize, PipelineError> {
         let Some(_claim) = app.orders.claim(o.id) else {
             continue;
         };
-        let Some((account, broker)) = app
-            .config
-            .routes
-            .iter()
-            .find(|(name, _)| name.as_str() == o.route)
-            .and_then(|(_, r)| r.accounts.iter().find(|a| a.name == o.account))
-            .and_then(|a| app.registry.get(&a.broker).map(|b| (a, b)))
-        else {
-            continue;
-        };
-        let ctx = Context {
-            correlation_id: Some(o.alert_id.clone()),
-            ..Context::default()
-        };
-        let found = reconcile_one(
-            app,
-            &broker,
-            &account.settings.to_string(),
-            o.id,
-            &o.client_order_id,
-            o.created_at_ns,
-            &ctx,
-        )
-        .await?;
-        crate::trading::notify::reconciled(app, &o, &found, &ctx);
-        n += 1;
+        if crate::pipeline::ask_about(app, &o).await?.is_some() {
+            n += 1;
+        }
     }
     Ok(n)
 }
