@@ -514,9 +514,10 @@ impl App {
             tokio::spawn(async move {
                 let mut ticker = tokio::time::interval(crate::trading::reconcile::UNKNOWN_EVERY);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut asked = std::collections::HashMap::new();
                 loop {
                     ticker.tick().await;
-                    if let Err(e) = crate::trading::reconcile::resolve_unknown(&app).await {
+                    if let Err(e) = crate::trading::reconcile::resolve_unknown(&app, &mut asked).await {
                         tracing::error!(error = %e, "asking about unknown orders failed; asked again shortly");
                     }
                 }

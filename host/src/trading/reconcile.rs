@@ -223,6 +223,12 @@ async fn on_drift(app: &Arc<App>, new: &[String], ctx: &Context) {
 /// How often [`resolve_unknown`] looks for orders to ask about again.
 pub const UNKNOWN_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// An order [`resolve_unknown`] asked about and that stayed unknown (its
+/// broker could not say) is asked again no sooner than this: a broker that
+/// is down for an hour gets one lookup a minute per order, not one every
+/// [`UNKNOWN_EVERY`], each an audited call.
+pub const UNKNOWN_REASK: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Asks again about the orders left `unknown` (an unclear placement whose
 /// broker did not list the order yet, or could not say): each one whose
 /// `[trading] not_found_grace_s` has passed since it was sent, so that the
@@ -232,7 +238,10 @@ pub const UNKNOWN_EVERY: std::time::Duration = std::time::Duration::from_secs(5)
 ///
 /// # Errors
 /// [`PipelineError`] when the audit or the store fails.
-pub async fn resolve_unknown(app: &Arc<App>) -> Result<usize, PipelineError> {
+pub async fn resolve_unknown(
+    app: &Arc<App>,
+    asked: &mut std::collections::HashMap<i64, std::time::Instant>,
+) -> Result<usize, PipelineError> {
     let orders = app.orders.clone();
     let unknown = tokio::task::spawn_blocking(move || orders.unknown_aside())
         .await
@@ -244,15 +253,18 @@ pub async fn resolve_unknown(app: &Arc<App>) -> Result<usize, PipelineError> {
         })??;
     let due_before = crate::audit::now_ns()
         .saturating_sub(i64::try_from(app.config.trading.not_found_grace.as_nanos()).unwrap_or(i64::MAX));
+    // Orders no longer unknown are forgotten.
+    asked.retain(|id, _| unknown.iter().any(|o| o.id == *id));
     let mut n = 0;
     for o in unknown {
-        if !o.sent || o.created_at_ns > due_before {
+        if !o.sent || o.created_at_ns > due_before || asked.get(&o.id).is_some_and(|at| at.elapsed() < UNKNOWN_REASK) {
             continue;
         }
         let Some(_claim) = app.orders.claim(o.id) else {
             continue;
         };
         if crate::pipeline::ask_about(app, &o).await?.is_some() {
+            asked.insert(o.id, std::time::Instant::now());
             n += 1;
         }
     }
